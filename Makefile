@@ -1,0 +1,51 @@
+# The commands the README names. Every target installs what it needs first, so each one works
+# on a fresh machine: `make demo` and `make test` are the only two a newcomer has to know.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+MYSQL_CHROOT ?= $(HOME)/.cache/cdc_pipeline/mysql-9.7-root
+export CDC_MYSQL_CHROOT := $(MYSQL_CHROOT)
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint ui system-deps mysql-chroot install clean
+
+## demo: start local servers, run the pipeline through Dagster, print a summary, stop
+demo: install system-deps
+	$(BIN)/python -m cdc_pipeline.demo
+
+## test: install everything (apt packages, venv, MySQL 9.7 chroot) and run the whole suite
+test: install system-deps mysql-chroot
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## lint: ruff (lint + format check) on everything, mypy --strict on core/
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy cdc_pipeline/core
+
+## ui: dagster dev on the demo's DAGSTER_HOME, so the demo's runs are there to browse
+ui: install
+	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+## system-deps: MariaDB server and debootstrap from Debian (only when missing)
+system-deps:
+	@scripts/ensure_system_packages.sh
+
+## mysql-chroot: MySQL 9.7 LTS in a cached debootstrap chroot (outside the repo)
+mysql-chroot: system-deps
+	@scripts/ensure_mysql_chroot.sh
+
+clean:
+	rm -rf $(VENV) .dagster_home .cdc_staging

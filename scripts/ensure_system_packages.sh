@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the Debian packages the tests and the demo need, only when they are missing:
+# mariadb-server (the MariaDB source server, run as our own process, never the system service)
+# and debootstrap (builds the MySQL 9.7 chroot).
+set -euo pipefail
+
+missing=()
+command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "ensure_system_packages: missing ${missing[*]}; install them as root: apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "ensure_system_packages: installing ${missing[*]}..." >&2
+export DEBIAN_FRONTEND=noninteractive
+# policy-rc.d keeps the packaged MariaDB service from starting: we run our own instances.
+policy=/usr/sbin/policy-rc.d
+created_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created_policy=1
+fi
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ "$created_policy" = 1 ] && rm -f "$policy"
+exit 0
