@@ -1,0 +1,119 @@
+"""Session fixtures: real MariaDB, real MySQL 9.7 and a MongoDB wire-protocol server, as processes.
+
+Each server starts once per test session on a free 127.0.0.1 port with a temporary data folder,
+can be killed -9 and restarted on the same data by a test, and is stopped (by the PID we started)
+and deleted at the end. Tests get their own source schema and MongoDB database, so they never see
+each other's rows.
+
+Environment:
+    CDC_TEST_SOURCES: comma-separated subset of ``mariadb,mysql`` (default both).
+    CDC_TEST_MONGO_URI: run against this MongoDB instead of starting ``nx-27017``; tests that
+        kill the MongoDB server are skipped then.
+    CDC_MYSQL_CHROOT: where the MySQL 9.7 chroot is cached (``make mysql-chroot`` builds it).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pymongo
+import pytest
+
+from cdc_pipeline.local_servers import (
+    MariaDBServer,
+    MySQLServer,
+    NxMongoServer,
+    SourceServer,
+    new_data_dir,
+)
+
+SOURCE_FLAVORS = [
+    name.strip()
+    for name in os.environ.get("CDC_TEST_SOURCES", "mariadb,mysql").split(",")
+    if name.strip()
+]
+
+
+def _assert_stopped(server: SourceServer | NxMongoServer) -> None:
+    server.cleanup()
+    assert not server.is_running(), f"{server.name} (pid {server.pid}) is still running"
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    server = MariaDBServer(new_data_dir("mariadb"))
+    server.start()
+    yield server
+    _assert_stopped(server)
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MySQLServer]:
+    server = MySQLServer()
+    server.start()
+    yield server
+    _assert_stopped(server)
+
+
+@pytest.fixture(scope="session", params=SOURCE_FLAVORS)
+def source_server(request: pytest.FixtureRequest) -> SourceServer:
+    """Each source-side test runs once against MariaDB and once against MySQL 9.7."""
+    server: SourceServer = request.getfixturevalue(f"{request.param}_server")
+    return server
+
+
+@pytest.fixture
+def source_schema(source_server: SourceServer) -> Iterator[str]:
+    """A fresh database on the source for one test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    source_server.execute(f"CREATE DATABASE `{name}`")
+    yield name
+    if source_server.is_running():
+        source_server.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@dataclass
+class MongoTarget:
+    """Where the tests' MongoDB is: a local nx-27017 we started, or an external real MongoDB."""
+
+    uri: str
+    server: NxMongoServer | None
+
+    @property
+    def can_kill(self) -> bool:
+        return self.server is not None
+
+    def client(self, **kwargs: object) -> pymongo.MongoClient:  # type: ignore[type-arg]
+        return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def mongo_target() -> Iterator[MongoTarget]:
+    external = os.environ.get("CDC_TEST_MONGO_URI")
+    if external:
+        yield MongoTarget(uri=external, server=None)
+        return
+    server = NxMongoServer(new_data_dir("nx-27017"))
+    server.start()
+    yield MongoTarget(uri=server.uri, server=server)
+    _assert_stopped(server)
+
+
+@pytest.fixture
+def killable_mongo(mongo_target: MongoTarget) -> NxMongoServer:
+    """The local MongoDB stand-in, for tests that kill it; skipped against a real MongoDB."""
+    if mongo_target.server is None:
+        pytest.skip("CDC_TEST_MONGO_URI is set: the external MongoDB is not ours to kill")
+    return mongo_target.server
+
+
+@pytest.fixture
+def mongo_db_name(mongo_target: MongoTarget) -> Iterator[str]:
+    """A fresh MongoDB database name for one test, dropped afterwards."""
+    name = f"cdc_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    with mongo_target.client() as client:
+        client.drop_database(name)

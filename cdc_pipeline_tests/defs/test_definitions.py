@@ -1,0 +1,38 @@
+"""The code location loads, keeps secrets in environment variables, and the instance config is valid."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+
+from cdc_pipeline.definitions import defs
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_resolve_without_any_environment() -> None:
+    repository = defs.get_repository_def()
+    assert {"source", "mongo"} <= set(repository.get_top_level_resources())
+
+
+def test_secrets_are_environment_variable_references_not_values(monkeypatch) -> None:
+    monkeypatch.setenv("CDC_MYSQL_URL", "mysql://reader:s3cret-pw@db.example:3306")
+    source = defs.resources["source"]
+    # The configured value is the variable's name; the secret is only read at run time.
+    assert "s3cret-pw" not in repr(source)
+    assert isinstance(source.url, dg.EnvVar)
+    assert source.url.env_var_name == "CDC_MYSQL_URL"
+
+
+def test_instance_yaml_queues_at_most_one_loader_run_per_source(tmp_path: Path) -> None:
+    shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_config(str(tmp_path))
+    try:
+        config = instance.run_coordinator.get_run_queue_config()  # type: ignore[union-attr]
+    finally:
+        instance.dispose()
+    limits = {limit["key"]: limit for limit in config.tag_concurrency_limits}
+    assert limits["cdc/loader"]["limit"] == 1
+    assert limits["cdc/loader"]["value"] == {"applyLimitPerUniqueValue": True}
