@@ -31,14 +31,18 @@ def main() -> int:
         from cdc_pipeline.definitions import defs
 
         resources = sorted(defs.get_repository_def().get_top_level_resources())
-        print(f"MariaDB   127.0.0.1:{mariadb.port}  log_bin/format/image/metadata/strict = {settings}")
+        print(
+            f"MariaDB   127.0.0.1:{mariadb.port}  log_bin/format/image/metadata/strict = {settings}"
+        )
         print(f"MongoDB   {mongo.uri} (nx-27017 stand-in) answers ping")
         print(f"Dagster   code location cdc_pipeline.definitions loads; resources: {resources}")
         print("Pipeline  capture and load are not built yet; see README 'Status'.")
     finally:
         mongo.cleanup()
         mariadb.cleanup()
-    print(f"demo finished in {time.monotonic() - started:.1f} s; every server it started is stopped")
+    print(
+        f"demo finished in {time.monotonic() - started:.1f} s; every server it started is stopped"
+    )
     return 0
 
 

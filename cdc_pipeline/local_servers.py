@@ -129,8 +129,8 @@ class LocalServer:
             time.sleep(0.1)
         self.kill9()
         raise ServerStartError(
-            f"{self.name} did not answer on 127.0.0.1:{self.port} within {self.start_timeout:.0f} s;"
-            f" its log ends with:\n{self._log_tail()}"
+            f"{self.name} did not answer on 127.0.0.1:{self.port} within"
+            f" {self.start_timeout:.0f} s; its log ends with:\n{self._log_tail()}"
         )
 
     def kill9(self) -> None:
@@ -195,6 +195,23 @@ class SourceServer(LocalServer):
                 cursor.execute(statement)
                 rows = list(cursor.fetchall())
             return rows
+
+    def purge_binlogs(self, timeout: float = 30.0) -> str:
+        """Rotate the binlog and purge every older file; return the one file that remains.
+
+        MariaDB refuses (with only a warning) to purge a file its binlog checkpoint still needs
+        for crash recovery, until InnoDB has flushed; so this retries until the purge happened.
+        """
+        self.execute("FLUSH BINARY LOGS")
+        newest = str(self.execute("SHOW BINARY LOGS")[-1][0])
+        deadline = time.monotonic() + timeout
+        while True:
+            self.execute(f"PURGE BINARY LOGS TO '{newest}'")
+            if str(self.execute("SHOW BINARY LOGS")[0][0]) == newest:
+                return newest
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} kept binlogs older than {newest} for {timeout} s")
+            time.sleep(0.2)
 
     def _is_ready(self) -> bool:
         try:
@@ -278,7 +295,14 @@ class MySQLServer(SourceServer):
         super().__init__(self.chroot / self.inner.lstrip("/"), port, die_with_parent)
 
     def _chroot_mysqld(self, *args: str) -> list[str]:
-        return ["chroot", str(self.chroot), "/usr/sbin/mysqld", "--no-defaults", "--user=root", *args]
+        return [
+            "chroot",
+            str(self.chroot),
+            "/usr/sbin/mysqld",
+            "--no-defaults",
+            "--user=root",
+            *args,
+        ]
 
     def _prepare(self) -> None:
         # Initialising a data folder takes seconds; do it once per chroot and copy it after.

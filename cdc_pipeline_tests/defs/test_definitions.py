@@ -1,4 +1,4 @@
-"""The code location loads, keeps secrets in environment variables, and the instance config is valid."""
+"""The code location loads, keeps secrets in environment variables, and dagster.yaml is valid."""
 
 from __future__ import annotations
 
