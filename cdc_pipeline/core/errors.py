@@ -1,0 +1,47 @@
+"""Errors meant for people: each message is one sentence saying what happened and what to do.
+
+Invariant: no message built here contains a password or a full connection URL; callers pass
+redacted forms (``SourceUrl.redacted()``).
+"""
+
+from __future__ import annotations
+
+
+class CdcError(Exception):
+    """Base class: an operator-facing failure whose ``str()`` is the whole explanation."""
+
+
+class ConfigError(CdcError):
+    """A setting (environment variable or argument) is missing or malformed."""
+
+
+class SourceUnavailableError(CdcError):
+    """The source server cannot be reached or refuses us (network, auth, connection lost)."""
+
+
+class SourceSettingError(CdcError):
+    """The source is reachable but not configured for CDC (binlog settings, grants, GTIDs)."""
+
+
+class SourceHistoryError(CdcError):
+    """The source's GTID history no longer contains what we captured: a different server."""
+
+
+class BinlogPurgedError(CdcError):
+    """The binlog we must resume from is gone; ``lost`` names the GTIDs no reader can get back."""
+
+    def __init__(self, message: str, lost_text: str):
+        super().__init__(message)
+        self.lost_text = lost_text
+
+
+class CaptureLockedError(CdcError):
+    """Another capture process holds this source's staging folder."""
+
+
+class StagingError(CdcError):
+    """The staging folder (the WAL) cannot be written: missing, not writable or full."""
+
+
+class CorruptSegmentError(CdcError):
+    """A WAL segment fails verification (unreadable, checksum or manifest mismatch)."""

@@ -1,0 +1,170 @@
+"""Configuration from the environment (names and defaults in ../shared/CONTRACT.md).
+
+Read at run time, never at import time. Invariants: a ``SourceUrl`` never shows its password in
+``repr``/``str``/error messages; every malformed value raises ``ConfigError`` naming the variable.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from cdc_pipeline.core.errors import ConfigError
+
+DEFAULT_SERVER_ID = 4_270_001
+"""Replica server id of the capture reader (CDC_SERVER_ID); unique per reader on a source."""
+
+SYSTEM_SCHEMAS = frozenset({"mysql", "sys", "information_schema", "performance_schema"})
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class SourceUrl:
+    """``mysql://user:password@host:port`` split into parts; the password stays out of repr."""
+
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False, default="")
+
+    @classmethod
+    def parse(cls, text: str, variable: str = "CDC_MYSQL_URL") -> SourceUrl:
+        try:
+            parts = urlsplit(text.strip())
+            port = parts.port or 3306
+        except ValueError:
+            raise ConfigError(
+                f"{variable} is not a valid URL; write it as mysql://user:password@host:port."
+            ) from None
+        if parts.scheme not in {"mysql", "mariadb"} or not parts.hostname:
+            raise ConfigError(
+                f"{variable} must look like mysql://user:password@host:port"
+                f" (got scheme '{parts.scheme or '?'}' and host '{parts.hostname or '?'}')."
+            )
+        if not parts.username:
+            raise ConfigError(
+                f"{variable} has no user; write it as mysql://user:password@host:port."
+            )
+        return cls(
+            host=parts.hostname,
+            port=port,
+            user=unquote(parts.username),
+            password=unquote(parts.password or ""),
+        )
+
+    def redacted(self) -> str:
+        """The URL with the password replaced, safe for logs and messages."""
+        secret = ":***" if self.password else ""
+        return f"mysql://{self.user}{secret}@{self.host}:{self.port}"
+
+    def __str__(self) -> str:
+        return self.redacted()
+
+    def connect_kwargs(self) -> dict[str, object]:
+        """Keyword arguments for ``pymysql.connect``."""
+        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
+
+
+def table_included(schema: str, table: str, patterns: tuple[str, ...]) -> bool:
+    """Whether ``schema.table`` is captured: it matches a pattern, or no patterns and not system."""
+    if not patterns:
+        return schema.lower() not in SYSTEM_SCHEMAS
+    name = f"{schema}.{table}"
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Everything the capture side needs. Bounds keep one tick well inside a sensor's timeout."""
+
+    source_url: SourceUrl
+    staging_dir: Path
+    source_name: str = "default"
+    server_id: int = DEFAULT_SERVER_ID
+    include_tables: tuple[str, ...] = ()
+    start_position: str = "current"
+    max_events_per_segment: int = 50_000
+    max_seconds_per_tick: float = 20.0
+    heartbeat_seconds: float = 1.0
+    row_group_size: int = 5_000
+
+    @property
+    def source_staging_dir(self) -> Path:
+        return self.staging_dir / self.source_name
+
+    def includes(self, schema: str, table: str) -> bool:
+        return table_included(schema, table, self.include_tables)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
+        env = os.environ if environ is None else environ
+        url = env.get("CDC_MYSQL_URL", "").strip()
+        if not url:
+            raise ConfigError(
+                "CDC_MYSQL_URL is not set; export it as mysql://user:password@host:port."
+            )
+        source_name = env.get("CDC_SOURCE_NAME", "default").strip() or "default"
+        if not source_name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(
+                f"CDC_SOURCE_NAME '{source_name}' may only hold letters, digits, '-' and '_'."
+            )
+        patterns = tuple(
+            p.strip() for p in env.get("CDC_INCLUDE_TABLES", "").split(",") if p.strip()
+        )
+        for pattern in patterns:
+            if "." not in pattern:
+                raise ConfigError(
+                    f"CDC_INCLUDE_TABLES entry '{pattern}' needs the form schema.table"
+                    " (wildcards allowed, e.g. shop.*)."
+                )
+        return cls(
+            source_url=SourceUrl.parse(url),
+            staging_dir=Path(env.get("CDC_STAGING_DIR") or PROJECT_ROOT / ".cdc_staging"),
+            source_name=source_name,
+            server_id=_int(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
+            include_tables=patterns,
+            start_position=env.get("CDC_START_POSITION", "current").strip() or "current",
+            max_events_per_segment=_int(env, "CDC_SEGMENT_MAX_EVENTS", 50_000, low=1),
+            max_seconds_per_tick=float(_int(env, "CDC_TICK_MAX_SECONDS", 20, low=1)),
+        )
+
+
+@dataclass(frozen=True)
+class MongoSettings:
+    """Where the sink is. ``uri`` may hold credentials: never print it (``redacted()``)."""
+
+    uri: str = field(repr=False)
+    database: str = "cdc"
+
+    def redacted(self) -> str:
+        parts = urlsplit(self.uri)
+        host = parts.hostname or "?"
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://{'***@' if parts.password else ''}{host}{port}/{self.database}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MongoSettings:
+        env = os.environ if environ is None else environ
+        uri = env.get("CDC_MONGO_URI", "").strip()
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(
+                "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
+            )
+        return cls(uri=uri, database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 2**63) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got '{text}'.") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}.")
+    return value

@@ -1,0 +1,168 @@
+"""Talking SQL to the source server: connect with errors for people, and read its binlog state.
+
+Invariants: error messages name the server by ``SourceUrl.redacted()`` only; ``read_state`` reads
+everything in one round of queries on one connection, so the fields describe one moment as
+closely as the server allows (executed set first, then purged boundary, then file/position).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pymysql
+
+from cdc_pipeline.core.errors import SourceSettingError, SourceUnavailableError
+from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.settings import SourceUrl
+
+_ACCESS_DENIED = 1045
+_UNREACHABLE = {2003, 2005, 2006, 2013}
+
+
+@contextlib.contextmanager
+def connect(url: SourceUrl, timeout: float = 10.0) -> Iterator[pymysql.connections.Connection]:
+    """An autocommit connection; connection failures become ``SourceUnavailableError``."""
+    try:
+        connection = pymysql.connect(
+            **url.connect_kwargs(),
+            autocommit=True,
+            connect_timeout=int(timeout),
+            read_timeout=int(timeout * 3),
+            charset="utf8mb4",
+        )
+    except pymysql.err.OperationalError as error:
+        raise _unavailable(url, error) from None
+    try:
+        yield connection
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _unavailable(url: SourceUrl, error: pymysql.err.OperationalError) -> SourceUnavailableError:
+    code = error.args[0] if error.args else None
+    if code == _ACCESS_DENIED:
+        return SourceUnavailableError(
+            f"the source {url.redacted()} refused user '{url.user}' (wrong password or no such"
+            " user); fix the credentials in CDC_MYSQL_URL."
+        )
+    if code in _UNREACHABLE:
+        return SourceUnavailableError(
+            f"cannot reach the source at {url.host}:{url.port} (MySQL error {code}); check that"
+            " the server is running and CDC_MYSQL_URL's host and port are right."
+        )
+    return SourceUnavailableError(
+        f"the source {url.redacted()} refused the connection (MySQL error {code}); check"
+        " CDC_MYSQL_URL and the server's log."
+    )
+
+
+def query_one(connection: Any, sql: str) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
+
+
+def query_all(connection: Any, sql: str) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()]
+
+
+def detect_flavor(connection: Any) -> Flavor:
+    version = str(query_one(connection, "SELECT VERSION()")[0])  # type: ignore[index]
+    return "mariadb" if "mariadb" in version.lower() else "mysql"
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """The source's binlog state at one moment."""
+
+    flavor: Flavor
+    version: str
+    server_uuid: str
+    executed: GtidSet
+    purged: GtidSet
+    """What the server can no longer send (MySQL @@gtid_purged; MariaDB: state before the oldest
+    binlog)."""
+    binlog_file: str
+    binlog_pos: int
+    oldest_binlog_file: str
+    binlog_files: tuple[tuple[str, int], ...]
+
+
+def binary_logs(connection: Any) -> list[tuple[str, int]]:
+    try:
+        rows = query_all(connection, "SHOW BINARY LOGS")
+    except pymysql.err.OperationalError as error:
+        if error.args and error.args[0] in (1381,):
+            raise SourceSettingError(
+                "binary logging is off on the source; start it with log_bin=ON (log-bin) and"
+                " restart the server."
+            ) from None
+        raise
+    except pymysql.err.ProgrammingError as error:
+        raise SourceSettingError(
+            "the source user may not list binary logs; grant it: GRANT REPLICATION CLIENT ON *.*"
+            " (MySQL) or GRANT BINLOG MONITOR ON *.* (MariaDB)."
+        ) from error
+    return [(str(row[0]), int(row[1])) for row in rows]
+
+
+def current_binlog_position(connection: Any, flavor: Flavor) -> tuple[str, int]:
+    statements = (
+        ["SHOW BINLOG STATUS", "SHOW MASTER STATUS"]
+        if flavor == "mariadb"
+        else ["SHOW BINARY LOG STATUS", "SHOW MASTER STATUS"]
+    )
+    for sql in statements:
+        try:
+            row = query_one(connection, sql)
+        except pymysql.err.ProgrammingError:
+            continue
+        if row is None:
+            break
+        return str(row[0]), int(row[1])
+    raise SourceSettingError(
+        "the source reports no binlog position; enable binary logging (log_bin=ON) and grant"
+        " REPLICATION CLIENT (MySQL) or BINLOG MONITOR (MariaDB) to the CDC user."
+    )
+
+
+def read_state(connection: Any) -> SourceState:
+    """Executed and purged GTIDs, current and oldest binlog file of the source."""
+    flavor = detect_flavor(connection)
+    version = str(query_one(connection, "SELECT VERSION()")[0])  # type: ignore[index]
+    if flavor == "mysql":
+        executed_text, purged_text, server_uuid = query_one(  # type: ignore[misc]
+            connection, "SELECT @@global.gtid_executed, @@global.gtid_purged, @@server_uuid"
+        )
+        executed = GtidSet.parse(str(executed_text or ""), "mysql")
+        purged = GtidSet.parse(str(purged_text or ""), "mysql")
+    else:
+        executed_text, server_id = query_one(  # type: ignore[misc]
+            connection, "SELECT @@global.gtid_binlog_pos, @@server_id"
+        )
+        executed = GtidSet.parse(str(executed_text or ""), "mariadb")
+        server_uuid = f"mariadb-server-{server_id}"
+    files = binary_logs(connection)
+    if flavor == "mariadb":
+        oldest = files[0][0]
+        boundary = query_one(connection, f"SELECT BINLOG_GTID_POS('{oldest}', 4)")
+        purged = GtidSet.parse(str((boundary or ("",))[0] or ""), "mariadb")
+    binlog_file, binlog_pos = current_binlog_position(connection, flavor)
+    return SourceState(
+        flavor=flavor,
+        version=version,
+        server_uuid=str(server_uuid),
+        executed=executed,
+        purged=purged,
+        binlog_file=binlog_file,
+        binlog_pos=binlog_pos,
+        oldest_binlog_file=files[0][0],
+        binlog_files=tuple(files),
+    )
