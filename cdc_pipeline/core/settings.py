@@ -123,7 +123,7 @@ class CaptureSettings:
                 )
         return cls(
             source_url=SourceUrl.parse(url),
-            staging_dir=Path(env.get("CDC_STAGING_DIR") or PROJECT_ROOT / ".cdc_staging"),
+            staging_dir=staging_dir_from_env(env),
             source_name=source_name,
             server_id=_int(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
             include_tables=patterns,
@@ -155,6 +155,12 @@ class MongoSettings:
                 "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
             )
         return cls(uri=uri, database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc")
+
+
+def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
+    """The WAL root (CDC_STAGING_DIR), default ``.cdc_staging`` under the project."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("CDC_STAGING_DIR") or PROJECT_ROOT / ".cdc_staging")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 2**63) -> int:

@@ -1,0 +1,466 @@
+"""One capture tick: read the binlog from the end of the WAL up to a fixed stop, write one segment.
+
+This is the code the Dagster sensor and ``cdc-pipeline capture --once`` both run.
+
+Invariants:
+    * the start is the WAL on disk (the last segment's end state, or ``origin.json`` for an empty
+      WAL), never a cursor in memory; the stop is the source's executed GTID set read *before*
+      reading, so a tick always ends;
+    * a segment ends only at a transaction commit; a transaction larger than the tick's bounds is
+      still written whole (streamed to disk, not held in memory);
+    * before connecting, the start state is checked against the server: GTIDs purged from the
+      binlog that we never captured stop capture with their names (``BinlogPurgedError``), and a
+      start state the server never executed stops it too (``SourceHistoryError``);
+    * one capture per source at a time (``wal.capture_lock``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cdc_pipeline.core.binlog import BinlogReader, Ddl, Idle, RowImage, TxBegin, TxCommit
+from cdc_pipeline.core.ddl import classify_ddl
+from cdc_pipeline.core.errors import (
+    BinlogPurgedError,
+    CdcError,
+    ConfigError,
+    SourceHistoryError,
+    SourceSettingError,
+)
+from cdc_pipeline.core.gtid import GtidError, GtidSet, lost_gtids, parse_gtid, unknown_to_server
+from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.source import SourceState, connect, query_one, read_state
+from cdc_pipeline.core.values import encode_document
+from cdc_pipeline.core.wal import (
+    Manifest,
+    SegmentWriter,
+    WalPaths,
+    capture_lock,
+    list_segments,
+    read_manifest,
+    remove_stale_temp_files,
+    write_json_atomically,
+)
+
+REQUIRED_SETTINGS = {
+    "binlog_format": "ROW",
+    "binlog_row_image": "FULL",
+    "binlog_row_metadata": "FULL",
+}
+
+
+@dataclass
+class WalEnd:
+    """Where the WAL ends: the state the next segment starts from."""
+
+    sequence: int  # of the last segment, 0 when none
+    gtid: GtidSet
+    binlog_file: str
+    binlog_pos: int
+
+
+@dataclass
+class CaptureResult:
+    """What one tick did; ``segment`` is None when there was nothing new."""
+
+    source: str
+    start_gtid: str
+    end_gtid: str
+    source_gtid: str
+    segment: Path | None = None
+    manifest: Manifest | None = None
+    transactions: int = 0
+    rows: int = 0
+    ddl: int = 0
+    stopped_because: str = "caught_up"
+    seconds: float = 0.0
+    error: str | None = None
+    binlog_file: str = ""
+    binlog_pos: int = 0
+
+    @property
+    def partition_key(self) -> str | None:
+        return self.manifest.partition_key if self.manifest else None
+
+    def summary(self) -> str:
+        if self.manifest is None:
+            text = f"nothing new; captured up to {self.end_gtid or '(empty)'}"
+        else:
+            first = self.manifest.first_gtid or self.start_gtid
+            last = self.manifest.last_gtid or self.end_gtid
+            text = (
+                f"captured {self.rows:,} row events and {self.ddl} DDL in {self.transactions:,}"
+                f" transactions {first}..{last} into {self.partition_key}"
+                f" in {self.seconds:.1f} s ({self.stopped_because})"
+            )
+        if self.error:
+            text += f"; stopped early: {self.error}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "partition_key": self.partition_key,
+            "segment": str(self.segment) if self.segment else None,
+            "start_gtid": self.start_gtid,
+            "end_gtid": self.end_gtid,
+            "source_gtid": self.source_gtid,
+            "transactions": self.transactions,
+            "rows": self.rows,
+            "ddl": self.ddl,
+            "stopped_because": self.stopped_because,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+        }
+
+
+def wal_end(paths: WalPaths) -> WalEnd | None:
+    """The end of the WAL from disk: the last segment's manifest, else ``origin.json``."""
+    segments = list_segments(paths)
+    if segments:
+        manifest = read_manifest(segments[-1])
+        flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
+        return WalEnd(
+            manifest.sequence,
+            GtidSet.parse(manifest.end_gtid, flavor),
+            manifest.end_binlog_file,
+            manifest.end_binlog_pos,
+        )
+    if paths.origin.exists():
+        origin = json.loads(paths.origin.read_text())
+        flavor = "mariadb" if origin["flavor"] == "mariadb" else "mysql"
+        return WalEnd(
+            0, GtidSet.parse(origin["gtid"], flavor), origin["binlog_file"], origin["binlog_pos"]
+        )
+    return None
+
+
+def _decide_origin(settings: CaptureSettings, state: SourceState, paths: WalPaths) -> WalEnd:
+    """First start: fix where capture begins and write it down before reading anything."""
+    choice = settings.start_position.strip()
+    if choice == "current":
+        start = state.executed
+        binlog_file, binlog_pos = state.binlog_file, state.binlog_pos
+    elif choice == "earliest":
+        start = state.purged
+        binlog_file, binlog_pos = state.oldest_binlog_file, 4
+    else:
+        try:
+            start = GtidSet.parse(choice, state.flavor)
+        except GtidError as error:
+            raise ConfigError(
+                f"CDC_START_POSITION must be 'current', 'earliest' or a {state.flavor} GTID"
+                f" state: {error}"
+            ) from None
+        binlog_file, binlog_pos = "", 0
+    write_json_atomically(
+        paths.origin,
+        {
+            "gtid": str(start),
+            "flavor": state.flavor,
+            "binlog_file": binlog_file,
+            "binlog_pos": binlog_pos,
+            "start_position": choice,
+            "server_uuid": state.server_uuid,
+            "decided_at": datetime.now(UTC).isoformat(),
+        },
+    )
+    return WalEnd(0, start, binlog_file, binlog_pos)
+
+
+def _check_source_settings(connection: Any, state: SourceState) -> None:
+    for name, wanted in REQUIRED_SETTINGS.items():
+        row = query_one(connection, f"SELECT @@global.{name}")
+        value = str(row[0] if row else "").upper()
+        if value != wanted:
+            raise SourceSettingError(
+                f"the source has {name}={value or 'unset'} but capture needs {wanted}, or rows"
+                f" would be mis-mapped; run SET GLOBAL {name}='{wanted}' and make it permanent"
+                " in the server config (see 'cdc-pipeline doctor')."
+            )
+    if state.flavor == "mysql" and any(
+        ":" in source for source, _, _ in state.executed.intervals()
+    ):
+        raise SourceSettingError(
+            "the source's GTID history holds tagged GTIDs, which mysql-replication 1.0.17 cannot"
+            " resume from; stop using SET gtid_next='AUTOMATIC:<tag>' on this source."
+        )
+
+
+def _check_resumable(start: GtidSet, state: SourceState) -> None:
+    lost = lost_gtids(start, state.purged)
+    if lost:
+        raise BinlogPurgedError(
+            f"the source purged binlogs holding transactions never captured: {lost.describe()}"
+            f" ({lost.count():,} transactions lost to capture); capture stops rather than skip"
+            " them: re-baseline with 'cdc-pipeline snapshot' (see docs/operations.md).",
+            lost_text=str(lost),
+        )
+    unknown = unknown_to_server(start, state.executed)
+    if unknown:
+        raise SourceHistoryError(
+            f"the WAL holds transactions the source never executed ({unknown.describe()}): this"
+            " is not the server the WAL was captured from, or it was reset; point CDC_MYSQL_URL"
+            " at the right server or start a new CDC_SOURCE_NAME."
+        )
+
+
+def _advance(state: GtidSet, gtid: str) -> GtidSet:
+    parsed = parse_gtid(gtid)
+    if parsed.flavor == "mariadb":
+        # A MariaDB state is a position per domain: everything up to this seq is applied.
+        return state | GtidSet.parse(f"{parsed.source}-{parsed.server_id}-{parsed.seq}", "mariadb")
+    return state.add(parsed)
+
+
+@dataclass
+class _SegmentBuilder:
+    """Accumulates one segment: rows of the open transaction stay in memory up to a limit."""
+
+    settings: CaptureSettings
+    writer: SegmentWriter
+    spill_rows: int
+    open_rows: list[dict[str, Any]] = field(default_factory=list)
+    open_stats: list[tuple[str, str]] = field(default_factory=list)
+    open_spilled: bool = False
+    transaction: TxBegin | None = None
+    row_index: int = 0
+    rows: int = 0
+    ddl: int = 0
+    transactions: int = 0
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    schema_versions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    first_gtid: str | None = None
+    last_gtid: str | None = None
+    first_committed_at: datetime | None = None
+    last_committed_at: datetime | None = None
+
+    def begin(self, item: TxBegin) -> None:
+        self.transaction, self.row_index = item, 0
+        self.open_rows, self.open_stats, self.open_spilled = [], [], False
+
+    def _row(self, **values: Any) -> dict[str, Any]:
+        assert self.transaction is not None
+        return {
+            "gtid": self.transaction.gtid,
+            "source": self.settings.source_name,
+            "committed_at": self.transaction.committed_at,
+            "pk": None,
+            "before": None,
+            "after": None,
+            "schema_version": None,
+            "table": None,
+            "statement": None,
+            **values,
+        }
+
+    def add_row(self, item: RowImage) -> None:
+        assert self.transaction is not None
+        schema = item.table_schema
+        image = item.after if item.after is not None else item.before
+        pk = (
+            {name: image[name] for name in schema.primary_key}
+            if schema.primary_key and image
+            else None
+        )
+        self.open_rows.append(
+            self._row(
+                event_id=f"{self.transaction.gtid}#{self.row_index}",
+                row_index=self.row_index,
+                schema=item.schema,
+                table=item.table,
+                op=item.op,
+                pk=encode_document(pk),
+                before=encode_document(item.before),
+                after=encode_document(item.after),
+                schema_version=schema.version,
+                binlog_file=item.binlog_file,
+                binlog_pos=item.binlog_pos,
+            )
+        )
+        self.row_index += 1
+        table = f"{item.schema}.{item.table}"
+        self.open_stats.append((table, item.op))
+        self.schema_versions.setdefault(table, {}).setdefault(schema.version, schema.to_dict())
+        if len(self.open_rows) >= self.spill_rows:
+            self.writer.append(self.open_rows)
+            self.open_rows, self.open_spilled = [], True
+
+    def add_ddl(self, item: Ddl) -> None:
+        assert self.transaction is not None
+        classified = classify_ddl(item.statement, item.schema)
+        targets = classified.targets or ((item.schema, "*"),)
+        if not any(self.settings.includes(schema, table) for schema, table in targets):
+            return
+        table = classified.targets[0][1] if classified.targets else None
+        self.open_rows.append(
+            self._row(
+                event_id=f"{self.transaction.gtid}#ddl",
+                row_index=self.row_index,
+                schema=item.schema,
+                table=table,
+                op="ddl",
+                statement=item.statement,
+                binlog_file=item.binlog_file,
+                binlog_pos=item.binlog_pos,
+            )
+        )
+        self.open_stats.append((f"{item.schema}.{table or '*'}", "ddl"))
+
+    def commit(self, item: TxCommit) -> None:
+        assert self.transaction is not None
+        for table, op in self.open_stats:
+            if op == "ddl":
+                self.ddl += 1
+            else:
+                self.rows += 1
+            per_table = self.counts.setdefault(table, {})
+            per_table[op] = per_table.get(op, 0) + 1
+        self.writer.append(self.open_rows)
+        self.open_rows, self.open_stats, self.open_spilled = [], [], False
+        self.transactions += 1
+        self.first_gtid = self.first_gtid or item.gtid
+        self.last_gtid = item.gtid
+        committed_at = self.transaction.committed_at
+        self.first_committed_at = self.first_committed_at or committed_at
+        self.last_committed_at = committed_at
+        self.transaction = None
+
+
+def capture_once(
+    settings: CaptureSettings, clock: Callable[[], float] = time.monotonic
+) -> CaptureResult:
+    """Capture one bounded slice of the binlog into one new WAL segment (or none when idle)."""
+    started = clock()
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    with capture_lock(paths):
+        remove_stale_temp_files(paths)
+        with connect(settings.source_url) as connection:
+            state = read_state(connection)
+            _check_source_settings(connection, state)
+        end = wal_end(paths) or _decide_origin(settings, state, paths)
+        if end.gtid.flavor != state.flavor:
+            raise SourceHistoryError(
+                f"the WAL was captured from a {end.gtid.flavor} server but the source is"
+                f" {state.flavor}; point CDC_MYSQL_URL at the right server or use a new"
+                " CDC_SOURCE_NAME."
+            )
+        _check_resumable(end.gtid, state)
+        result = CaptureResult(
+            source=settings.source_name,
+            start_gtid=str(end.gtid),
+            end_gtid=str(end.gtid),
+            source_gtid=str(state.executed),
+            binlog_file=end.binlog_file,
+            binlog_pos=end.binlog_pos,
+        )
+        if end.gtid.issuperset(state.executed):
+            result.seconds = clock() - started
+            return result
+        return _read_segment(settings, paths, state, end, result, started, clock)
+
+
+def _read_segment(
+    settings: CaptureSettings,
+    paths: WalPaths,
+    state: SourceState,
+    end: WalEnd,
+    result: CaptureResult,
+    started: float,
+    clock: Callable[[], float],
+) -> CaptureResult:
+    target = state.executed
+    deadline = started + settings.max_seconds_per_tick
+    writer = SegmentWriter(paths, end.sequence + 1, settings.row_group_size)
+    builder = _SegmentBuilder(settings, writer, spill_rows=settings.row_group_size * 4)
+    captured = end.gtid
+    last_file, last_pos = end.binlog_file, end.binlog_pos
+    try:
+        with BinlogReader(
+            settings.source_url,
+            state.flavor,
+            settings.server_id,
+            end.gtid,
+            settings.includes,
+            settings.heartbeat_seconds,
+            state.oldest_binlog_file,
+        ) as reader:
+            for item in reader.items():
+                if isinstance(item, TxBegin):
+                    builder.begin(item)
+                elif isinstance(item, RowImage):
+                    builder.add_row(item)
+                elif isinstance(item, Ddl):
+                    builder.add_ddl(item)
+                elif isinstance(item, TxCommit):
+                    builder.commit(item)
+                    captured = _advance(captured, item.gtid)
+                    last_file, last_pos = item.binlog_file, item.binlog_pos
+                    if captured.issuperset(target):
+                        result.stopped_because = "caught_up"
+                        break
+                    if builder.rows >= settings.max_events_per_segment:
+                        result.stopped_because = "event_bound"
+                        break
+                    if clock() >= deadline:
+                        result.stopped_because = "time_bound"
+                        break
+                elif isinstance(item, Idle) and builder.transaction is None:
+                    if clock() >= deadline:
+                        result.stopped_because = "time_bound"
+                        break
+    except CdcError as error:
+        if builder.open_spilled or builder.transactions == 0:
+            writer.abort()
+            raise
+        result.error = str(error)
+        result.stopped_because = "error"
+    except BaseException:
+        writer.abort()
+        raise
+    if builder.transactions == 0:
+        writer.abort()
+        result.seconds = clock() - started
+        return result
+    manifest = Manifest(
+        source=settings.source_name,
+        sequence=end.sequence + 1,
+        flavor=state.flavor,
+        start_gtid=str(end.gtid),
+        end_gtid=str(captured),
+        start_binlog_file=end.binlog_file,
+        start_binlog_pos=end.binlog_pos,
+        end_binlog_file=last_file,
+        end_binlog_pos=last_pos,
+        row_count=builder.rows,
+        ddl_count=builder.ddl,
+        transaction_count=builder.transactions,
+        first_gtid=builder.first_gtid,
+        last_gtid=builder.last_gtid,
+        counts=builder.counts,
+        schema_versions=builder.schema_versions,
+        first_committed_at=_iso(builder.first_committed_at),
+        last_committed_at=_iso(builder.last_committed_at),
+        server_uuid=state.server_uuid,
+    )
+    result.segment = writer.commit(manifest)
+    result.manifest = manifest
+    result.end_gtid = manifest.end_gtid
+    result.transactions, result.rows, result.ddl = (
+        builder.transactions,
+        builder.rows,
+        builder.ddl,
+    )
+    result.binlog_file, result.binlog_pos = last_file, last_pos
+    result.seconds = clock() - started
+    return result
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

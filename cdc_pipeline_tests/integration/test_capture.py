@@ -1,0 +1,197 @@
+"""Capture against real MariaDB and MySQL 9.7: the WAL holds every committed change, in order, whole.
+
+Touches ``core.capture`` (with ``core.binlog`` and ``core.wal``) end to end: transactions across
+tables, schema changes mid-stream, transactions larger than a tick, idle ticks, the staging lock
+and the purge guard.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.errors import BinlogPurgedError, CaptureLockedError
+from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.values import decode_document
+from cdc_pipeline.core.wal import WalPaths, capture_lock, list_segments, read_rows, verify_segment
+from cdc_pipeline.local_servers import SourceServer
+
+pytestmark = pytest.mark.integration
+
+
+def wal_rows(settings: CaptureSettings) -> list[dict[str, object]]:
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    rows: list[dict[str, object]] = []
+    for segment in list_segments(paths):
+        verify_segment(segment)
+        rows.extend(read_rows(segment))
+    return rows
+
+
+def capture_all(settings: CaptureSettings, limit: int = 50) -> list[object]:
+    """Tick until a tick finds nothing new; return the results that wrote segments."""
+    results = []
+    for _ in range(limit):
+        result = capture_once(settings)
+        if result.manifest is None:
+            return results
+        results.append(result)
+    raise AssertionError("capture never caught up")
+
+
+def test_multi_table_transaction_lands_whole_in_one_segment(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    db = source_schema
+    source_server.execute(
+        f"CREATE TABLE `{db}`.orders (id INT PRIMARY KEY, total DECIMAL(10,2))",
+        f"CREATE TABLE `{db}`.lines (order_id INT, line INT, sku VARCHAR(10),"
+        " PRIMARY KEY (order_id, line))",
+    )
+    first = capture_once(capture_settings)  # fixes the origin at the current position
+    assert first.manifest is None
+    with source_server.connect(autocommit=False) as connection, connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO `{db}`.orders VALUES (1, 10.50)")
+        cursor.execute(f"INSERT INTO `{db}`.lines VALUES (1, 1, 'a'), (1, 2, 'b')")
+        cursor.execute(f"UPDATE `{db}`.orders SET total = 11.00 WHERE id = 1")
+        connection.commit()
+    source_server.execute(f"DELETE FROM `{db}`.lines WHERE order_id = 1 AND line = 2")
+
+    result = capture_once(capture_settings)
+    assert result.manifest is not None and result.error is None
+    assert result.transactions == 2 and result.rows == 5
+    rows = wal_rows(capture_settings)
+    assert [(r["table"], r["op"]) for r in rows] == [
+        ("orders", "insert"),
+        ("lines", "insert"),
+        ("lines", "insert"),
+        ("orders", "update"),
+        ("lines", "delete"),
+    ]
+    first_gtid = rows[0]["gtid"]
+    assert all(r["gtid"] == first_gtid for r in rows[:4]) and rows[4]["gtid"] != first_gtid
+    assert [r["row_index"] for r in rows[:4]] == [0, 1, 2, 3]
+    assert rows[0]["event_id"] == f"{first_gtid}#0"
+    assert decode_document(rows[1]["pk"]) == {"order_id": 1, "line": 1}
+    assert decode_document(rows[3]["before"])["id"] == 1  # type: ignore[index]
+    assert result.manifest.counts == {
+        f"{db}.orders": {"insert": 1, "update": 1},
+        f"{db}.lines": {"insert": 2, "delete": 1},
+    }
+    # The segment ends where the source was when the tick began.
+    assert GtidSet.parse(result.end_gtid, source_server.flavor).issuperset(  # type: ignore[arg-type]
+        GtidSet.parse(result.start_gtid, source_server.flavor)  # type: ignore[arg-type]
+    )
+    idle = capture_once(capture_settings)
+    assert idle.manifest is None and idle.end_gtid == result.end_gtid
+
+
+def test_schema_changes_mid_stream_keep_each_rows_own_columns(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    table = f"`{source_schema}`.people"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, name VARCHAR(20), city TEXT)")
+    capture_once(capture_settings)
+    source_server.execute(
+        f"INSERT INTO {table} VALUES (1, 'ann', 'oslo')",
+        f"ALTER TABLE {table} ADD COLUMN email VARCHAR(40)",
+        f"INSERT INTO {table} VALUES (2, 'bob', 'rome', 'b@x')",
+        f"ALTER TABLE {table} DROP COLUMN city",
+        f"INSERT INTO {table} VALUES (3, 'cy', 'c@x')",
+        f"ALTER TABLE {table} RENAME COLUMN name TO full_name",
+        f"INSERT INTO {table} VALUES (4, 'di', 'd@x')",
+    )
+    capture_all(capture_settings)
+    rows = wal_rows(capture_settings)
+    inserts = [r for r in rows if r["op"] == "insert"]
+    assert [decode_document(r["after"]) for r in inserts] == [  # type: ignore[arg-type]
+        {"id": 1, "name": "ann", "city": "oslo"},
+        {"id": 2, "name": "bob", "city": "rome", "email": "b@x"},
+        {"id": 3, "name": "cy", "email": "c@x"},
+        {"id": 4, "full_name": "di", "email": "d@x"},
+    ]
+    assert len({r["schema_version"] for r in inserts}) == 4
+    ddl = [r["statement"] for r in rows if r["op"] == "ddl"]
+    assert len(ddl) == 3 and "RENAME COLUMN" in ddl[-1]
+
+
+def test_a_transaction_larger_than_the_tick_bound_stays_whole(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    settings = replace(capture_settings, max_events_per_segment=1_000, row_group_size=500)
+    table = f"`{source_schema}`.big"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, pad VARCHAR(50))")
+    capture_once(settings)
+    source_server.execute(
+        f"INSERT INTO {table} VALUES " + ",".join(f"({i}, 'x{i}')" for i in range(5_000)),
+        f"INSERT INTO {table} VALUES (100000, 'after')",
+        f"INSERT INTO {table} VALUES (100001, 'after')",
+    )
+    results = capture_all(settings)
+    # The 5,000-row transaction (5x the bound, 2.5x the in-memory spill limit) is one segment's
+    # first transaction and is never cut; the tick stops right after it.
+    first = results[0]
+    assert first.transactions == 1 and first.rows == 5_000
+    assert first.stopped_because == "event_bound"
+    assert sum(r.rows for r in results) == 5_002
+    rows = wal_rows(settings)
+    assert [r["row_index"] for r in rows[:5_000]] == list(range(5_000))
+
+
+def test_capture_refuses_to_skip_purged_binlogs_and_names_the_lost_gtids(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(capture_settings)
+    before = GtidSet.parse(
+        str(
+            source_server.execute(
+                "SELECT @@gtid_binlog_pos"
+                if source_server.flavor == "mariadb"
+                else "SELECT @@gtid_executed"
+            )[0][0]
+        ),
+        source_server.flavor,  # type: ignore[arg-type]
+    )
+    source_server.execute(f"INSERT INTO {table} VALUES (1)", f"INSERT INTO {table} VALUES (2)")
+    source_server.purge_binlogs()
+    with pytest.raises(BinlogPurgedError) as raised:
+        capture_once(capture_settings)
+    message = str(raised.value)
+    assert "purged" in message and "snapshot" in message
+    lost = GtidSet.parse(raised.value.lost_text, source_server.flavor)  # type: ignore[arg-type]
+    assert lost.count() >= 2  # at least our two inserts; any other test's writes since too
+    for source, first, last in lost.intervals():
+        assert f"{first}" in message and f"{last}" in message
+    assert not before.issuperset(lost)
+    # Nothing was written: the WAL still ends where it did.
+    assert list_segments(WalPaths(capture_settings.staging_dir, "default")) == []
+
+
+def test_a_second_capture_process_is_refused_while_one_holds_the_lock(
+    capture_settings: CaptureSettings,
+) -> None:
+    paths = WalPaths(capture_settings.staging_dir, capture_settings.source_name)
+    with capture_lock(paths), pytest.raises(CaptureLockedError) as raised:
+        capture_once(capture_settings)
+    assert "another capture process" in str(raised.value)
+    # Once released, capture runs.
+    capture_once(capture_settings)
+    assert json.loads(paths.origin.read_text())["start_position"] == "current"
+
+
+def test_stale_temp_files_of_a_killed_capture_are_cleaned(
+    capture_settings: CaptureSettings,
+) -> None:
+    paths = WalPaths(capture_settings.staging_dir, capture_settings.source_name)
+    paths.ensure()
+    stale = paths.segments / ".tmp-000000000001-999999.parquet"
+    stale.write_bytes(b"half a parquet file")
+    capture_once(capture_settings)
+    assert not stale.exists()
+    assert list_segments(paths) == []
