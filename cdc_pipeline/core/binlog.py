@@ -37,7 +37,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
-from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event
+from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.values import convert_row, install_decoder_fixes
 
@@ -46,7 +46,6 @@ _UNSUPPORTED_EVENT_TYPES = {
     40: "a compressed transaction (binlog_transaction_compression=ON)",
     42: "a tagged GTID transaction (SET gtid_next='AUTOMATIC:<tag>')",
 }
-_TRANSACTION_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK", "XA START", "XA END", "XA PREPARE"}
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class _StrictReader(BinLogStreamReader):  # type: ignore[misc]
         self._stream_connects += 1
         if self._stream_connects > 1:
             raise _StreamLost
-        BinLogStreamReader._BinLogStreamReader__connect_to_stream(self)  # type: ignore[attr-defined]
+        BinLogStreamReader._BinLogStreamReader__connect_to_stream(self)
 
 
 class _StreamLost(Exception):
@@ -136,10 +135,13 @@ class BinlogReader:
         includes: Callable[[str, str], bool],
         heartbeat_seconds: float = 1.0,
         oldest_binlog_file: str | None = None,
+        json_columns: Callable[[str, str], frozenset[str]] | None = None,
     ):
         self.url = url
         self.flavor = flavor
         self.includes = includes
+        self.json_columns = json_columns
+        self._schemas: dict[tuple[str, str, str], TableSchema] = {}
         install_decoder_fixes()
         options: dict[str, Any] = {}
         if flavor == "mariadb":
@@ -264,8 +266,21 @@ class BinlogReader:
                     continue
                 yield from self._row_images(event, stream_file, position)
 
-    def _row_images(self, event: Any, stream_file: str, position: int) -> Iterator[RowImage]:
+    def _table_schema(self, event: Any) -> TableSchema:
         table_schema = table_schema_from_rows_event(event)
+        if self.json_columns is None or not any(
+            column.type_name == "longtext" for column in table_schema.columns
+        ):
+            return table_schema
+        key = (event.schema, event.table, table_schema.version)
+        if key not in self._schemas:
+            longtext = {c.name for c in table_schema.columns if c.type_name == "longtext"}
+            names = self.json_columns(event.schema, event.table) & longtext
+            self._schemas[key] = with_json_columns(table_schema, names)
+        return self._schemas[key]
+
+    def _row_images(self, event: Any, stream_file: str, position: int) -> Iterator[RowImage]:
+        table_schema = self._table_schema(event)
         for row in event.rows:
             if isinstance(event, UpdateRowsEvent):
                 op = "update"

@@ -33,9 +33,22 @@ from cdc_pipeline.core.errors import (
     SourceHistoryError,
     SourceSettingError,
 )
-from cdc_pipeline.core.gtid import GtidError, GtidSet, lost_gtids, parse_gtid, unknown_to_server
+from cdc_pipeline.core.gtid import (
+    Flavor,
+    GtidError,
+    GtidSet,
+    lost_gtids,
+    parse_gtid,
+    unknown_to_server,
+)
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.source import SourceState, connect, query_one, read_state
+from cdc_pipeline.core.source import (
+    MariadbJsonColumns,
+    SourceState,
+    connect,
+    query_one,
+    read_state,
+)
 from cdc_pipeline.core.values import encode_document
 from cdc_pipeline.core.wal import (
     Manifest,
@@ -125,7 +138,7 @@ def wal_end(paths: WalPaths) -> WalEnd | None:
     segments = list_segments(paths)
     if segments:
         manifest = read_manifest(segments[-1])
-        flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
+        flavor: Flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
         return WalEnd(
             manifest.sequence,
             GtidSet.parse(manifest.end_gtid, flavor),
@@ -134,9 +147,12 @@ def wal_end(paths: WalPaths) -> WalEnd | None:
         )
     if paths.origin.exists():
         origin = json.loads(paths.origin.read_text())
-        flavor = "mariadb" if origin["flavor"] == "mariadb" else "mysql"
+        origin_flavor: Flavor = "mariadb" if origin["flavor"] == "mariadb" else "mysql"
         return WalEnd(
-            0, GtidSet.parse(origin["gtid"], flavor), origin["binlog_file"], origin["binlog_pos"]
+            0,
+            GtidSet.parse(origin["gtid"], origin_flavor),
+            origin["binlog_file"],
+            origin["binlog_pos"],
         )
     return None
 
@@ -381,6 +397,7 @@ def _read_segment(
     builder = _SegmentBuilder(settings, writer, spill_rows=settings.row_group_size * 4)
     captured = end.gtid
     last_file, last_pos = end.binlog_file, end.binlog_pos
+    json_columns = MariadbJsonColumns(settings.source_url) if state.flavor == "mariadb" else None
     try:
         with BinlogReader(
             settings.source_url,
@@ -390,6 +407,7 @@ def _read_segment(
             settings.includes,
             settings.heartbeat_seconds,
             state.oldest_binlog_file,
+            json_columns,
         ) as reader:
             for item in reader.items():
                 if isinstance(item, TxBegin):
@@ -411,10 +429,9 @@ def _read_segment(
                     if clock() >= deadline:
                         result.stopped_because = "time_bound"
                         break
-                elif isinstance(item, Idle) and builder.transaction is None:
-                    if clock() >= deadline:
-                        result.stopped_because = "time_bound"
-                        break
+                elif isinstance(item, Idle) and builder.transaction is None and clock() >= deadline:
+                    result.stopped_because = "time_bound"
+                    break
     except CdcError as error:
         if builder.open_spilled or builder.transactions == 0:
             writer.abort()
@@ -424,6 +441,9 @@ def _read_segment(
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if json_columns is not None:
+            json_columns.close()
     if builder.transactions == 0:
         writer.abort()
         result.seconds = clock() - started

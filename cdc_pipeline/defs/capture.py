@@ -6,8 +6,6 @@ crash between writing a segment and registering it (or a segment written by the 
 by the next tick. The cursor is informational only; the WAL is the truth.
 """
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

@@ -3,8 +3,6 @@
 Thin wiring: the asset resolves the segment of its partition and calls ``core``.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from cdc_pipeline.core.settings import staging_dir_from_env
@@ -53,6 +51,5 @@ def wal_segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 load_batch_job = dg.define_asset_job(
     name="load_batch_job",
     selection=[wal_segment],
-    partitions_def=cdc_batches_partitions,
     description="Loads one WAL segment (one cdc_batches partition).",
 )

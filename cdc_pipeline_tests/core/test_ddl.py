@@ -25,7 +25,9 @@ from cdc_pipeline.core.ddl import classify_ddl
         ("GRANT SELECT ON *.* TO u", "other", []),
     ],
 )
-def test_classification_and_targets(statement: str, kind: str, targets: list[tuple[str, str]]) -> None:
+def test_classification_and_targets(
+    statement: str, kind: str, targets: list[tuple[str, str]]
+) -> None:
     classified = classify_ddl(statement, "db")
     assert classified.kind == kind
     assert list(classified.targets) == targets

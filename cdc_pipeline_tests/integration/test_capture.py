@@ -1,4 +1,4 @@
-"""Capture against real MariaDB and MySQL 9.7: the WAL holds every committed change, in order, whole.
+"""Capture against real MariaDB and MySQL 9.7: the WAL holds every committed change, in order.
 
 Touches ``core.capture`` (with ``core.binlog`` and ``core.wal``) end to end: transactions across
 tables, schema changes mid-stream, transactions larger than a tick, idle ticks, the staging lock
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -77,6 +78,10 @@ def test_multi_table_transaction_lands_whole_in_one_segment(
     assert [r["row_index"] for r in rows[:4]] == [0, 1, 2, 3]
     assert rows[0]["event_id"] == f"{first_gtid}#0"
     assert decode_document(rows[1]["pk"]) == {"order_id": 1, "line": 1}
+    # Commit time comes from the binlog (MySQL: microseconds from the GTID event).
+    committed_at = rows[0]["committed_at"]
+    assert isinstance(committed_at, datetime)
+    assert abs(datetime.now(UTC) - committed_at) < timedelta(minutes=5)
     assert decode_document(rows[3]["before"])["id"] == 1  # type: ignore[index]
     assert result.manifest.counts == {
         f"{db}.orders": {"insert": 1, "update": 1},
@@ -166,7 +171,7 @@ def test_capture_refuses_to_skip_purged_binlogs_and_names_the_lost_gtids(
     assert "purged" in message and "snapshot" in message
     lost = GtidSet.parse(raised.value.lost_text, source_server.flavor)  # type: ignore[arg-type]
     assert lost.count() >= 2  # at least our two inserts; any other test's writes since too
-    for source, first, last in lost.intervals():
+    for _source, first, last in lost.intervals():
         assert f"{first}" in message and f"{last}" in message
     assert not before.issuperset(lost)
     # Nothing was written: the WAL still ends where it did.
@@ -195,3 +200,32 @@ def test_stale_temp_files_of_a_killed_capture_are_cleaned(
     capture_once(capture_settings)
     assert not stale.exists()
     assert list_segments(paths) == []
+
+
+def test_every_contract_type_round_trips_exactly_into_the_wal(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    from cdc_pipeline_tests.integration import test_type_mapping as types
+
+    source_server.execute(f"USE `{source_schema}`", types.CREATE_EVERY_TYPE)
+    capture_once(capture_settings)
+    connection = source_server.connect(database=source_schema, charset="utf8mb4")
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SET time_zone = '+00:00'")
+        cursor.execute(types.ROW_TYPICAL)
+        cursor.execute(types.ROW_EDGES)
+        cursor.execute("SET sql_mode = ''")
+        cursor.execute(types.ROW_ZEROS)
+        cursor.execute(types.ROW_NULLS)
+        cursor.execute("SELECT CONVERT(c_latin1_high USING utf8mb4) FROM every_type WHERE id = 1")
+        (server_latin1,) = cursor.fetchone()
+    capture_all(capture_settings)
+    expected = types.expected_rows(source_server.flavor)
+    expected[1]["c_latin1_high"] = server_latin1
+    staged = [r for r in wal_rows(capture_settings) if r["op"] == "insert"]
+    assert len(staged) == 4
+    for row in staged:
+        after = decode_document(row["after"])  # type: ignore[arg-type]
+        assert after is not None
+        assert list(after) == types.COLUMN_ORDER
+        types._same(after, expected[after["id"]], f"{source_server.flavor} WAL row {after['id']}")

@@ -1,0 +1,161 @@
+"""``cdc-pipeline``: the operator's command line (commands listed in ../shared/CONTRACT.md).
+
+Invariants: exit 0 on success; otherwise a non-zero exit with exactly one line on stderr
+(``cdc-pipeline: <reason>``): 2 for an operator mistake (``CdcError``, bad arguments), 1 for a
+failed check or an unexpected error. No traceback unless ``--debug``; settings are shown only
+in their redacted forms, so no secret reaches stdout or stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+from urllib.parse import unquote, urlsplit
+
+from cdc_pipeline.core.errors import CdcError, ConfigError
+
+PROG = "cdc-pipeline"
+EXIT_FAILED = 1
+EXIT_OPERATOR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_OPERATOR, f"{PROG}: {message}; see '{self.prog} --help'\n")
+
+
+def _fail(message: str) -> None:
+    print(f"{PROG}: {message}", file=sys.stderr)
+
+
+def _scrub(text: str) -> str:
+    """``text`` on one line, without the secrets of the CDC_* variables, at most 300 chars."""
+    secrets: list[str] = []
+    for name in ("CDC_MYSQL_URL", "CDC_MONGO_URI"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            secrets.append(value)
+            with contextlib.suppress(ValueError):
+                password = urlsplit(value).password
+                if password:
+                    secrets += [password, unquote(password)]
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.doctor import run_doctor
+    from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
+
+    capture = CaptureSettings.from_env()
+    mongo: MongoSettings | None = None
+    mongo_problem: str | None = None
+    try:
+        mongo = MongoSettings.from_env()
+    except ConfigError as error:
+        mongo_problem = str(error)
+    findings = run_doctor(capture, mongo, mongo_problem)
+    if args.json:
+        print(json.dumps([finding.to_dict() for finding in findings], indent=2))
+    else:
+        for finding in findings:
+            print(f"{'ok  ' if finding.ok else 'FAIL'} {finding.check}: {finding.detail}")
+            if finding.fix:
+                print(f"     fix: {finding.fix}")
+    failed = sum(not finding.ok for finding in findings)
+    if failed:
+        _fail(f"{failed} of {len(findings)} checks failed")
+        return EXIT_FAILED
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.settings import CaptureSettings
+
+    if not args.once:
+        raise ConfigError(
+            "capture needs --once here; continuous capture runs as the Dagster sensor"
+            " binlog_capture_sensor."
+        )
+    settings = CaptureSettings.from_env()
+    from cdc_pipeline.core.capture import capture_once
+
+    result = capture_once(settings)
+    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; each subcommand stores its handler as ``args.handler``."""
+    parser = _Parser(
+        prog=PROG,
+        description="Change-data capture: MySQL/MariaDB binlog -> Parquet WAL -> MongoDB."
+        " Configured by the CDC_* environment variables.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="show the full traceback of an unexpected error"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> _Parser:
+        sub: _Parser = commands.add_parser(name, help=text, description=text)
+        sub.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the full traceback of an unexpected error",
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    doctor = command(
+        "doctor",
+        _doctor,
+        "check the source's binlog settings and grants, MongoDB and the staging folder;"
+        " print the exact fix for each failure (exit 1 if any check fails)",
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    capture = command(
+        "capture",
+        _capture,
+        "capture one bounded slice of the binlog into one WAL segment (what the sensor runs)",
+    )
+    capture.add_argument("--once", action="store_true", help="run one capture tick and exit")
+    capture.add_argument("--json", action="store_true", help="print the result as JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status (see the module invariants)."""
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CdcError as error:
+        if args.debug:
+            raise
+        _fail(str(error))
+        return EXIT_OPERATOR
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        reason = f"{type(error).__name__}: {_scrub(str(error))}"
+        _fail(f"unexpected error {reason}; rerun with --debug for the traceback")
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,548 @@
+"""Unit tests of core/values.py: each CONTRACT type rule, the library decode fixes, the WAL text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import math
+import struct
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from bson import encode as bson_encode
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from hypothesis import given
+from hypothesis import strategies as st
+from pymysqlreplication.constants import CHARSET, FIELD_TYPE
+from pymysqlreplication.row_event import TableMapEvent, find_charset
+
+from cdc_pipeline.core.errors import SourceSettingError
+from cdc_pipeline.core.schema import ColumnSpec, TableSchema
+from cdc_pipeline.core.values import (
+    ValueConversionError,
+    _sync_column_info_with_labels,
+    convert_row,
+    decode_document,
+    encode_document,
+    install_decoder_fixes,
+    single_precision,
+    time_text,
+    to_bson_value,
+)
+
+UTC = dt.UTC
+
+
+def col(type_code: int, type_name: str = "t", **details: Any) -> ColumnSpec:
+    return ColumnSpec(name="c", type_name=type_name, type_code=type_code, **details)
+
+
+# --- decoder fixes --------------------------------------------------------------------------
+
+
+def test_latin1_fix_decodes_every_byte_as_mysql_does() -> None:
+    install_decoder_fixes()
+    install_decoder_fixes()  # idempotent
+    codec = find_charset("8", dbms="mysql")[0]
+    assert codec == find_charset("8", dbms="mariadb")[0] == "mysql_latin1"
+    text = bytes(range(256)).decode(codec)
+    assert text[0x80] == "\u20ac" and text[0xE9] == "\u00e9" and text[0x9F] == "\u0178"
+    for undefined in (0x81, 0x8D, 0x8F, 0x90, 0x9D):
+        assert text[undefined] == chr(undefined)
+    assert text.encode(codec) == bytes(range(256))
+    assert CHARSET.charset_by_name("latin1").encoding == "mysql_latin1"
+    assert CHARSET.charset_by_name("utf8mb4").encoding == "utf8"
+
+
+def test_latin1_fix_keeps_every_latin1_collation_of_the_table() -> None:
+    install_decoder_fixes()
+    for dbms in ("mysql", "mariadb"):
+        for collation_id in (5, 8, 15, 31, 47, 48, 49, 94):
+            codec, collation, name = find_charset(str(collation_id), dbms=dbms)
+            assert (codec, name) == ("mysql_latin1", "latin1")
+            assert collation.startswith("latin1_")
+
+
+class _FakePacket:
+    """Just enough of BinLogPacketWrapper for the table map's ENUM/SET label list."""
+
+    def __init__(self, data: bytes):
+        self.data, self.read_bytes = data, 0
+
+    def _take(self, size: int) -> bytes:
+        chunk = self.data[self.read_bytes : self.read_bytes + size]
+        self.read_bytes += size
+        return chunk
+
+    def read_length_coded_binary(self) -> int:
+        return self._take(1)[0]
+
+    def read_variable_length_string(self) -> bytes:
+        return self._take(self._take(1)[0])
+
+
+def test_enum_labels_are_decoded_in_the_column_charset() -> None:
+    install_decoder_fixes()
+    # One ENUM with labels 'a' and latin1 'é' (0xE9), as the table map sends them.
+    payload = bytes([2, 1]) + b"a" + bytes([1, 0xE9])
+    event = SimpleNamespace(packet=_FakePacket(payload))
+    labels = TableMapEvent._read_type_values(event, len(payload))
+    assert labels == [["a", "\udce9"]]  # raw bytes kept, not "" as the library makes them
+
+    enum = SimpleNamespace(enum_values=["", "a", "\udce9"], set_values=None)
+    enum.character_set_name = "mysql_latin1"
+    utf8_set = SimpleNamespace(enum_values=None, set_values=["\u00e9"], character_set_name="utf8")
+    table_map = SimpleNamespace(columns=[enum, utf8_set])
+    sync = _sync_column_info_with_labels(lambda self: None)
+    sync(table_map)
+    assert enum.enum_values == ["", "a", "\u00e9"]
+    assert utf8_set.set_values == ["\u00e9"]
+
+
+# --- numbers --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (-128, -128),
+        (2**31 - 1, 2**31 - 1),
+        (-(2**63), -(2**63)),
+        (2**63 - 1, 2**63 - 1),
+        (2**63, Decimal128("9223372036854775808")),
+        (2**64 - 1, Decimal128("18446744073709551615")),
+    ],
+)
+def test_integers_stay_int_and_unsigned_bigint_above_int64_is_decimal128(
+    value: int, expected: Any
+) -> None:
+    result = to_bson_value(value, col(FIELD_TYPE.LONGLONG, "bigint unsigned", unsigned=True))
+    assert result == expected and type(result) is type(expected)
+
+
+def test_an_integer_column_refuses_a_non_integer() -> None:
+    with pytest.raises(ValueConversionError, match="column c"):
+        to_bson_value(True, col(FIELD_TYPE.TINY))
+    with pytest.raises(ValueConversionError):
+        to_bson_value("5", col(FIELD_TYPE.LONG))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("-1234.56", Decimal128("-1234.56")),
+        ("1.500000000000000000000000000000", Decimal128("1.500000000000000000000000000000")),
+        # 35 digits: exact with one trailing zero fewer (still the same value).
+        ("12345.500000000000000000000000000000", Decimal128("12345.50000000000000000000000000000")),
+        ("0E-30", Decimal128("0E-30")),
+        ("-0.000000000000000000000000000001", Decimal128("-1E-30")),
+        # Too many significant digits for Decimal128: the exact decimal string.
+        (
+            "12345678901234567890.123456789012345678901234567890",
+            "12345678901234567890.123456789012345678901234567890",
+        ),
+        ("-99999999999999999999999999999999999", "-99999999999999999999999999999999999"),
+    ],
+)
+def test_decimal_is_exact(text: str, expected: Any) -> None:
+    result = to_bson_value(decimal.Decimal(text), col(FIELD_TYPE.NEWDECIMAL, "decimal(65,30)"))
+    assert result == expected and type(result) is type(expected)
+    number = result.to_decimal() if isinstance(result, Decimal128) else decimal.Decimal(result)
+    assert number == decimal.Decimal(text)
+
+
+def _widened(value: float) -> float:
+    """What the library returns for a FLOAT column: the float32 widened to a double."""
+    return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected"),
+    [(1.1, 1.1), (0.1, 0.1), (-3.40282e38, -3.40282e38), (16777216.0, 16777216.0), (0.0, 0.0)],
+)
+def test_float_gives_the_shortest_decimal_of_the_float32(stored: float, expected: float) -> None:
+    assert _widened(1.1) == 1.100000023841858
+    assert to_bson_value(_widened(stored), col(FIELD_TYPE.FLOAT, "float")) == expected
+
+
+@given(st.floats(width=32, allow_nan=False, allow_infinity=False))
+def test_float_rounding_never_changes_the_float32(value: float) -> None:
+    shortest = single_precision(value)
+    assert _widened(shortest) == value
+    assert len(repr(shortest)) <= len(repr(value))
+
+
+def test_double_is_kept() -> None:
+    assert to_bson_value(0.1, col(FIELD_TYPE.DOUBLE, "double")) == 0.1
+    assert to_bson_value(2.2250738585072014e-308, col(FIELD_TYPE.DOUBLE)) == 2.2250738585072014e-308
+
+
+# --- strings and bytes ----------------------------------------------------------------------
+
+
+def test_text_is_str_and_undecodable_text_raises() -> None:
+    text_column = col(FIELD_TYPE.VARCHAR, "varchar", charset="latin1", max_length=10)
+    assert to_bson_value("caf\u00e9\x81", text_column) == "caf\u00e9\x81"
+    with pytest.raises(ValueConversionError, match="character set"):
+        to_bson_value(b"\x81", col(FIELD_TYPE.VARCHAR, "varchar", charset="swe7"))
+
+
+def test_binary_n_gets_its_trailing_zero_bytes_back() -> None:
+    binary4 = col(FIELD_TYPE.STRING, "binary(4)", max_length=4)
+    assert to_bson_value(b"\xab", binary4) == b"\xab\x00\x00\x00"
+    assert to_bson_value(b"\x00\xab", binary4) == b"\x00\xab\x00\x00"
+    assert to_bson_value(b"", binary4) == b"\x00\x00\x00\x00"
+    # An empty binary value reaches us as "" (bytes.decode skips the unknown codec when empty).
+    assert to_bson_value("", binary4) == b"\x00\x00\x00\x00"
+    assert to_bson_value("", col(FIELD_TYPE.BLOB, "blob")) == b""
+
+
+def test_varbinary_and_blob_are_bytes_as_sent() -> None:
+    assert to_bson_value(b"\x00\x01", col(FIELD_TYPE.VARCHAR, "varbinary(8)", max_length=8)) == (
+        b"\x00\x01"
+    )
+    assert to_bson_value(b"\xde\xad\x00", col(FIELD_TYPE.BLOB, "blob")) == b"\xde\xad\x00"
+    with pytest.raises(ValueConversionError):
+        to_bson_value("text", col(FIELD_TYPE.BLOB, "blob"))
+
+
+def test_char_text_is_not_padded() -> None:
+    assert to_bson_value(
+        "ab", col(FIELD_TYPE.STRING, "char", charset="utf8mb4", max_length=40)
+    ) == ("ab")
+
+
+# --- dates and times ------------------------------------------------------------------------
+
+
+def test_date_is_utc_midnight() -> None:
+    result = to_bson_value(dt.date(2024, 2, 29), col(FIELD_TYPE.DATE, "date"))
+    assert result == dt.datetime(2024, 2, 29, tzinfo=UTC) and result.tzinfo is not None
+
+
+@pytest.mark.parametrize("type_code", [FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2])
+def test_datetime_fsp_up_to_3_is_a_utc_datetime(type_code: int) -> None:
+    value = dt.datetime(2024, 2, 29, 23, 59, 59, 123000)
+    assert to_bson_value(value, col(type_code, fsp=3)) == dt.datetime(
+        2024, 2, 29, 23, 59, 59, 123000, tzinfo=UTC
+    )
+    assert to_bson_value(value.replace(microsecond=0), col(type_code, fsp=0)) == dt.datetime(
+        2024, 2, 29, 23, 59, 59, tzinfo=UTC
+    )
+    with pytest.raises(ValueConversionError, match="milliseconds"):
+        to_bson_value(value.replace(microsecond=123400), col(type_code, fsp=3))
+
+
+@pytest.mark.parametrize("type_code", [FIELD_TYPE.DATETIME2, FIELD_TYPE.TIMESTAMP2])
+def test_datetime_fsp_4_to_6_is_an_iso_string_with_microseconds(type_code: int) -> None:
+    value = dt.datetime(2024, 2, 29, 23, 59, 59, 123456)
+    assert to_bson_value(value, col(type_code, fsp=6)) == "2024-02-29T23:59:59.123456"
+    assert to_bson_value(value.replace(microsecond=0), col(type_code, fsp=4)) == (
+        "2024-02-29T23:59:59.000000"
+    )
+    assert to_bson_value(dt.datetime(1, 1, 1, 0, 0, 0, 1), col(type_code, fsp=6)) == (
+        "0001-01-01T00:00:00.000001"
+    )
+
+
+def test_zero_timestamp_is_null_but_the_first_valid_second_is_kept() -> None:
+    timestamp = col(FIELD_TYPE.TIMESTAMP2, "timestamp", fsp=0)
+    assert to_bson_value(dt.datetime(1970, 1, 1), timestamp) is None
+    assert to_bson_value(dt.datetime(1970, 1, 1), col(FIELD_TYPE.TIMESTAMP2, fsp=6)) is None
+    assert to_bson_value(dt.datetime(1970, 1, 1, 0, 0, 1), timestamp) == dt.datetime(
+        1970, 1, 1, 0, 0, 1, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize(
+    ("none_source", "type_code"),
+    [
+        ("out of date range", FIELD_TYPE.DATE),
+        ("out of datetime2 range", FIELD_TYPE.DATETIME2),
+        ("out of datetime range", FIELD_TYPE.DATETIME),
+    ],
+)
+def test_zero_dates_are_null(none_source: str, type_code: int) -> None:
+    assert to_bson_value(None, col(type_code), none_source) is None
+
+
+@pytest.mark.parametrize(
+    ("library_value", "fsp", "expected"),
+    [
+        (dt.timedelta(0), 0, "00:00:00"),
+        (dt.timedelta(hours=838, minutes=59, seconds=59), 0, "838:59:59"),
+        (-dt.timedelta(hours=838, minutes=59, seconds=59), 0, "-838:59:59"),
+        (dt.timedelta(hours=1, microseconds=500000), 6, "01:00:00.500000"),
+        (-dt.timedelta(seconds=5), 6, "-00:00:05.000000"),
+        # The library's negative-fraction bug: -W.F arrives as -(W + 1 - F).
+        (-dt.timedelta(microseconds=990000), 2, "-00:00:00.010000"),
+        (-dt.timedelta(seconds=1, microseconds=900000), 2, "-00:00:01.100000"),
+        (-dt.timedelta(microseconds=999999), 6, "-00:00:00.000001"),
+        (dt.timedelta(days=-1, seconds=41103, microseconds=1), 6, "-12:34:56.000001"),
+        (-dt.timedelta(hours=838, minutes=59, seconds=58, microseconds=1), 6, "-838:59:58.999999"),
+    ],
+)
+def test_time_text_undoes_the_negative_fraction_bug(
+    library_value: dt.timedelta, fsp: int, expected: str
+) -> None:
+    assert time_text(library_value, fsp) == expected
+
+
+def _library_time(sign: int, seconds: int, micros: int) -> dt.timedelta:
+    """Model of the library's TIME2 decoding (report §4, checked against real servers)."""
+    if sign > 0 or micros == 0:
+        return sign * dt.timedelta(seconds=seconds, microseconds=micros)
+    return -dt.timedelta(seconds=seconds + 1, microseconds=-micros)
+
+
+@given(
+    st.sampled_from([1, -1]),
+    st.integers(0, 838 * 3600 + 59 * 60 + 58),
+    st.integers(0, 999_999),
+)
+def test_time_text_inverts_the_library_for_every_time6(
+    sign: int, seconds: int, micros: int
+) -> None:
+    hours, rest = divmod(seconds, 3600)
+    expected = ("-" if sign < 0 and (seconds or micros) else "") + (
+        f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{micros:06d}"
+    )
+    assert time_text(_library_time(sign, seconds, micros), 6) == expected
+
+
+def test_time_column_reports_out_of_range_values() -> None:
+    with pytest.raises(ValueConversionError, match="outside"):
+        to_bson_value(dt.timedelta(hours=839), col(FIELD_TYPE.TIME2, "time", fsp=0))
+    assert to_bson_value(-dt.timedelta(microseconds=990000), col(FIELD_TYPE.TIME2, fsp=2)) == (
+        "-00:00:00.010000"
+    )
+
+
+def test_year_0000_arrives_as_1900_and_becomes_0() -> None:
+    year = col(FIELD_TYPE.YEAR, "year", unsigned=True)
+    assert [to_bson_value(y, year) for y in (1900, 1901, 2155)] == [0, 1901, 2155]
+
+
+# --- JSON, ENUM, SET, BIT, spatial ----------------------------------------------------------
+
+
+def test_mysql_json_bytes_become_text_and_numbers_stay_exact() -> None:
+    library_value = {
+        b"name": b"Zo\xc3\xab \xf0\x9f\x98\x80",
+        b"tags": [b"a", 1, 2.5, None, True, False],
+        b"big": 2**64 - 1,
+        b"dec": decimal.Decimal("1.50"),
+        b"when": dt.datetime(2020, 1, 2, 3, 4, 5, 500000),
+        b"$date": 1,
+    }
+    assert to_bson_value(library_value, col(FIELD_TYPE.JSON, "json")) == {
+        "name": "Zo\u00eb \U0001f600",
+        "tags": ["a", 1, 2.5, None, True, False],
+        "big": Decimal128("18446744073709551615"),
+        "dec": Decimal128("1.50"),
+        "when": "2020-01-02 03:04:05.500000",
+        "$date": 1,
+    }
+    assert to_bson_value(b"just text", col(FIELD_TYPE.JSON, "json")) == "just text"
+    assert to_bson_value(7, col(FIELD_TYPE.JSON, "json")) == 7
+
+
+@pytest.mark.parametrize("lossy", ["opaque text", dt.time(1, 2, 3), {b"k": [dt.time(0)]}])
+def test_mysql_json_values_the_library_decodes_lossily_raise(lossy: Any) -> None:
+    with pytest.raises(ValueConversionError, match="lossily"):
+        to_bson_value(lossy, col(FIELD_TYPE.JSON, "json"))
+
+
+def test_mariadb_json_is_parsed_only_when_marked() -> None:
+    text = '{"a": [1, 2.5, null], "big": 18446744073709551615, "u": "\u00fc"}'
+    marked = col(FIELD_TYPE.BLOB, "json", charset="utf8mb4")
+    assert to_bson_value(text, marked) == {
+        "a": [1, 2.5, None],
+        "big": Decimal128("18446744073709551615"),
+        "u": "\u00fc",
+    }
+    assert to_bson_value(text, col(FIELD_TYPE.BLOB, "longtext", charset="utf8mb4")) == text
+
+
+def test_enum_is_its_label() -> None:
+    enum = col(FIELD_TYPE.ENUM, "enum('a','b')", charset="latin1", members=("a", "b"))
+    assert to_bson_value("b", enum) == "b"
+    assert to_bson_value("", enum) == ""  # MySQL's invalid-value index 0
+
+
+def test_set_keeps_definition_order_and_the_empty_set_is_an_empty_list() -> None:
+    colours = col(
+        FIELD_TYPE.SET,
+        "set('red','green','blue')",
+        charset="utf8mb4",
+        members=("red", "green", "blue"),
+    )
+    assert to_bson_value({"blue", "red"}, colours) == ["red", "blue"]
+    assert to_bson_value(None, colours, "empty set") == []
+    assert to_bson_value(None, colours, "null") is None
+    with pytest.raises(ValueConversionError, match="not in the column"):
+        to_bson_value({"pink"}, colours)
+
+
+def test_bit_is_an_int() -> None:
+    assert to_bson_value("1000000101", col(FIELD_TYPE.BIT, "bit(10)")) == 517
+    assert to_bson_value("0000000000", col(FIELD_TYPE.BIT, "bit(10)")) == 0
+
+
+POINT_1_2_WKB = bytes.fromhex("0101000000000000000000F03F0000000000000040")
+
+
+def test_spatial_srid_0_is_plain_wkb() -> None:
+    stored = bytes.fromhex("00000000") + POINT_1_2_WKB
+    assert to_bson_value(stored, col(FIELD_TYPE.GEOMETRY, "geometry")) == POINT_1_2_WKB
+
+
+def test_spatial_with_an_srid_is_ewkb() -> None:
+    stored = bytes.fromhex("E6100000") + POINT_1_2_WKB
+    assert to_bson_value(stored, col(FIELD_TYPE.GEOMETRY, "geometry")) == bytes.fromhex(
+        "0101000020E6100000000000000000F03F0000000000000040"
+    )
+    big_endian = bytes.fromhex("E6100000") + bytes.fromhex("0000000001") + bytes(16)
+    assert to_bson_value(big_endian, col(FIELD_TYPE.GEOMETRY)) == bytes.fromhex(
+        "002000000100" + "0010E6"
+    ) + bytes(16)
+    with pytest.raises(ValueConversionError, match="WKB"):
+        to_bson_value(b"\x00\x00", col(FIELD_TYPE.GEOMETRY))
+
+
+# --- None, unknown types, rows --------------------------------------------------------------
+
+
+def test_nones_that_hide_data_raise() -> None:
+    text = col(FIELD_TYPE.VARCHAR, "varchar", charset="utf8mb4")
+    assert to_bson_value(None, text) is None
+    assert to_bson_value(None, text, "null") is None
+    with pytest.raises(SourceSettingError, match="binlog_row_image"):
+        to_bson_value(None, text, "cols bitmap")
+    with pytest.raises(SourceSettingError, match="binlog_row_value_options"):
+        to_bson_value(None, col(FIELD_TYPE.JSON, "json"), "same with before values")
+    with pytest.raises(ValueConversionError, match="unknown reason"):
+        to_bson_value(None, text, "something new")
+    with pytest.raises(ValueConversionError):
+        to_bson_value(None, text, "empty set")
+
+
+@pytest.mark.parametrize("type_code", [FIELD_TYPE.TIME, FIELD_TYPE.DECIMAL, 242, 20])
+def test_an_unsupported_type_code_raises(type_code: int) -> None:
+    with pytest.raises(ValueConversionError, match=f"type code {type_code}"):
+        to_bson_value(1, col(type_code, "unknown"))
+
+
+def _schema() -> TableSchema:
+    return TableSchema(
+        schema="shop",
+        table="items",
+        columns=(
+            ColumnSpec("id", "int", FIELD_TYPE.LONG),
+            ColumnSpec("code", "binary(2)", FIELD_TYPE.STRING, max_length=2),
+            ColumnSpec(
+                "tags", "set('a','b')", FIELD_TYPE.SET, charset="utf8mb4", members=("a", "b")
+            ),
+        ),
+        primary_key=("id",),
+    )
+
+
+def test_convert_row_follows_column_order_and_none_sources() -> None:
+    row = convert_row({"tags": None, "code": b"x", "id": 7}, {"tags": "empty set"}, _schema())
+    assert row == {"id": 7, "code": b"x\x00", "tags": []}
+    assert list(row) == ["id", "code", "tags"]
+    assert convert_row({"id": 1, "code": None, "tags": None}, None, _schema())["tags"] is None
+
+
+def test_convert_row_refuses_a_row_that_does_not_match_its_schema() -> None:
+    with pytest.raises(ValueConversionError, match="table map"):
+        convert_row({"id": 1, "code": None}, {}, _schema())
+
+
+# --- WAL text -------------------------------------------------------------------------------
+
+
+def test_encode_keeps_bson_types_exactly() -> None:
+    document = {
+        "small": 5,
+        "large": 2**40,
+        "dec": Decimal128("12345.50000000000000000000000000000"),
+        "when": dt.datetime(2024, 2, 29, 23, 59, 59, 123000, tzinfo=UTC),
+        "raw": b"\x00\xff",
+        "float": 1.1,
+        "text": "Zo\u00eb \U0001f600",
+        "list": [None, True, {"$date": 1, "~x": 2, "plain": 3}],
+    }
+    text = encode_document(document)
+    assert text is not None
+    assert '"small": {"$numberInt": "5"}' in text and '"large": {"$numberLong"' in text
+    decoded = decode_document(text)
+    assert decoded == document
+    assert list(decoded) == list(document)  # key order kept
+    assert decoded["when"].tzinfo is not None
+    assert decoded["list"][2] == {"$date": 1, "~x": 2, "plain": 3}
+    assert encode_document(None) is None and decode_document(None) is None
+
+
+def test_decode_refuses_a_non_object() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        decode_document("[1]")
+
+
+def _strictly_equal(left: Any, right: Any) -> bool:
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and list(left) == list(right)
+            and all(_strictly_equal(left[key], right[key]) for key in left)
+        )
+    if isinstance(left, list):
+        return (
+            isinstance(right, list)
+            and len(left) == len(right)
+            and all(_strictly_equal(a, b) for a, b in zip(left, right, strict=True))
+        )
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    kind = int if type(left) is Int64 else type(left)
+    other = int if type(right) is Int64 else type(right)
+    return bool(kind is other and left == right)
+
+
+keys = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=6
+) | st.sampled_from(["$date", "$numberInt", "$binary", "~", "~$oid", "$"])
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.text(),
+    st.binary(max_size=16),
+    st.integers(0, 30)
+    .flatmap(lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places))
+    .map(lambda number: Decimal128(number) if len(number.as_tuple().digits) <= 34 else str(number)),
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
+        lambda value: value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=UTC)
+    ),
+)
+documents = st.dictionaries(
+    keys,
+    st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=8,
+)
+
+
+@given(documents)
+def test_decode_inverts_encode_for_any_bson_ready_document(document: dict[str, Any]) -> None:
+    bson_encode(document)  # the generated document is valid BSON
+    assert _strictly_equal(decode_document(encode_document(document)), document)

@@ -1,0 +1,93 @@
+"""``binlog_capture_sensor`` through Dagster: partitions and runs come from the WAL on disk.
+
+Evaluates the real sensor with ``build_sensor_context`` on a test instance against the real
+sources: a tick with changes adds one ``cdc_batches`` partition and one ``load_batch_job`` run
+keyed by it; an idle tick skips with the position; a segment written outside the sensor (the
+CLI, or a tick killed after writing) is registered by the next tick.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.defs.capture import binlog_capture_sensor
+from cdc_pipeline.defs.load import load_batch_job
+from cdc_pipeline.defs.resources import SourceResource
+from cdc_pipeline.local_servers import SourceServer
+
+pytestmark = pytest.mark.integration
+
+
+def evaluate(instance: dg.DagsterInstance, server: SourceServer) -> dg.SensorResult | dg.SkipReason:
+    context = dg.build_sensor_context(
+        instance=instance, resources={"source": SourceResource(url=server.url)}
+    )
+    return binlog_capture_sensor(context)  # type: ignore[no-any-return]
+
+
+def test_sensor_registers_each_segment_once_and_requests_its_load(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
+    monkeypatch.setenv("CDC_INCLUDE_TABLES", f"{source_schema}.*")
+    monkeypatch.setenv("CDC_SERVER_ID", str(capture_settings.server_id))
+    source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
+    with dg.instance_for_test() as instance:
+        first = evaluate(instance, source_server)
+        assert isinstance(first, dg.SkipReason) and "nothing new" in str(first.skip_message)
+
+        source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1), (2)")
+        ticked = evaluate(instance, source_server)
+        assert isinstance(ticked, dg.SensorResult)
+        [request] = ticked.run_requests or []
+        assert request.partition_key == request.run_key == "default-000000000001"
+        assert request.tags["cdc/loader"] == "default"
+        [add] = ticked.dynamic_partitions_requests or []
+        assert list(add.partition_keys) == ["default-000000000001"]  # type: ignore[union-attr]
+        assert json.loads(ticked.cursor or "{}")["last_partition"] == "default-000000000001"
+        instance.add_dynamic_partitions("cdc_batches", ["default-000000000001"])
+
+        idle = evaluate(instance, source_server)
+        assert isinstance(idle, dg.SkipReason)
+
+        # A segment the sensor did not write (CLI, or a tick killed after the rename).
+        source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (3)")
+        assert capture_once(capture_settings).partition_key == "default-000000000002"
+        picked_up = evaluate(instance, source_server)
+        assert isinstance(picked_up, dg.SensorResult)
+        assert [r.partition_key for r in picked_up.run_requests or []] == ["default-000000000002"]
+
+
+def test_load_batch_job_verifies_its_segment_and_reports_it(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
+    source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
+    capture_once(capture_settings)
+    source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1), (2), (3)")
+    key = capture_once(capture_settings).partition_key
+    assert key is not None
+    from cdc_pipeline.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("cdc_batches", [key])
+        job = defs.resolve_job_def(load_batch_job.name)
+        result = job.execute_in_process(instance=instance, partition_key=key)
+        assert result.success
+        [materialization] = result.asset_materializations_for_node("wal_segment")
+        assert materialization.metadata["rows"].value == 3
+        rows_by_table = materialization.metadata["rows by table and op"].value
+        assert rows_by_table == {f"{source_schema}.t": {"insert": 3}}

@@ -1,0 +1,266 @@
+"""``cdc-pipeline`` as a subprocess: operator mistakes end in one stderr line, never a secret."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+import types
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cdc_pipeline import cli
+from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.local_servers import SourceServer, free_port
+from cdc_pipeline_tests.conftest import MongoTarget
+
+pytestmark = pytest.mark.integration
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def _capture_importable() -> bool:
+    try:
+        importlib.import_module("cdc_pipeline.core.capture")
+    except ImportError:
+        return False
+    return True
+
+
+needs_capture = pytest.mark.skipif(
+    not _capture_importable(), reason="cdc_pipeline.core.capture is not importable yet"
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    def assert_one_line_failure(self, code: int, *secrets: str) -> str:
+        """Exit ``code``, one ``cdc-pipeline:`` line on stderr, no traceback or secret anywhere."""
+        assert self.code == code, (self.code, self.stdout, self.stderr)
+        lines = self.stderr.splitlines()
+        assert len(lines) == 1, self.stderr
+        assert lines[0].startswith("cdc-pipeline: "), lines[0]
+        self.assert_clean(*secrets)
+        return lines[0]
+
+    def assert_clean(self, *secrets: str) -> None:
+        for text in (self.stdout, self.stderr):
+            assert "Traceback" not in text
+            for secret in secrets:
+                assert secret not in text
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Run:
+    """Run ``python -m cdc_pipeline.cli`` with only the given CDC_* variables set."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CDC_")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "cdc_pipeline.cli", *args],
+        env={**base, **(env or {})},
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+@pytest.fixture
+def staging_env(tmp_path: Path) -> dict[str, str]:
+    """Keeps any staging the CLI does in a temporary folder."""
+    return {"CDC_STAGING_DIR": str(tmp_path / "wal")}
+
+
+@contextlib.contextmanager
+def cdc_user(server: SourceServer, grants: str) -> Iterator[tuple[str, str]]:
+    """A throwaway user (name, password) on 127.0.0.1, kept out of the binlog, then dropped."""
+    name = f"u_{uuid.uuid4().hex[:8]}"
+    password = f"Pw-{uuid.uuid4().hex[:12]}"
+    account = f"'{name}'@'127.0.0.1'"
+    server.execute(
+        "SET sql_log_bin = 0",
+        f"CREATE USER {account} IDENTIFIED BY '{password}'",
+        f"GRANT {grants} ON *.* TO {account}",
+    )
+    try:
+        yield name, password
+    finally:
+        server.execute("SET sql_log_bin = 0", f"DROP USER IF EXISTS {account}")
+
+
+@pytest.mark.parametrize("args", [[], ["doctor"], ["capture"]])
+def test_help_works_for_every_command(args: list[str]) -> None:
+    run = run_cli(*args, "--help")
+    assert run.code == 0, run.stderr
+    assert run.stdout.startswith("usage: cdc-pipeline")
+    assert run.stderr == ""
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["no-such-command"], ["doctor", "--no-such-flag"], ["capture"]]
+)
+def test_bad_arguments_are_one_line(args: list[str], staging_env: dict[str, str]) -> None:
+    env = {**staging_env, "CDC_MYSQL_URL": "mysql://cdc@127.0.0.1:1"}
+    run_cli(*args, env=env).assert_one_line_failure(2)
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["capture", "--once"]])
+def test_an_unset_source_url_is_named(command: list[str], staging_env: dict[str, str]) -> None:
+    line = run_cli(*command, env=staging_env).assert_one_line_failure(2)
+    assert "CDC_MYSQL_URL is not set" in line
+
+
+@pytest.mark.parametrize("command", [["doctor"], ["capture", "--once"]])
+def test_a_wrong_url_scheme_is_named(command: list[str], staging_env: dict[str, str]) -> None:
+    env = {**staging_env, "CDC_MYSQL_URL": "postgres://cdc:Sch3me-Secret@127.0.0.1:5432"}
+    line = run_cli(*command, env=env).assert_one_line_failure(2, "Sch3me-Secret")
+    assert "CDC_MYSQL_URL must look like mysql://" in line
+
+
+def test_doctor_reports_an_unreachable_source(staging_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**staging_env, "CDC_MYSQL_URL": f"mysql://cdc:Unre4ch-Secret@127.0.0.1:{port}"}
+    run = run_cli("doctor", env=env)
+    line = run.assert_one_line_failure(1, "Unre4ch-Secret")
+    assert "checks failed" in line
+    assert f"FAIL connection: cannot reach the source at 127.0.0.1:{port}" in run.stdout
+    assert "FAIL mongo: CDC_MONGO_URI is not set" in run.stdout
+
+
+@needs_capture
+def test_capture_reports_an_unreachable_source(staging_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**staging_env, "CDC_MYSQL_URL": f"mysql://cdc:Unre4ch-Secret@127.0.0.1:{port}"}
+    line = run_cli("capture", "--once", env=env).assert_one_line_failure(2, "Unre4ch-Secret")
+    assert f"127.0.0.1:{port}" in line
+
+
+@pytest.mark.parametrize(
+    "command", [["doctor"], pytest.param(["capture", "--once"], marks=needs_capture)]
+)
+def test_a_bad_password_is_refused_without_echoing_it(
+    source_server: SourceServer, staging_env: dict[str, str], command: list[str]
+) -> None:
+    with cdc_user(source_server, "SELECT") as (name, password):
+        wrong = f"Wr0ng-{uuid.uuid4().hex[:8]}"
+        url = f"mysql://{name}:{wrong}@127.0.0.1:{source_server.port}"
+        run = run_cli(*command, env={**staging_env, "CDC_MYSQL_URL": url})
+    if command == ["doctor"]:
+        run.assert_one_line_failure(1, wrong, password)
+        assert f"FAIL connection: the source mysql://{name}:***@" in run.stdout
+        assert f"refused user '{name}'" in run.stdout
+    else:
+        line = run.assert_one_line_failure(2, wrong, password)
+        assert f"refused user '{name}'" in line
+
+
+def test_a_missing_grant_fails_doctor_with_the_fix(
+    source_server: SourceServer, mongo_target: MongoTarget, staging_env: dict[str, str]
+) -> None:
+    with cdc_user(source_server, "SELECT") as (name, password):
+        env = {
+            **staging_env,
+            "CDC_MYSQL_URL": f"mysql://{name}:{password}@127.0.0.1:{source_server.port}",
+            "CDC_MONGO_URI": mongo_target.uri,
+        }
+        run = run_cli("doctor", env=env)
+    line = run.assert_one_line_failure(1, password)
+    assert line == "cdc-pipeline: 1 of" + line.split(" of", 1)[1]
+    assert "FAIL grants:" in run.stdout
+    assert "     fix: GRANT REPLICATION SLAVE, " in run.stdout
+    assert f"TO '{name}'@'127.0.0.1';" in run.stdout
+
+
+def test_doctor_passes_on_a_healthy_setup_and_json_parses(
+    source_server: SourceServer, mongo_target: MongoTarget, staging_env: dict[str, str]
+) -> None:
+    env = {**staging_env, "CDC_MYSQL_URL": source_server.url, "CDC_MONGO_URI": mongo_target.uri}
+    text = run_cli("doctor", env=env)
+    assert (text.code, text.stderr) == (0, ""), text.stdout
+    assert all(line.startswith(("ok   ",)) for line in text.stdout.splitlines())
+
+    run = run_cli("doctor", "--json", env=env)
+    assert run.code == 0, run.stderr
+    findings = json.loads(run.stdout)
+    assert {"connection", "grants", "mongo", "staging", "staging_space"} <= {
+        f["check"] for f in findings
+    }
+    assert all(set(f) == {"check", "ok", "detail", "fix"} and f["ok"] for f in findings)
+
+
+def test_doctor_json_carries_failures_and_fixes(staging_env: dict[str, str]) -> None:
+    env = {**staging_env, "CDC_MYSQL_URL": f"mysql://cdc@127.0.0.1:{free_port()}"}
+    run = run_cli("doctor", "--json", env=env)
+    run.assert_one_line_failure(1)
+    findings = {f["check"]: f for f in json.loads(run.stdout)}
+    assert findings["connection"]["ok"] is False
+    assert findings["connection"]["fix"]
+    assert findings["mongo"]["ok"] is False
+
+
+class _FakeResult:
+    def summary(self) -> str:
+        return "captured 3 events into segment 000001"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"events": 3, "segment": "000001"}
+
+
+def _fake_capture_module(capture_once: object) -> types.ModuleType:
+    module = types.ModuleType("cdc_pipeline.core.capture")
+    module.capture_once = capture_once  # type: ignore[attr-defined]
+    return module
+
+
+def test_capture_once_prints_the_summary_or_json(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    seen: list[CaptureSettings] = []
+
+    def capture_once(settings: CaptureSettings) -> _FakeResult:
+        seen.append(settings)
+        return _FakeResult()
+
+    monkeypatch.setitem(
+        sys.modules, "cdc_pipeline.core.capture", _fake_capture_module(capture_once)
+    )
+    monkeypatch.setenv("CDC_MYSQL_URL", "mysql://cdc:pw@127.0.0.1:3306")
+    monkeypatch.setenv("CDC_STAGING_DIR", str(tmp_path))
+    assert cli.main(["capture", "--once"]) == 0
+    assert capsys.readouterr().out == "captured 3 events into segment 000001\n"
+    assert cli.main(["capture", "--once", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"events": 3, "segment": "000001"}
+    assert [s.staging_dir for s in seen] == [tmp_path, tmp_path]
+
+
+def test_an_unexpected_error_is_one_scrubbed_line_unless_debug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def capture_once(settings: CaptureSettings) -> _FakeResult:
+        raise RuntimeError(f"boom\nwhile talking to {settings.source_url.password}")
+
+    monkeypatch.setitem(
+        sys.modules, "cdc_pipeline.core.capture", _fake_capture_module(capture_once)
+    )
+    monkeypatch.setenv("CDC_MYSQL_URL", "mysql://cdc:Unexp3cted-pw@127.0.0.1:3306")
+    assert cli.main(["capture", "--once"]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        "cdc-pipeline: unexpected error RuntimeError: boom while talking to ***;"
+        " rerun with --debug for the traceback\n"
+    )
+    with pytest.raises(RuntimeError):
+        cli.main(["capture", "--once", "--debug"])
+    with pytest.raises(RuntimeError):
+        cli.main(["--debug", "capture", "--once"])
