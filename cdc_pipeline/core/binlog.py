@@ -35,11 +35,12 @@ from pymysqlreplication.event import (
 )
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import convert_row, install_decoder_fixes
+from cdc_pipeline.core.values import convert_row
 
 _MARIADB_STANDALONE = 0x01
 _UNSUPPORTED_EVENT_TYPES = {

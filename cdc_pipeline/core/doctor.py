@@ -11,9 +11,7 @@ except ``check_staging``, which writes and removes one probe file in an existing
 
 from __future__ import annotations
 
-import fnmatch
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -25,6 +23,7 @@ import pymysql
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError
 
 from cdc_pipeline.core.errors import SourceUnavailableError
+from cdc_pipeline.core.grants import account_name, has_wildcard, parse_grant, select_covers
 from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.source import connect, detect_flavor, query_all, query_one
@@ -225,135 +224,6 @@ def _gtid_mode(variables: Mapping[str, str]) -> Finding:
     )
 
 
-# -- grants ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Grant:
-    privileges: frozenset[str]
-    schema: str | None
-    """None for ``*.*``; else the schema name or LIKE pattern as written in the grant."""
-    table: str | None
-    """None for ``db.*`` and ``*.*``."""
-    account: str
-
-
-def _mask(text: str) -> str:
-    """``text`` with quoted runs and parenthesised runs blanked, same length, for keyword search."""
-    out: list[str] = []
-    quote: str | None = None
-    depth = 0
-    for char in text:
-        if quote:
-            out.append(" ")
-            if char == quote:
-                quote = None
-        elif char in "`'\"":
-            quote = char
-            out.append(" ")
-        elif char == "(":
-            depth += 1
-            out.append(" ")
-        elif char == ")":
-            depth = max(depth - 1, 0)
-            out.append(" ")
-        else:
-            out.append(" " if depth else char)
-    return "".join(out)
-
-
-def _identifier(text: str) -> str:
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "`'\"":
-        return text[1:-1].replace(text[0] * 2, text[0])
-    return text
-
-
-def _split_object(text: str) -> tuple[str | None, str | None] | None:
-    """``*.*`` -> (None, None); ``db.*`` -> (db, None); ``db.t`` -> (db, t); routines -> None."""
-    text = text.strip()
-    words = text.split(None, 1)
-    if len(words) == 2 and words[0].upper() in {"PROCEDURE", "FUNCTION", "PACKAGE"}:
-        return None
-    if len(words) == 2 and words[0].upper() == "TABLE":
-        text = words[1]
-    masked = _mask(text)
-    dot = masked.find(".")
-    if dot < 0:
-        return None
-    schema, table = text[:dot], text[dot + 1 :]
-    if schema.strip() == "*":
-        return (None, None) if table.strip() == "*" else None
-    return _identifier(schema), None if table.strip() == "*" else _identifier(table)
-
-
-def parse_grant(line: str) -> _Grant | None:
-    """One ``SHOW GRANTS`` line as privileges on an object; None for roles, PROXY, routines."""
-    masked = _mask(line)
-    upper = masked.upper()
-    if not upper.startswith("GRANT "):
-        return None
-    on = upper.find(" ON ")
-    to = upper.find(" TO ", on + 1)
-    if on < 0 or to < 0:
-        return None  # a role grant: GRANT `role`@`%` TO `user`@`host`
-    target = _split_object(line[on + 4 : to])
-    if target is None:
-        return None
-    names: set[str] = set()
-    for part in masked[len("GRANT ") : on].split(","):
-        name = " ".join(part.split()).upper()  # column lists are blanked by _mask
-        names.add("ALL" if name in {"ALL", "ALL PRIVILEGES"} else name)
-    if "PROXY" in names:
-        return None
-    account_text = line[to + 4 :]
-    account_end = re.search(r"\s(IDENTIFIED|WITH|REQUIRE|PASSWORD|ACCOUNT)\b", _mask(account_text))
-    account = account_text[: account_end.start()] if account_end else account_text
-    return _Grant(frozenset(names - {""}), target[0], target[1], account.strip())
-
-
-def _like(pattern: str, name: str) -> bool:
-    """SQL LIKE as used in schema-level grants: ``%``, ``_`` and ``\\``-escapes."""
-    regex = ""
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            regex += re.escape(next(chars, "\\"))
-        else:
-            regex += ".*" if char == "%" else "." if char == "_" else re.escape(char)
-    return re.fullmatch(regex, name) is not None
-
-
-def _select_covers(pattern: str, grants: Sequence[_Grant]) -> bool:
-    """Whether schema- or table-level SELECT grants cover the include pattern ``schema.table``."""
-    schema_pattern, _, table_pattern = pattern.partition(".")
-    for grant in grants:
-        if grant.schema is None or not grant.privileges & {"SELECT", "ALL"}:
-            continue
-        if _has_wildcard(schema_pattern):
-            schema_matches = fnmatch.fnmatchcase(grant.schema, schema_pattern)
-        else:
-            schema_matches = _like(grant.schema, schema_pattern)
-        if not schema_matches:
-            continue
-        if grant.table is None or grant.table == table_pattern:
-            return True
-    return False
-
-
-def _account(user: str, grants: Sequence[_Grant]) -> str:
-    """``'user'@'host'`` as the server names this login, from the grant lines when possible."""
-    for grant in grants:
-        match = re.fullmatch(r"[`'\"]?(.*?)[`'\"]?@[`'\"]?(.*?)[`'\"]?", grant.account)
-        if match and match.group(1) == user:
-            return f"'{user}'@'{match.group(2)}'"
-    return f"'{user}'@'%'"
-
-
-def _has_wildcard(schema_pattern: str) -> bool:
-    return any(char in schema_pattern for char in "*?[")
-
-
 def _grant_finding(
     flavor: Flavor, grants: Sequence[str], user: str, include_tables: Sequence[str]
 ) -> Finding:
@@ -370,18 +240,18 @@ def _grant_finding(
         missing.append("REPLICATION SLAVE")
     if not has_all and not everywhere & client_names:
         missing.append("BINLOG MONITOR" if flavor == "mariadb" else "REPLICATION CLIENT")
-    account = _account(user, parsed)
+    account = account_name(user, parsed)
     select_everywhere = has_all or "SELECT" in everywhere
     global_needed = list(missing)
     schema_statements: list[str] = []
     lacking_select: list[str] = []
     if not select_everywhere and include_tables:
         for pattern in include_tables:
-            if _select_covers(pattern, parsed):
+            if select_covers(pattern, parsed):
                 continue
             lacking_select.append(pattern)
             schema = pattern.partition(".")[0]
-            if _has_wildcard(schema):
+            if has_wildcard(schema):
                 global_needed.append("SELECT")
             else:
                 schema_statements.append(f"GRANT SELECT ON `{schema}`.* TO {account};")

@@ -12,8 +12,8 @@ from cdc_pipeline.core.doctor import (
     Finding,
     check_staging,
     evaluate_source,
-    parse_grant,
 )
+from cdc_pipeline.core.grants import parse_grant
 from cdc_pipeline.core.gtid import Flavor
 
 MYSQL_GOOD = {

@@ -13,6 +13,7 @@ import pytest
 from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE
 
+from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.errors import SourceSettingError
 from cdc_pipeline.core.schema import (
     ColumnSpec,
@@ -22,7 +23,6 @@ from cdc_pipeline.core.schema import (
     table_schema_from_rows_event,
     with_json_columns,
 )
-from cdc_pipeline.core.values import install_decoder_fixes
 
 
 def library_column(name: str, type_code: int, **details: Any) -> Column:

@@ -18,15 +18,14 @@ from hypothesis import strategies as st
 from pymysqlreplication.constants import CHARSET, FIELD_TYPE
 from pymysqlreplication.row_event import TableMapEvent, find_charset
 
+from cdc_pipeline.core.decoder_fixes import _sync_column_info_with_labels, install_decoder_fixes
 from cdc_pipeline.core.errors import SourceSettingError
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 from cdc_pipeline.core.values import (
     ValueConversionError,
-    _sync_column_info_with_labels,
     convert_row,
     decode_document,
     encode_document,
-    install_decoder_fixes,
     single_precision,
     time_text,
     to_bson_value,

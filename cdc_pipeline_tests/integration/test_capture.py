@@ -14,9 +14,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.errors import BinlogPurgedError, CaptureLockedError
+from cdc_pipeline.core.errors import BinlogPurgedError, CaptureLockedError, SourceHistoryError
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal import WalPaths, capture_lock, list_segments, read_rows, verify_segment
 from cdc_pipeline.local_servers import SourceServer
@@ -229,3 +229,65 @@ def test_every_contract_type_round_trips_exactly_into_the_wal(
         assert after is not None
         assert list(after) == types.COLUMN_ORDER
         types._same(after, expected[after["id"]], f"{source_server.flavor} WAL row {after['id']}")
+
+
+def test_an_explicit_start_position_captures_from_there(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    query = (
+        "SELECT @@gtid_binlog_pos"
+        if source_server.flavor == "mariadb"
+        else "SELECT @@gtid_executed"
+    )
+    before = str(source_server.execute(query)[0][0])
+    source_server.execute(f"INSERT INTO {table} VALUES (1)", f"INSERT INTO {table} VALUES (2)")
+    settings = replace(capture_settings, start_position=before)
+    capture_all(settings)
+    ids = [decode_document(r["after"])["id"] for r in wal_rows(settings)]  # type: ignore[index]
+    assert ids == [1, 2]
+
+
+def test_a_different_server_is_refused_not_followed(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    from cdc_pipeline.local_servers import MariaDBServer, MySQLServer, new_data_dir
+
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(capture_settings)
+    source_server.execute(f"INSERT INTO {table} VALUES (1)")
+    capture_all(capture_settings)
+    other = (
+        MariaDBServer(new_data_dir("other-mariadb"))
+        if source_server.flavor == "mariadb"
+        else MySQLServer()
+    )
+    try:
+        other.start()
+        moved = replace(capture_settings, source_url=SourceUrl.parse(other.url))
+        with pytest.raises(SourceHistoryError) as raised:
+            capture_once(moved)
+        assert "never executed" in str(raised.value)
+    finally:
+        other.cleanup()
+
+
+def test_a_purge_between_the_check_and_the_connect_is_caught_from_the_stream(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(capture_settings)
+    source_server.execute(f"INSERT INTO {table} VALUES (1)")
+    source_server.purge_binlogs()
+    # Pretend the pre-connect check ran before the purge: the server's 1236 must still stop us.
+    monkeypatch.setattr("cdc_pipeline.core.capture._check_resumable", lambda start, state: None)
+    with pytest.raises(BinlogPurgedError) as raised:
+        capture_once(capture_settings)
+    assert "1236" in str(raised.value)
+    assert list_segments(WalPaths(capture_settings.staging_dir, "default")) == []

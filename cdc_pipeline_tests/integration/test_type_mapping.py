@@ -19,6 +19,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import WriteRowsEvent
 
+from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.schema import (
     TableSchema,
     schema_diff,
@@ -29,7 +30,6 @@ from cdc_pipeline.core.values import (
     convert_row,
     decode_document,
     encode_document,
-    install_decoder_fixes,
 )
 from cdc_pipeline.local_servers import SourceServer
 
