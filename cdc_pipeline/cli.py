@@ -18,6 +18,7 @@ from typing import NoReturn
 from urllib.parse import unquote, urlsplit
 
 from cdc_pipeline.core.errors import CdcError, ConfigError
+from cdc_pipeline.core.wal import WalPaths
 
 PROG = "cdc-pipeline"
 EXIT_FAILED = 1
@@ -94,6 +95,40 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wal_paths() -> WalPaths:
+    from cdc_pipeline.core.settings import source_name_from_env, staging_dir_from_env
+
+    return WalPaths(staging_dir_from_env(), source_name_from_env())
+
+
+def _load(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.loader import run_load
+    from cdc_pipeline.core.settings import MongoSettings
+
+    if not args.pending:
+        raise ConfigError(
+            "load needs --pending (load every captured segment after the checkpoint, in order);"
+            " single partitions load through the Dagster job load_batch_job."
+        )
+    result = run_load(_wal_paths(), MongoSettings.from_env())
+    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+    from cdc_pipeline.core.status import read_status
+
+    url = os.environ.get("CDC_MYSQL_URL", "").strip()
+    mongo = MongoSettings.from_env() if os.environ.get("CDC_MONGO_URI", "").strip() else None
+    status = read_status(_wal_paths(), SourceUrl.parse(url) if url else None, mongo)
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2, default=str))
+    else:
+        print("\n".join(status.lines()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand stores its handler as ``args.handler``."""
     parser = _Parser(
@@ -132,6 +167,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     capture.add_argument("--once", action="store_true", help="run one capture tick and exit")
     capture.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    load = command(
+        "load",
+        _load,
+        "load every pending WAL segment into MongoDB in order (what load_batch_job runs)",
+    )
+    load.add_argument("--pending", action="store_true", help="load all pending segments")
+    load.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    status = command(
+        "status",
+        _status,
+        "show the source position, the captured end, the applied checkpoint, pending segments,"
+        " lag and the MongoDB breaker",
+    )
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
     return parser
 
 

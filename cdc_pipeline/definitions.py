@@ -4,17 +4,16 @@ Nothing here reads the environment at import time: ``dg.EnvVar`` is resolved whe
 tick needs the resource, so secrets never appear in the UI's run configs.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from cdc_pipeline.defs.capture import binlog_capture_sensor
-from cdc_pipeline.defs.load import load_batch_job, wal_segment
+from cdc_pipeline.defs.catch_up import catch_up_job
+from cdc_pipeline.defs.load import load_batch_job, mongo_batch, wal_segment
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 defs = dg.Definitions(
-    assets=[wal_segment],
-    jobs=[load_batch_job],
+    assets=[wal_segment, mongo_batch],
+    jobs=[load_batch_job, catch_up_job],
     sensors=[binlog_capture_sensor],
     resources={
         "source": SourceResource(url=dg.EnvVar("CDC_MYSQL_URL")),

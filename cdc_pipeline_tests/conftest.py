@@ -86,6 +86,11 @@ class MongoTarget:
     def can_kill(self) -> bool:
         return self.server is not None
 
+    @property
+    def mirror_style(self) -> str:
+        """nx-27017 refuses dots in collection names; a real MongoDB gets the CONTRACT's."""
+        return "underscore" if self.server is not None else "dotted"
+
     def client(self, **kwargs: object) -> pymongo.MongoClient:  # type: ignore[type-arg]
         return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, **kwargs)
 
@@ -94,11 +99,16 @@ class MongoTarget:
 def mongo_target() -> Iterator[MongoTarget]:
     external = os.environ.get("CDC_TEST_MONGO_URI")
     if external:
-        yield MongoTarget(uri=external, server=None)
+        target = MongoTarget(uri=external, server=None)
+        os.environ["CDC_MIRROR_NAME_STYLE"] = target.mirror_style
+        yield target
         return
     server = NxMongoServer(new_data_dir("nx-27017"))
     server.start()
-    yield MongoTarget(uri=server.uri, server=server)
+    target = MongoTarget(uri=server.uri, server=server)
+    # Subprocesses (the CLI) and Dagster runs name mirrors the way this server accepts.
+    os.environ["CDC_MIRROR_NAME_STYLE"] = target.mirror_style
+    yield target
     _assert_stopped(server)
 
 

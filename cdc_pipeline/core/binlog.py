@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +33,12 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    TableMapEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
 
 from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
@@ -143,6 +148,7 @@ class BinlogReader:
         self.includes = includes
         self.json_columns = json_columns
         self._schemas: dict[tuple[str, str, str], TableSchema] = {}
+        self._key_order: dict[int, tuple[str, ...]] = {}
         install_decoder_fixes()
         options: dict[str, Any] = {}
         if flavor == "mariadb":
@@ -165,6 +171,7 @@ class BinlogReader:
                 QueryEvent,
                 XidEvent,
                 RotateEvent,
+                TableMapEvent,
                 WriteRowsEvent,
                 UpdateRowsEvent,
                 DeleteRowsEvent,
@@ -226,7 +233,9 @@ class BinlogReader:
                         " turn it off on the source (see 'cdc-pipeline doctor')."
                     )
                 continue
-            if isinstance(event, HeartbeatLogEvent):
+            if isinstance(event, TableMapEvent):
+                self._remember_key_order(event)
+            elif isinstance(event, HeartbeatLogEvent):
                 yield Idle(stream_file, position)
             elif isinstance(event, GtidEvent | MariadbGtidEvent):
                 if open_gtid is not None:
@@ -267,8 +276,21 @@ class BinlogReader:
                     continue
                 yield from self._row_images(event, stream_file, position)
 
+    def _remember_key_order(self, event: Any) -> None:
+        """The table map lists primary-key columns in key order (the library keeps only the
+        column order): ``PRIMARY KEY (b, a)`` must give ``_id: {b, a}``."""
+        metadata = getattr(event, "optional_metadata", None)
+        indexes = getattr(metadata, "simple_primary_key_list", None) or []
+        try:
+            self._key_order[event.table_id] = tuple(event.columns[i].name for i in indexes)
+        except (IndexError, AttributeError):
+            self._key_order.pop(event.table_id, None)
+
     def _table_schema(self, event: Any) -> TableSchema:
         table_schema = table_schema_from_rows_event(event)
+        key_order = self._key_order.get(event.table_id, ())
+        if key_order and sorted(key_order) == sorted(table_schema.primary_key):
+            table_schema = replace(table_schema, primary_key=key_order)
         if self.json_columns is None or not any(
             column.type_name == "longtext" for column in table_schema.columns
         ):

@@ -85,3 +85,29 @@ def classify_ddl(statement: str, default_schema: str) -> DdlStatement:
     except (IndexError, re.error):
         pass
     return DdlStatement("other", ())
+
+
+_NOT_COLUMNS = r"(?:INDEX|KEY|UNIQUE|FULLTEXT|SPATIAL|CONSTRAINT|FOREIGN|CHECK|PARTITION)\b"
+
+
+def changes_columns(statement: str) -> bool:
+    """Whether an ALTER TABLE changes existing rows' columns or key without row events.
+
+    True for ADD/DROP/CHANGE/MODIFY/RENAME COLUMN and primary-key changes: the binlog carries
+    no row events for the rows such a statement rewrites, so their mirrors must be rebuilt.
+    Index, constraint and partition changes, and column DEFAULT changes, are not.
+    """
+    flat = re.sub(r"\s+", " ", _COMMENTS.sub(" ", statement)).strip().upper()
+    if not re.match(r"ALTER (?:ONLINE |IGNORE )*TABLE ", flat):
+        return False
+    clauses = flat.split(" ", 3)[-1] if flat.count(" ") >= 3 else ""
+    patterns = (
+        rf"\bADD (?!{_NOT_COLUMNS})(?:COLUMN )?",
+        r"\bADD (?:CONSTRAINT \S+ )?PRIMARY KEY\b",
+        rf"\bDROP (?!{_NOT_COLUMNS}|DEFAULT\b)(?:COLUMN )?",
+        r"\bDROP PRIMARY KEY\b",
+        r"\bCHANGE (?:COLUMN )?",
+        r"\bMODIFY (?:COLUMN )?",
+        r"\bRENAME COLUMN\b",
+    )
+    return any(re.search(pattern, clauses) for pattern in patterns)

@@ -105,7 +105,7 @@ class SegmentBuilder:
             self._row(
                 event_id=f"{self.transaction.gtid}#ddl",
                 row_index=self.row_index,
-                schema=item.schema,
+                schema=classified.targets[0][0] if classified.targets else item.schema,
                 table=table,
                 op="ddl",
                 statement=item.statement,
@@ -113,7 +113,8 @@ class SegmentBuilder:
                 binlog_pos=item.binlog_pos,
             )
         )
-        self.open_stats.append((f"{item.schema}.{table or '*'}", "ddl"))
+        schema = classified.targets[0][0] if classified.targets else item.schema
+        self.open_stats.append((f"{schema}.{table or '*'}", "ddl"))
 
     def commit(self, item: TxCommit) -> None:
         assert self.transaction is not None

@@ -107,11 +107,7 @@ class CaptureSettings:
             raise ConfigError(
                 "CDC_MYSQL_URL is not set; export it as mysql://user:password@host:port."
             )
-        source_name = env.get("CDC_SOURCE_NAME", "default").strip() or "default"
-        if not source_name.replace("_", "").replace("-", "").isalnum():
-            raise ConfigError(
-                f"CDC_SOURCE_NAME '{source_name}' may only hold letters, digits, '-' and '_'."
-            )
+        source_name = source_name_from_env(env)
         patterns = tuple(
             p.strip() for p in env.get("CDC_INCLUDE_TABLES", "").split(",") if p.strip()
         )
@@ -139,6 +135,7 @@ class MongoSettings:
 
     uri: str = field(repr=False)
     database: str = "cdc"
+    mirror_name_style: str = "dotted"
 
     def redacted(self) -> str:
         parts = urlsplit(self.uri)
@@ -154,13 +151,32 @@ class MongoSettings:
             raise ConfigError(
                 "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
             )
-        return cls(uri=uri, database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc")
+        style = env.get("CDC_MIRROR_NAME_STYLE", "dotted").strip() or "dotted"
+        if style not in ("dotted", "underscore"):
+            raise ConfigError(
+                f"CDC_MIRROR_NAME_STYLE must be 'dotted' (<schema>.<table>) or 'underscore'"
+                f" (<schema>__<table>), got '{style}'."
+            )
+        return cls(
+            uri=uri,
+            database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc",
+            mirror_name_style=style,
+        )
 
 
 def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
     """The WAL root (CDC_STAGING_DIR), default ``.cdc_staging`` under the project."""
     env = os.environ if environ is None else environ
     return Path(env.get("CDC_STAGING_DIR") or PROJECT_ROOT / ".cdc_staging")
+
+
+def source_name_from_env(environ: Mapping[str, str] | None = None) -> str:
+    """CDC_SOURCE_NAME (default ``default``), checked like ``CaptureSettings.from_env`` does."""
+    env = os.environ if environ is None else environ
+    name = env.get("CDC_SOURCE_NAME", "default").strip() or "default"
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"CDC_SOURCE_NAME '{name}' may only hold letters, digits, '-' and '_'.")
+    return name
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 2**63) -> int:

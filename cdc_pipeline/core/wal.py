@@ -127,7 +127,7 @@ class Manifest:
         return partition_key(self.source, self.sequence)
 
     def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
+        return json.dumps(self.__dict__)  # insertion order: schema versions as first seen
 
     @classmethod
     def from_json(cls, text: str | bytes) -> Manifest:

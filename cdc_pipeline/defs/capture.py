@@ -4,13 +4,20 @@ Thin wiring around ``core.capture.capture_once``. The partitions it registers co
 on disk, not from this tick's result: every committed segment without a partition gets one, so a
 crash between writing a segment and registering it (or a segment written by the CLI) is picked up
 by the next tick. The cursor is informational only; the WAL is the truth.
+
+While the MongoDB breaker is open (a load run exhausted its retries), capture goes on, new
+partitions are registered without runs, and at most one probe run per probe interval is
+launched, for the newest partition: a load run loads every pending predecessor, so one
+successful probe drains the whole backlog.
 """
 
 import json
+from datetime import UTC, datetime
 
 import dagster as dg
 
 from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.loader import breaker_of, pending_count
 from cdc_pipeline.core.wal import WalPaths, partition_keys
 from cdc_pipeline.defs.load import load_batch_job
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
@@ -31,7 +38,8 @@ def loader_tags(source_name: str) -> dict[str, str]:
     default_status=dg.DefaultSensorStatus.STOPPED,
     description=(
         "Captures the source binlog into Parquet WAL segments (one per tick that found changes),"
-        " adds a cdc_batches partition per segment and requests its load_batch_job run."
+        " adds a cdc_batches partition per segment and requests its load_batch_job run; while"
+        " MongoDB is down it keeps capturing and sends one probe run per interval."
     ),
 )
 def binlog_capture_sensor(
@@ -40,24 +48,47 @@ def binlog_capture_sensor(
     settings = source.capture_settings()
     result = capture_once(settings)
     paths = WalPaths(settings.staging_dir, settings.source_name)
+    breaker = breaker_of(paths)
     registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
-    new_keys = [key for key in partition_keys(paths) if key not in registered]
+    all_keys = partition_keys(paths)
+    new_keys = [key for key in all_keys if key not in registered]
     message = result.summary()
     if result.error:
         context.log.warning(message)
-    if not new_keys:
+    state = breaker.read()
+    run_requests: list[dg.RunRequest] = []
+    if state.state == "closed":
+        run_requests = [
+            dg.RunRequest(run_key=key, partition_key=key, tags=loader_tags(settings.source_name))
+            for key in new_keys
+        ]
+    else:
+        message += "; " + breaker.describe(pending_count(paths))
+        if all_keys and breaker.allow_run():
+            newest = all_keys[-1]
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            run_requests = [
+                dg.RunRequest(
+                    run_key=f"probe:{newest}:{stamp}",
+                    partition_key=newest,
+                    tags={**loader_tags(settings.source_name), "cdc/probe": "true"},
+                )
+            ]
+            breaker.record_probe()
+            message += "; launched a probe load"
+    if not new_keys and not run_requests:
         return dg.SkipReason(message)
     context.log.info(message)
     cursor = {
-        "last_partition": new_keys[-1],
+        "last_partition": all_keys[-1] if all_keys else None,
         "captured_gtid": result.end_gtid,
         "source_gtid": result.source_gtid,
+        "sink": state.state,
     }
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=key, partition_key=key, tags=loader_tags(settings.source_name))
-            for key in new_keys
-        ],
-        dynamic_partitions_requests=[cdc_batches_partitions.build_add_request(new_keys)],
+        run_requests=run_requests,
+        dynamic_partitions_requests=(
+            [cdc_batches_partitions.build_add_request(new_keys)] if new_keys else []
+        ),
         cursor=json.dumps(cursor),
     )

@@ -1,0 +1,115 @@
+"""``cdc-pipeline status``: where the source, the WAL and MongoDB stand, and the lag between.
+
+Each part is read independently and a part that cannot be read is reported as such, so status
+works (and says what is down) during an outage of the source or the sink.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cdc_pipeline.core.capture import wal_end
+from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.loader import breaker_of, sequence_of
+from cdc_pipeline.core.mongo_sink import open_sink
+from cdc_pipeline.core.retry import RetryPolicy
+from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.source import connect, read_state
+from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest
+
+
+@dataclass
+class Status:
+    source: str
+    source_gtid: str | None = None
+    source_binlog: str | None = None
+    source_error: str | None = None
+    captured_gtid: str | None = None
+    last_segment: str | None = None
+    applied_gtid: str | None = None
+    applied_partition: str | None = None
+    sink_error: str | None = None
+    pending_segments: int = 0
+    lag_seconds: float | None = None
+    lag_transactions: int | None = None
+    breaker: str = "closed"
+    breaker_text: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def lines(self) -> list[str]:
+        lag = "unknown" if self.lag_seconds is None else f"{self.lag_seconds:.1f} s"
+        transactions = "unknown" if self.lag_transactions is None else f"{self.lag_transactions:,}"
+        return [
+            f"source      {self.source_gtid or self.source_error or '?'}"
+            + (f" ({self.source_binlog})" if self.source_binlog else ""),
+            f"captured    {self.captured_gtid or 'nothing yet'}"
+            + (f" (last segment {self.last_segment})" if self.last_segment else ""),
+            f"applied     {self.applied_gtid or self.sink_error or 'nothing yet'}"
+            + (f" (through {self.applied_partition})" if self.applied_partition else ""),
+            f"pending     {self.pending_segments} segments",
+            f"lag         {lag}, {transactions} transactions",
+            f"mongodb     {self.breaker_text}",
+        ]
+
+
+def read_status(
+    paths: WalPaths, source_url: SourceUrl | None, mongo: MongoSettings | None
+) -> Status:
+    status = Status(source=paths.root.name)
+    source_executed: GtidSet | None = None
+    if source_url is not None:
+        try:
+            with connect(source_url) as connection:
+                state = read_state(connection)
+            source_executed = state.executed
+            status.source_gtid = str(state.executed)
+            status.source_binlog = f"{state.binlog_file}:{state.binlog_pos}"
+        except CdcError as error:
+            status.source_error = str(error)
+    end = wal_end(paths)
+    segments = list_segments(paths)
+    if end is not None:
+        status.captured_gtid = str(end.gtid)
+    if segments:
+        status.last_segment = segments[-1].name
+    applied: GtidSet | None = None
+    applied_sequence = 0
+    applied_committed_at: str | None = None
+    if mongo is not None:
+        try:
+            with open_sink(mongo, RetryPolicy(deadline=5.0)) as sink:
+                checkpoint = sink.read_checkpoint(paths.root.name)
+            if checkpoint is not None:
+                applied = GtidSet.parse(
+                    checkpoint.gtid, "mariadb" if checkpoint.flavor == "mariadb" else "mysql"
+                )
+                applied_sequence = checkpoint.last_sequence
+                applied_committed_at = checkpoint.last_committed_at
+                status.applied_gtid = checkpoint.gtid
+                status.applied_partition = checkpoint.last_partition
+        except CdcError as error:
+            status.sink_error = str(error)
+    pending = [path for path in segments if sequence_of(path) > applied_sequence]
+    status.pending_segments = len(pending)
+    if source_executed is not None and applied is not None:
+        missing = source_executed - applied
+        status.lag_transactions = missing.count()
+        if not missing:
+            status.lag_seconds = 0.0
+        else:
+            oldest = read_manifest(pending[0]).first_committed_at if pending else None
+            since = oldest or applied_committed_at
+            if since:
+                status.lag_seconds = (
+                    datetime.now(UTC) - datetime.fromisoformat(since)
+                ).total_seconds()
+    breaker = breaker_of(paths)
+    status.breaker = breaker.read().state
+    status.breaker_text = breaker.describe(status.pending_segments)
+    return status

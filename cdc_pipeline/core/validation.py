@@ -1,0 +1,158 @@
+"""Validate a WAL segment before anything of it is applied, and register its schema versions.
+
+Invariants:
+    * ``validate_segment`` reads the segment once more from disk and checks its bytes, its rows
+      against the manifest (checksum, counts), and every row against its declared schema
+      version (the exact ordered column names of its before/after images, the op's images, the
+      event id); a segment with any problem is reported, never partly accepted;
+    * ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first record
+      wins, so re-running a load never rewrites history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.schema import TableSchema, schema_diff
+from cdc_pipeline.core.values import decode_document
+from cdc_pipeline.core.wal import Manifest, verify_segment
+
+MAX_PROBLEMS = 20
+SCHEMA_VERSIONS = "cdc_schema_versions"
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of validating one segment; ``problems`` is capped at ``MAX_PROBLEMS``."""
+
+    partition_key: str
+    rows_checked: int = 0
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    first_gtids: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def add(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.partition_key}: {self.rows_checked:,} rows match their schema versions"
+        return (
+            f"{self.partition_key}: {self.problem_count} rows do not match their schema"
+            f" version, first: {self.problems[0]}"
+        )
+
+
+def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationReport) -> None:
+    where = f"event {row['event_id']}"
+    if row["op"] == "ddl":
+        if not row.get("statement"):
+            report.add(f"{where}: DDL row without its statement")
+        return
+    if row["event_id"] != f"{row['gtid']}#{row['row_index']}":
+        report.add(f"{where}: event id does not match gtid#row_index")
+    table = f"{row['schema']}.{row['table']}"
+    report.first_gtids.setdefault((table, row["schema_version"]), row["gtid"])
+    declared = manifest.schema_versions.get(table, {}).get(row["schema_version"])
+    if declared is None:
+        report.add(f"{where}: schema version {row['schema_version']} of {table} not in manifest")
+        return
+    columns = [column["name"] for column in declared["columns"]]
+    before = decode_document(row["before"])
+    after = decode_document(row["after"])
+    expected = {"insert": (False, True), "update": (True, True), "delete": (True, False)}
+    if (before is not None, after is not None) != expected.get(row["op"], (None, None)):
+        report.add(f"{where}: op {row['op']} with the wrong row images")
+    for image_name, image in (("before", before), ("after", after)):
+        if image is not None and list(image) != columns:
+            report.add(
+                f"{where}: {image_name} has columns {list(image)} but version"
+                f" {row['schema_version']} of {table} has {columns}"
+            )
+
+
+def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
+    """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted."""
+    manifest = verify_segment(path)
+    report = ValidationReport(manifest.partition_key)
+    for table, versions in manifest.schema_versions.items():
+        report.versions[table] = sorted(versions)
+        for version, data in versions.items():
+            try:
+                if TableSchema.from_dict(data).version != version:
+                    report.add(f"{table}: manifest version {version} does not match its columns")
+            except (KeyError, ValueError, TypeError) as error:
+                report.add(f"{table}: manifest version {version} is malformed ({error})")
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
+            for row in batch.to_pylist():
+                report.rows_checked += 1
+                _check_row(row, manifest, report)
+    except Exception as error:  # any failure to decode the bytes means they are damaged
+        raise CorruptSegmentError(
+            f"segment {path.name} cannot be read ({type(error).__name__}); quarantine it and"
+            " re-capture it from the binlog (see docs/operations.md)."
+        ) from None
+    return manifest, report
+
+
+def register_schema_versions(
+    database: Database[Any], manifest: Manifest, first_gtids: Mapping[tuple[str, str], str]
+) -> list[dict[str, Any]]:
+    """Record the segment's schema versions in ``cdc_schema_versions``; return the new ones.
+
+    Each new version carries its difference from the table's latest earlier version.
+    """
+    collection = database[SCHEMA_VERSIONS]
+    created: list[dict[str, Any]] = []
+    for table, versions in sorted(manifest.schema_versions.items()):
+        known = {
+            document["version"]: document
+            for document in collection.find({"source": manifest.source, "table": table})
+        }
+        previous_docs = sorted(known.values(), key=lambda d: (d["first_sequence"], d["order"]))
+        previous = TableSchema.from_dict(previous_docs[-1]["schema"]) if previous_docs else None
+        for order, (version, data) in enumerate(versions.items()):
+            if version in known:
+                previous = TableSchema.from_dict(known[version]["schema"])
+                continue
+            current = TableSchema.from_dict(data)
+            diff = schema_diff(previous, current)
+            document = {
+                "_id": f"{manifest.source}:{table}:{version}",
+                "source": manifest.source,
+                "table": table,
+                "version": version,
+                "columns": [
+                    {"name": column.name, "type": column.describe()} for column in current.columns
+                ],
+                "primary_key": list(current.primary_key),
+                "schema": data,
+                "first_gtid": first_gtids.get((table, version)),
+                "first_sequence": manifest.sequence,
+                "first_batch": manifest.partition_key,
+                "order": order,
+                "diff_from_previous": diff,
+            }
+            identity = document.pop("_id")
+            collection.bulk_write(
+                [UpdateOne({"_id": identity}, {"$setOnInsert": document}, upsert=True)]
+            )
+            created.append({"table": table, "version": version, "diff": diff})
+            previous = current
+    return created

@@ -1,0 +1,68 @@
+"""``catch_up_job``: capture until caught up with the source, then load everything pending.
+
+For CI and cron: ``dagster job execute -m cdc_pipeline.definitions -j catch_up_job``. It runs the
+same code as the sensor and the load runs (``capture_once``, ``load_pending``), registers the
+partitions of the segments it captured, and reports them as materialized.
+"""
+
+import dagster as dg
+
+from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.loader import SegmentLoad, run_load
+from cdc_pipeline.core.wal import WalPaths, partition_keys
+from cdc_pipeline.defs.load import load_metadata
+from cdc_pipeline.defs.partitions import cdc_batches_partitions
+from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+
+MAX_TICKS = 10_000
+
+
+@dg.op(description="Capture ticks until the WAL reaches the source position, then load it all.")
+def catch_up(
+    context: dg.OpExecutionContext, source: SourceResource, mongo: MongoSinkResource
+) -> dg.Output[None]:
+    settings = source.capture_settings()
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    captured = 0
+    for _ in range(MAX_TICKS):
+        result = capture_once(settings)
+        if result.manifest is None:
+            break
+        captured += 1
+        context.log.info(result.summary())
+        if result.error:
+            raise dg.Failure(description=result.error)
+    keys = partition_keys(paths)
+    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
+    new_keys = [key for key in keys if key not in registered]
+    if new_keys:
+        context.instance.add_dynamic_partitions(cdc_batches_partitions.name, new_keys)
+
+    def report(load: SegmentLoad) -> None:
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key="mongo_batch", partition=load.partition_key, metadata=load_metadata(load)
+            )
+        )
+
+    loaded = run_load(paths, mongo.mongo_settings(), None, report)
+    context.log.info(loaded.summary())
+    return dg.Output(
+        None,
+        metadata={
+            "segments captured": captured,
+            "segments loaded": len(loaded.loaded),
+            "rows loaded": sum(item.rows for item in loaded.loaded),
+            "checkpoint": loaded.checkpoint.last_partition if loaded.checkpoint else "",
+            "checkpoint gtid": loaded.checkpoint.gtid if loaded.checkpoint else "",
+        },
+    )
+
+
+@dg.job(
+    name="catch_up_job",
+    description="Capture until caught up with the source, then load every pending segment.",
+    tags={"cdc/loader": "catch_up"},
+)
+def catch_up_job() -> None:
+    catch_up()

@@ -1,0 +1,239 @@
+"""Loading the WAL into MongoDB: mirrors equal the source, each event once, checkpoint at the end.
+
+Against real MariaDB and MySQL 9.7 and the MongoDB server of the session (nx-27017, or a real
+MongoDB with CDC_TEST_MONGO_URI): a workload over several tables with every kind of change,
+idempotent re-loads, the order guarantee, and a damaged segment.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.loader import LoadHaltedError, load_pending, source_rebaseline
+from cdc_pipeline.core.mongo_sink import CHECKPOINTS, ROW_CHANGES, MongoSink
+from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
+from cdc_pipeline.core.wal import WalPaths, list_segments
+from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline_tests.binlog_oracle import binlog_row_events
+from cdc_pipeline_tests.conftest import MongoTarget
+from cdc_pipeline_tests.pipeline_checks import (
+    change_log_problems,
+    checkpoint_matches_source,
+    dump,
+    mirror_differences,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def capture_all(settings: CaptureSettings) -> int:
+    for segments in range(200):
+        if capture_once(settings).manifest is None:
+            return segments
+    raise AssertionError("capture never caught up")
+
+
+def run_workload(server: SourceServer, db: str) -> None:
+    """Every kind of change the loader must mirror, in one sequence of transactions."""
+    server.execute(
+        f"CREATE TABLE `{db}`.single (id INT PRIMARY KEY, name VARCHAR(20), score INT)",
+        f"CREATE TABLE `{db}`.composite (a INT, b VARCHAR(5), qty INT, PRIMARY KEY (b, a))",
+        f"CREATE TABLE `{db}`.nokey (x INT, y VARCHAR(10))",
+        f"CREATE TABLE `{db}`.old_name (id INT PRIMARY KEY, v INT)",
+        f"CREATE TABLE `{db}`.clash (`_id` INT PRIMARY KEY, `_cdc` VARCHAR(5), `_srcx` INT)",
+        f"CREATE TABLE `{db}`.doomed (id INT PRIMARY KEY)",
+    )
+    with server.connect(autocommit=False) as connection, connection.cursor() as cursor:
+        for i in range(1, 41):
+            cursor.execute(f"INSERT INTO `{db}`.single VALUES ({i}, 'n{i}', {i})")
+            cursor.execute(f"INSERT INTO `{db}`.composite VALUES ({i}, 'k{i % 3}', {i})")
+            if i % 10 == 0:
+                connection.commit()
+        connection.commit()
+    server.execute(
+        f"UPDATE `{db}`.single SET score = score * 10 WHERE id % 3 = 0",
+        f"DELETE FROM `{db}`.single WHERE id % 7 = 0",
+        f"UPDATE `{db}`.single SET id = id + 1000 WHERE id IN (1, 2)",  # primary-key updates
+        f"UPDATE `{db}`.composite SET a = a + 500 WHERE b = 'k1'",  # composite key moves
+        f"INSERT INTO `{db}`.nokey VALUES (1, 'a'), (1, 'a'), (2, 'b')",
+        f"UPDATE `{db}`.nokey SET y = 'c' WHERE x = 2",
+        f"DELETE FROM `{db}`.nokey WHERE x = 1 LIMIT 1",
+        f"INSERT INTO `{db}`.old_name VALUES (1, 1), (2, 2)",
+        f"RENAME TABLE `{db}`.old_name TO `{db}`.new_name",
+        f"INSERT INTO `{db}`.new_name VALUES (3, 3)",
+        f"UPDATE `{db}`.new_name SET v = 20 WHERE id = 2",
+        f"INSERT INTO `{db}`.clash VALUES (1, 'x', 7), (2, 'y', 8)",
+        f"UPDATE `{db}`.clash SET `_cdc` = 'z' WHERE `_id` = 2",
+        f"INSERT INTO `{db}`.doomed VALUES (1), (2)",
+        f"DROP TABLE `{db}`.doomed",
+        f"TRUNCATE TABLE `{db}`.composite",
+        f"INSERT INTO `{db}`.composite VALUES (7, 'k9', 70)",
+        f"ALTER TABLE `{db}`.single ADD COLUMN email VARCHAR(30)",
+        f"UPDATE `{db}`.single SET email = CONCAT(name, '@x') WHERE id < 10",
+        f"ALTER TABLE `{db}`.single DROP COLUMN score",
+        f"UPDATE `{db}`.single SET email = 'dropped@x' WHERE id = 3",
+        f"ALTER TABLE `{db}`.single RENAME COLUMN name TO full_name",
+        f"INSERT INTO `{db}`.single VALUES (500, 'late', 'l@x')",
+        f"ALTER TABLE `{db}`.single MODIFY COLUMN full_name VARCHAR(50)",
+        f"UPDATE `{db}`.single SET full_name = 'retyped' WHERE id = 500",
+    )
+
+
+@pytest.fixture
+def sink(mongo_target: MongoTarget, mongo_db_name: str, source_server: SourceServer) -> Any:
+    """A sink that can re-read source tables (mirror rebuilds after column changes)."""
+    url = SourceUrl.parse(source_server.url)
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        yield MongoSink(
+            client[mongo_db_name], mirror_style=mongo_target.mirror_style, rebaseline=rebaseline
+        )
+
+
+def test_a_workload_over_many_tables_ends_equal_to_the_source(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    sink: MongoSink,
+) -> None:
+    settings = replace(capture_settings, max_events_per_segment=25)  # many small segments
+    capture_once(settings)
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    origin = json.loads(paths.origin.read_text())["gtid"]
+    run_workload(source_server, source_schema)
+    segments = capture_all(settings)
+    assert segments >= 4
+
+    result = load_pending(paths, sink)
+    assert len(result.loaded) == segments
+    database = sink.database
+
+    differences = mirror_differences(source_server, source_schema, sink)
+    assert differences == [], "\n".join(differences)
+    expected = binlog_row_events(source_server, origin, source_schema)
+    assert change_log_problems(expected, database, source_schema) == []
+    assert database[ROW_CHANGES].count_documents({"schema": source_schema}) == len(expected)
+    matches, applied, source = checkpoint_matches_source(source_server, database)
+    assert matches, f"checkpoint {applied} != source {source}"
+    # A table without a key is in the change log only (no mirror documents), and reported:
+    assert database[sink.mirror(source_schema, "nokey")].count_documents({}) == 0
+    assert any(f"{source_schema}.nokey" in s.apply.tables_without_key for s in result.loaded)
+    assert database[sink.mirror(source_schema, "old_name")].count_documents({}) == 0
+    assert database[sink.mirror(source_schema, "new_name")].count_documents({}) == 3
+    assert database[sink.mirror(source_schema, "doomed")].count_documents({}) == 0
+    clash = database[sink.mirror(source_schema, "clash")].find_one({"_id": 2})
+    assert clash is not None
+    assert (clash["_src_id"], clash["_src_cdc"], clash["_src_srcx"]) == (2, "z", 8)
+    assert clash["_cdc"]["batch"].startswith("default-")
+    versions = list(database["cdc_schema_versions"].find({"table": f"{source_schema}.single"}))
+    versions.sort(key=lambda v: (v["first_sequence"], v["order"]))
+    diffs = [v["diff_from_previous"] for v in versions]
+    assert any(d["added"] == ["email"] for d in diffs)
+    assert any(d["dropped"] == ["score"] for d in diffs)
+    assert any(d["renamed"] == [["name", "full_name"]] for d in diffs)
+    assert any(d["retyped"] for d in diffs)
+    ddl = list(database["cdc_ddl"].find({"schema": source_schema}))
+    assert {d["kind"] for d in ddl} >= {"truncate", "rename_table", "drop_table", "alter_table"}
+
+
+def test_reloading_changes_nothing(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    sink: MongoSink,
+) -> None:
+    settings = replace(capture_settings, max_events_per_segment=40)
+    capture_once(settings)
+    run_workload(source_server, source_schema)
+    capture_all(settings)
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    load_pending(paths, sink)
+    before = dump(sink.database)
+
+    # Every partition again through the normal path: all already applied, nothing written.
+    for sequence in range(1, len(list_segments(paths)) + 1):
+        assert load_pending(paths, sink, sequence).loaded == []
+    assert dump(sink.database) == before
+
+    # The data writes themselves are idempotent: forget the checkpoint, replay the whole WAL.
+    sink.database[CHECKPOINTS].delete_many({})
+    replayed = load_pending(paths, sink)
+    assert len(replayed.loaded) == len(list_segments(paths))
+    after = dump(sink.database, skip=(CHECKPOINTS,))
+    assert after == {k: v for k, v in before.items() if k != CHECKPOINTS}
+
+
+def test_a_later_partition_loads_its_predecessors_first_and_never_skips_a_gap(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    sink: MongoSink,
+    tmp_path: Path,
+) -> None:
+    settings = replace(capture_settings, max_events_per_segment=10)
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(settings)
+    for i in range(50):
+        source_server.execute(
+            f"INSERT INTO {table} VALUES {','.join(f'({i * 10 + j})' for j in range(10))}"
+        )
+    capture_all(settings)
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    assert len(list_segments(paths)) >= 4
+
+    result = load_pending(paths, sink, through_sequence=3)  # the run of partition 3 runs first
+    assert [load.sequence for load in result.loaded] == [1, 2, 3]
+    assert result.checkpoint is not None and result.checkpoint.last_sequence == 3
+
+    # Segment 4 goes missing: loading halts there, the checkpoint stays at 3.
+    missing = paths.segment(4)
+    moved = tmp_path / missing.name
+    missing.rename(moved)
+    with pytest.raises(LoadHaltedError) as raised:
+        load_pending(paths, sink)
+    assert "default-000000000004" in str(raised.value)
+    assert sink.read_checkpoint("default").last_sequence == 3  # type: ignore[union-attr]
+    moved.rename(missing)
+    load_pending(paths, sink)
+    assert mirror_differences(source_server, source_schema, sink) == []
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "truncate"])
+def test_a_damaged_segment_is_refused_quarantined_and_nothing_of_it_applied(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    sink: MongoSink,
+    damage: str,
+) -> None:
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, v VARCHAR(20))")
+    capture_once(capture_settings)
+    source_server.execute(f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    capture_all(capture_settings)
+    paths = WalPaths(capture_settings.staging_dir, capture_settings.source_name)
+    segment = paths.segment(1)
+    data = bytearray(segment.read_bytes())
+    if damage == "flip_byte":
+        data[len(data) // 2] ^= 0x10
+    else:
+        data = data[: len(data) - 100]
+    segment.write_bytes(bytes(data))
+
+    with pytest.raises(CorruptSegmentError) as raised:
+        load_pending(paths, sink)
+    assert "seg-000000000001.parquet" in str(raised.value)
+    assert sink.database[ROW_CHANGES].count_documents({}) == 0
+    assert sink.mirror(source_schema, "t") not in sink.database.list_collection_names()
+    assert sink.read_checkpoint("default") is None
+    assert (paths.quarantine / segment.name).exists() and not segment.exists()
+    with pytest.raises(LoadHaltedError) as halted:
+        load_pending(paths, sink)
+    assert "quarantined" in str(halted.value)
