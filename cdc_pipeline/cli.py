@@ -110,7 +110,13 @@ def _load(args: argparse.Namespace) -> int:
             "load needs --pending (load every captured segment after the checkpoint, in order);"
             " single partitions load through the Dagster job load_batch_job."
         )
-    result = run_load(_wal_paths(), MongoSettings.from_env())
+    from cdc_pipeline.core.settings import SourceUrl
+
+    url = os.environ.get("CDC_MYSQL_URL", "").strip()
+    # With the source URL, mirrors are rebuilt after column changes; without, marked stale.
+    result = run_load(
+        _wal_paths(), MongoSettings.from_env(), source_url=SourceUrl.parse(url) if url else None
+    )
     print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
     return 0
 

@@ -15,13 +15,18 @@ Environment:
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pymongo
 import pytest
 
+from cdc_pipeline.core.mongo_sink import MongoSink
+from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.local_servers import (
     MariaDBServer,
     MySQLServer,
@@ -87,9 +92,22 @@ class MongoTarget:
         return self.server is not None
 
     @property
+    def compat(self) -> str:
+        """CDC_MONGO_COMPAT for this server: the stand-in lacks dotted names and Decimal128."""
+        return "nx-27017" if self.server is not None else "standard"
+
+    @property
     def mirror_style(self) -> str:
-        """nx-27017 refuses dots in collection names; a real MongoDB gets the CONTRACT's."""
         return "underscore" if self.server is not None else "dotted"
+
+    def sink(self, database: Any, **kwargs: Any) -> MongoSink:
+        """A MongoSink configured for this server, as CDC_MONGO_COMPAT would configure it."""
+        return MongoSink(
+            database,
+            mirror_style=self.mirror_style,
+            decimals_as_strings=self.server is not None,
+            **kwargs,
+        )
 
     def client(self, **kwargs: object) -> pymongo.MongoClient:  # type: ignore[type-arg]
         return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, **kwargs)
@@ -100,14 +118,14 @@ def mongo_target() -> Iterator[MongoTarget]:
     external = os.environ.get("CDC_TEST_MONGO_URI")
     if external:
         target = MongoTarget(uri=external, server=None)
-        os.environ["CDC_MIRROR_NAME_STYLE"] = target.mirror_style
+        os.environ["CDC_MONGO_COMPAT"] = target.compat
         yield target
         return
     server = NxMongoServer(new_data_dir("nx-27017"))
     server.start()
     target = MongoTarget(uri=server.uri, server=server)
     # Subprocesses (the CLI) and Dagster runs name mirrors the way this server accepts.
-    os.environ["CDC_MIRROR_NAME_STYLE"] = target.mirror_style
+    os.environ["CDC_MONGO_COMPAT"] = target.compat
     yield target
     _assert_stopped(server)
 
@@ -127,3 +145,26 @@ def mongo_db_name(mongo_target: MongoTarget) -> Iterator[str]:
     yield name
     with mongo_target.client() as client:
         client.drop_database(name)
+
+
+def make_capture_settings(
+    server: SourceServer, schema: str, staging: Path, **overrides: object
+) -> CaptureSettings:
+    """Capture settings for one test: its schema only, its own staging folder and server id."""
+    options: dict[str, object] = {
+        "source_url": SourceUrl.parse(server.url),
+        "staging_dir": staging,
+        "source_name": "default",
+        "server_id": random.randint(10_000, 2**31),
+        "include_tables": (f"{schema}.*",),
+        "max_seconds_per_tick": 10.0,
+    }
+    options.update(overrides)
+    return CaptureSettings(**options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def capture_settings(
+    source_server: SourceServer, source_schema: str, tmp_path: Path
+) -> CaptureSettings:
+    return make_capture_settings(source_server, source_schema, tmp_path / "staging")

@@ -55,8 +55,9 @@ def mirror_differences(
             expected = {}
             for document in row_documents(connection, described):
                 identity = mirror_id(described, document)
+                identity = sink.stored(identity)
                 mirrored = {"_id": identity}
-                mirrored.update((mirror_field(k), v) for k, v in document.items())
+                mirrored.update((mirror_field(k), v) for k, v in sink.stored(document).items())
                 expected[_canonical(identity, exact)] = _canonical(mirrored, exact)
             actual = {}
             for document in collection.find():

@@ -40,6 +40,7 @@ from cdc_pipeline.core.gtid import (
     parse_gtid,
     unknown_to_server,
 )
+from cdc_pipeline.core.retention import read_ledger
 from cdc_pipeline.core.segment_builder import SegmentBuilder
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.source import (
@@ -133,7 +134,8 @@ class CaptureResult:
 
 
 def wal_end(paths: WalPaths) -> WalEnd | None:
-    """The end of the WAL from disk: the last segment's manifest, else ``origin.json``."""
+    """The end of the WAL from disk: the last segment's manifest, else the end recorded in
+    ``retired.json`` (every segment retired or moved to quarantine), else ``origin.json``."""
     segments = list_segments(paths)
     if segments:
         manifest = read_manifest(segments[-1])
@@ -143,6 +145,15 @@ def wal_end(paths: WalPaths) -> WalEnd | None:
             GtidSet.parse(manifest.end_gtid, flavor),
             manifest.end_binlog_file,
             manifest.end_binlog_pos,
+        )
+    ledger = read_ledger(paths)
+    if ledger is not None:
+        ledger_flavor: Flavor = "mariadb" if ledger.flavor == "mariadb" else "mysql"
+        return WalEnd(
+            ledger.through_sequence,
+            GtidSet.parse(ledger.end_gtid, ledger_flavor),
+            ledger.end_binlog_file,
+            ledger.end_binlog_pos,
         )
     if paths.origin.exists():
         origin = json.loads(paths.origin.read_text())

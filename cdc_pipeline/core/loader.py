@@ -215,6 +215,27 @@ def _halt_at_gap(paths: WalPaths, expected: int) -> LoadHaltedError:
     )
 
 
+def _refuse_reset_sink(paths: WalPaths, checkpoint: Checkpoint | None) -> None:
+    """A sink behind segments that retention already deleted cannot be caught up from the WAL."""
+    ledger_file = paths.root / "retired.json"
+    if not ledger_file.exists():
+        return
+    through = int(json.loads(ledger_file.read_text()).get("through_sequence", 0))
+    applied = checkpoint.last_sequence if checkpoint else 0
+    if applied < through:
+        holds = (
+            "no checkpoint"
+            if checkpoint is None
+            else f"a checkpoint at {checkpoint.last_partition}"
+        )
+        raise LoadHaltedError(
+            f"MongoDB holds {holds} but segments up to"
+            f" {partition_key(paths.root.name, through)} were already loaded and retired: the"
+            " database was reset or replaced; re-baseline it with a snapshot"
+            " (docs/operations.md) rather than load a partial history."
+        )
+
+
 def load_pending(
     paths: WalPaths,
     sink: MongoSink,
@@ -228,6 +249,7 @@ def load_pending(
         checkpoint = sink.read_checkpoint(source)
         result = LoadResult(source, checkpoint=checkpoint)
         applied = checkpoint.last_sequence if checkpoint else 0
+        _refuse_reset_sink(paths, checkpoint)
         limit = through_sequence if through_sequence is not None else float("inf")
         segments = [p for p in list_segments(paths) if sequence_of(p) > applied]
         quarantined_next = paths.quarantine / paths.segment(applied + 1).name
@@ -290,9 +312,9 @@ def _load_one(
     return load, manifest
 
 
-def breaker_of(paths: WalPaths) -> SinkBreaker:
+def breaker_of(paths: WalPaths, probe_seconds: float = 60.0) -> SinkBreaker:
     """The MongoDB circuit breaker of a source (state in its staging folder)."""
-    return SinkBreaker(paths.root / "sink_breaker.json")
+    return SinkBreaker(paths.root / "sink_breaker.json", probe_seconds)
 
 
 @contextlib.contextmanager
@@ -339,7 +361,7 @@ def run_load(
     A load that exhausts its retries opens the breaker (the sensor then sends one probe per
     interval instead of a run per segment); any successful load closes it.
     """
-    breaker = breaker_of(paths)
+    breaker = breaker_of(paths, mongo.breaker_probe_seconds)
     try:
         with (
             source_rebaseline(source_url) as rebaseline,

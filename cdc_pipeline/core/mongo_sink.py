@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bson import json_util
+from bson.decimal128 import Decimal128
 from pymongo import DeleteOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, OperationFailure
@@ -60,7 +61,7 @@ def mirror_collection(schema: str, table: str, style: str = "dotted") -> str:
     """The mirror collection of a table: ``<schema>.<table>`` (the CONTRACT's name).
 
     ``style="underscore"`` gives ``<schema>__<table>`` instead, for MongoDB-compatible servers
-    that refuse dots in collection names (the nx-27017 stand-in); see CDC_MIRROR_NAME_STYLE.
+    that refuse dots in collection names (the nx-27017 stand-in); see CDC_MONGO_COMPAT.
     """
     return f"{schema}__{table}" if style == "underscore" else f"{schema}.{table}"
 
@@ -112,6 +113,16 @@ def _insert_document(document: dict[str, Any]) -> ReplaceOne[Any]:
 
 Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
 """Reads a source table now: ``(mirror _id, column values)`` per row, None if it is gone."""
+
+
+def _decimals_to_strings(value: Any) -> Any:
+    if isinstance(value, Decimal128):
+        return str(value.to_decimal())
+    if isinstance(value, dict):
+        return {key: _decimals_to_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decimals_to_strings(item) for item in value]
+    return value
 
 
 def _key_text(value: Any) -> str:
@@ -183,11 +194,19 @@ class MongoSink:
         retry_policy: RetryPolicy | None = None,
         mirror_style: str = "dotted",
         rebaseline: Rebaseline | None = None,
+        decimals_as_strings: bool = False,
     ):
         self.database = database
         self.retry_policy = retry_policy or RetryPolicy()
         self.mirror_style = mirror_style
         self.rebaseline = rebaseline
+        self.decimals_as_strings = decimals_as_strings
+        self.native_rename = not decimals_as_strings  # both are the nx-27017 profile
+
+    def stored(self, value: Any) -> Any:
+        """``value`` as this server can store it (Decimal128 as its exact string on servers
+        without Decimal128, CDC_MONGO_COMPAT=nx-27017); keys and documents alike."""
+        return _decimals_to_strings(value) if self.decimals_as_strings else value
 
     def mirror(self, schema: str, table: str) -> str:
         return mirror_collection(schema, table, self.mirror_style)
@@ -210,8 +229,10 @@ class MongoSink:
             last_partition=manifest.partition_key,
             last_sequence=manifest.sequence,
             last_committed_at=manifest.last_committed_at,
-            updated_at=datetime.now(UTC).isoformat(),
+            updated_at=None,
         )
+        now = datetime.now(UTC)
+        checkpoint.updated_at = str(now)
         document = {
             "_id": checkpoint.source,
             "gtid": checkpoint.gtid,
@@ -221,7 +242,7 @@ class MongoSink:
             "last_partition": checkpoint.last_partition,
             "last_sequence": checkpoint.last_sequence,
             "last_committed_at": checkpoint.last_committed_at,
-            "updated_at": datetime.now(UTC),
+            "updated_at": now,
         }
         self._retry(
             lambda: self.database[CHECKPOINTS].replace_one(
@@ -252,7 +273,7 @@ class MongoSink:
             changes.append(
                 ReplaceOne(
                     {"_id": row["event_id"]},
-                    _change_document(row, before, after, batch),
+                    self.stored(_change_document(row, before, after, batch)),
                     upsert=True,
                 )
             )
@@ -287,13 +308,13 @@ class MongoSink:
         }
         old_key = {name: before[name] for name in key_columns} if before else None
         if after is None:
-            phase.set(collection, mirror_id(old_key or {}), None)
+            phase.set(collection, self.stored(mirror_id(old_key or {})), None)
             return
         new_key = {name: after[name] for name in key_columns}
         if old_key is not None and _key_text(old_key) != _key_text(new_key):
-            phase.set(collection, mirror_id(old_key), None)  # a key update moves the document
-        identity = mirror_id(new_key)
-        phase.set(collection, identity, mirror_document(identity, after, meta))
+            phase.set(collection, self.stored(mirror_id(old_key)), None)  # a key update moves it
+        identity = self.stored(mirror_id(new_key))
+        phase.set(collection, identity, self.stored(mirror_document(identity, after, meta)))
 
     def _flush_changes(self, changes: list[ReplaceOne[Any]], report: ApplyReport) -> None:
         if not changes:
@@ -381,18 +402,23 @@ class MongoSink:
     def _rename(self, old: str, new: str) -> None:
         """Rename ``old`` over ``new``; a missing ``old`` means the rename already happened.
 
-        A server that acknowledges a rename without doing it (the nx-27017 stand-in) gets a
-        copy instead: drop ``new``, copy every document, drop ``old`` (replay-safe).
+        A server that acknowledges a rename without doing it, or refuses it without an error
+        code, gets a copy instead: drop ``new``, copy every document, drop ``old``
+        (replay-safe). With CDC_MONGO_COMPAT=nx-27017 the copy is used directly (that server's
+        renames act on its admin database and can collide there).
         """
 
         def rename() -> None:
             if old not in self.database.list_collection_names():
                 return
-            try:
-                self.database[old].rename(new, dropTarget=True)
-            except OperationFailure as error:
-                if error.code != 26:  # NamespaceNotFound: renamed by an earlier attempt
-                    raise
+            if self.native_rename:
+                try:
+                    self.database[old].rename(new, dropTarget=True)
+                except OperationFailure as error:
+                    # 26: renamed by an earlier attempt; no code: a server that cannot rename
+                    # this way (mongoeco): copy instead.
+                    if error.code not in (26, None):
+                        raise
             if old in self.database.list_collection_names():
                 self._copy_collection(old, new)
 
@@ -429,7 +455,8 @@ class MongoSink:
         count = 0
         batch: list[Any] = []
         for identity, values in rows:
-            batch.append(_insert_document(mirror_document(identity, values, meta)))
+            document = mirror_document(self.stored(identity), values, meta)
+            batch.append(_insert_document(self.stored(document)))
             count += 1
             if len(batch) >= BULK_CHUNK:
                 self._bulk(temporary, batch)
@@ -501,7 +528,11 @@ def open_sink(
     )
     try:
         yield MongoSink(
-            client[settings.database], retry_policy, settings.mirror_name_style, rebaseline
+            client[settings.database],
+            retry_policy or RetryPolicy(deadline=settings.retry_seconds),
+            settings.mirror_name_style,
+            rebaseline,
+            settings.decimals_as_strings,
         )
     finally:
         client.close()

@@ -135,7 +135,22 @@ class MongoSettings:
 
     uri: str = field(repr=False)
     database: str = "cdc"
-    mirror_name_style: str = "dotted"
+    compat: str = "standard"
+    retry_seconds: float = 30.0
+    """How long one load keeps retrying transient MongoDB errors before it gives up (and the
+    breaker opens): CDC_MONGO_RETRY_SECONDS."""
+    breaker_probe_seconds: float = 60.0
+    """While MongoDB is down, the least time between two probe loads: CDC_BREAKER_PROBE_SECONDS."""
+    """``standard`` (MongoDB) or ``nx-27017`` (the test stand-in: no dots in collection names,
+    no Decimal128; see ``mirror_name_style`` and ``decimals_as_strings``)."""
+
+    @property
+    def mirror_name_style(self) -> str:
+        return "underscore" if self.compat == "nx-27017" else "dotted"
+
+    @property
+    def decimals_as_strings(self) -> bool:
+        return self.compat == "nx-27017"
 
     def redacted(self) -> str:
         parts = urlsplit(self.uri)
@@ -151,17 +166,13 @@ class MongoSettings:
             raise ConfigError(
                 "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
             )
-        style = env.get("CDC_MIRROR_NAME_STYLE", "dotted").strip() or "dotted"
-        if style not in ("dotted", "underscore"):
+        compat = env.get("CDC_MONGO_COMPAT", "standard").strip() or "standard"
+        if compat not in ("standard", "nx-27017"):
             raise ConfigError(
-                f"CDC_MIRROR_NAME_STYLE must be 'dotted' (<schema>.<table>) or 'underscore'"
-                f" (<schema>__<table>), got '{style}'."
+                f"CDC_MONGO_COMPAT must be 'standard' (MongoDB) or 'nx-27017' (the test"
+                f" stand-in), got '{compat}'."
             )
-        return cls(
-            uri=uri,
-            database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc",
-            mirror_name_style=style,
-        )
+        return cls(uri=uri, database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc", compat=compat)
 
 
 def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:

@@ -9,6 +9,11 @@ While the MongoDB breaker is open (a load run exhausted its retries), capture go
 partitions are registered without runs, and at most one probe run per probe interval is
 launched, for the newest partition: a load run loads every pending predecessor, so one
 successful probe drains the whole backlog.
+
+Retention (``core.retention``): while the breaker is closed, each tick reads MongoDB's checkpoint
+(3 s budget; skipped when unreachable), deletes loaded segments older than CDC_RETENTION_HOURS
+(never the newest, never one whose load run is queued or running) and deletes their partitions,
+so the number of partitions stays bounded.
 """
 
 import json
@@ -18,10 +23,11 @@ import dagster as dg
 
 from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.loader import breaker_of, pending_count
-from cdc_pipeline.core.wal import WalPaths, partition_keys
+from cdc_pipeline.core.retention import retention_from_env, retire_loaded, retired_partitions
+from cdc_pipeline.core.wal import WalPaths, partition_keys, sequence_of_partition
 from cdc_pipeline.defs.load import load_batch_job
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
-from cdc_pipeline.defs.resources import SourceResource
+from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 CAPTURE_INTERVAL_SECONDS = 30
 
@@ -29,6 +35,21 @@ CAPTURE_INTERVAL_SECONDS = 30
 def loader_tags(source_name: str) -> dict[str, str]:
     """Run tags that the queue in dagster.yaml limits to one loader run per source."""
     return {"cdc/loader": source_name, "cdc/source": source_name}
+
+
+def sequences_in_flight(instance: dg.DagsterInstance, source_name: str) -> set[int]:
+    """Segments whose load runs are queued or running: retention leaves them (and what follows)."""
+    statuses = [
+        dg.DagsterRunStatus.QUEUED,
+        dg.DagsterRunStatus.NOT_STARTED,
+        dg.DagsterRunStatus.STARTING,
+        dg.DagsterRunStatus.STARTED,
+    ]
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=statuses, tags={"cdc/source": source_name})
+    )
+    keys = (run.tags.get("dagster/partition") for run in runs)
+    return {sequence_of_partition(key) for key in keys if key}
 
 
 @dg.sensor(
@@ -39,23 +60,33 @@ def loader_tags(source_name: str) -> dict[str, str]:
     description=(
         "Captures the source binlog into Parquet WAL segments (one per tick that found changes),"
         " adds a cdc_batches partition per segment and requests its load_batch_job run; while"
-        " MongoDB is down it keeps capturing and sends one probe run per interval."
+        " MongoDB is down it keeps capturing and sends one probe run per interval. Loaded"
+        " segments older than CDC_RETENTION_HOURS are deleted with their partitions."
     ),
 )
 def binlog_capture_sensor(
-    context: dg.SensorEvaluationContext, source: SourceResource
+    context: dg.SensorEvaluationContext, source: SourceResource, mongo: MongoSinkResource
 ) -> dg.SensorResult | dg.SkipReason:
     settings = source.capture_settings()
+    retention = retention_from_env()  # a bad value fails the tick before capture
+    mongo_settings = mongo.mongo_settings()
     result = capture_once(settings)
     paths = WalPaths(settings.staging_dir, settings.source_name)
-    breaker = breaker_of(paths)
-    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
-    all_keys = partition_keys(paths)
-    new_keys = [key for key in all_keys if key not in registered]
+    breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
     message = result.summary()
     if result.error:
         context.log.warning(message)
     state = breaker.read()
+    if state.state == "closed":
+        in_flight = sequences_in_flight(context.instance, settings.source_name)
+        retirement = retire_loaded(paths, mongo_settings, retention, keep=in_flight)
+        message += "; " + retirement.summary()
+    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
+    for key in retired_partitions(paths, registered):  # also those a killed tick left behind
+        context.instance.delete_dynamic_partition(cdc_batches_partitions.name, key)
+        registered.discard(key)
+    all_keys = partition_keys(paths)
+    new_keys = [key for key in all_keys if key not in registered]
     run_requests: list[dg.RunRequest] = []
     if state.state == "closed":
         run_requests = [

@@ -45,7 +45,7 @@ def catch_up(
             )
         )
 
-    loaded = run_load(paths, mongo.mongo_settings(), None, report)
+    loaded = run_load(paths, mongo.mongo_settings(), None, report, settings.source_url)
     context.log.info(loaded.summary())
     return dg.Output(
         None,

@@ -13,11 +13,11 @@ import dagster as dg
 from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.loader import SegmentLoad, breaker_of, pending_count, quarantine, run_load
 from cdc_pipeline.core.retry import SinkUnavailableError
-from cdc_pipeline.core.settings import staging_dir_from_env
+from cdc_pipeline.core.settings import SourceUrl, staging_dir_from_env
 from cdc_pipeline.core.validation import validate_segment
 from cdc_pipeline.core.wal import WalPaths, sequence_of_partition, source_of_partition
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
-from cdc_pipeline.defs.resources import MongoSinkResource
+from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 SCHEMA_CHECK = "schema_versions_valid"
 
@@ -131,7 +131,7 @@ def load_metadata(load: SegmentLoad) -> dict[str, Any]:
     ),
 )
 def mongo_batch(
-    context: dg.AssetExecutionContext, mongo: MongoSinkResource
+    context: dg.AssetExecutionContext, mongo: MongoSinkResource, source: SourceResource
 ) -> dg.MaterializeResult:
     key = context.partition_key
     paths = wal_paths(key)
@@ -150,7 +150,11 @@ def mongo_batch(
 
     try:
         result = run_load(
-            paths, mongo.mongo_settings(), sequence_of_partition(key), report_predecessor
+            paths,
+            mongo.mongo_settings(),
+            sequence_of_partition(key),
+            report_predecessor,
+            SourceUrl.parse(source.url),  # to rebuild mirrors after column changes
         )
     except SinkUnavailableError as error:
         raise dg.Failure(

@@ -18,15 +18,22 @@ from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.load import load_batch_job
-from cdc_pipeline.defs.resources import SourceResource
+from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline_tests.conftest import MongoTarget
 
 pytestmark = pytest.mark.integration
 
 
-def evaluate(instance: dg.DagsterInstance, server: SourceServer) -> dg.SensorResult | dg.SkipReason:
+def evaluate(
+    instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str
+) -> dg.SensorResult | dg.SkipReason:
     context = dg.build_sensor_context(
-        instance=instance, resources={"source": SourceResource(url=server.url)}
+        instance=instance,
+        resources={
+            "source": SourceResource(url=server.url),
+            "mongo": MongoSinkResource(uri=mongo_uri),
+        },
     )
     return binlog_capture_sensor(context)  # type: ignore[no-any-return]
 
@@ -37,17 +44,20 @@ def test_sensor_registers_each_segment_once_and_requests_its_load(
     capture_settings: CaptureSettings,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
 ) -> None:
+    monkeypatch.setenv("CDC_MONGO_DB", mongo_db_name)
     monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
     monkeypatch.setenv("CDC_INCLUDE_TABLES", f"{source_schema}.*")
     monkeypatch.setenv("CDC_SERVER_ID", str(capture_settings.server_id))
     source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
     with dg.instance_for_test() as instance:
-        first = evaluate(instance, source_server)
+        first = evaluate(instance, source_server, mongo_target.uri)
         assert isinstance(first, dg.SkipReason) and "nothing new" in str(first.skip_message)
 
         source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1), (2)")
-        ticked = evaluate(instance, source_server)
+        ticked = evaluate(instance, source_server, mongo_target.uri)
         assert isinstance(ticked, dg.SensorResult)
         [request] = ticked.run_requests or []
         assert request.partition_key == request.run_key == "default-000000000001"
@@ -57,24 +67,29 @@ def test_sensor_registers_each_segment_once_and_requests_its_load(
         assert json.loads(ticked.cursor or "{}")["last_partition"] == "default-000000000001"
         instance.add_dynamic_partitions("cdc_batches", ["default-000000000001"])
 
-        idle = evaluate(instance, source_server)
+        idle = evaluate(instance, source_server, mongo_target.uri)
         assert isinstance(idle, dg.SkipReason)
 
         # A segment the sensor did not write (CLI, or a tick killed after the rename).
         source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (3)")
         assert capture_once(capture_settings).partition_key == "default-000000000002"
-        picked_up = evaluate(instance, source_server)
+        picked_up = evaluate(instance, source_server, mongo_target.uri)
         assert isinstance(picked_up, dg.SensorResult)
         assert [r.partition_key for r in picked_up.run_requests or []] == ["default-000000000002"]
 
 
-def test_load_batch_job_verifies_its_segment_and_reports_it(
+def test_load_batch_job_validates_and_loads_its_segment(
     source_server: SourceServer,
     source_schema: str,
     capture_settings: CaptureSettings,
     monkeypatch: pytest.MonkeyPatch,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
 ) -> None:
     monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
+    monkeypatch.setenv("CDC_MONGO_URI", mongo_target.uri)
+    monkeypatch.setenv("CDC_MYSQL_URL", source_server.url)
+    monkeypatch.setenv("CDC_MONGO_DB", mongo_db_name)
     source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
     capture_once(capture_settings)
     source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1), (2), (3)")
@@ -91,3 +106,10 @@ def test_load_batch_job_verifies_its_segment_and_reports_it(
         assert materialization.metadata["rows"].value == 3
         rows_by_table = materialization.metadata["rows by table and op"].value
         assert rows_by_table == {f"{source_schema}.t": {"insert": 3}}
+        [check] = result.get_asset_check_evaluations()
+        assert check.check_name == "schema_versions_valid" and check.passed
+        [loaded] = result.asset_materializations_for_node("mongo_batch")
+        assert loaded.metadata["rows"].value == 3
+        assert loaded.metadata["checkpoint"].value == key
+    with mongo_target.client() as client:
+        assert client[mongo_db_name]["row_changes"].count_documents({}) == 3

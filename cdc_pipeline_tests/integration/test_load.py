@@ -91,9 +91,7 @@ def sink(mongo_target: MongoTarget, mongo_db_name: str, source_server: SourceSer
     """A sink that can re-read source tables (mirror rebuilds after column changes)."""
     url = SourceUrl.parse(source_server.url)
     with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-        yield MongoSink(
-            client[mongo_db_name], mirror_style=mongo_target.mirror_style, rebaseline=rebaseline
-        )
+        yield mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
 
 
 def test_a_workload_over_many_tables_ends_equal_to_the_source(
