@@ -172,7 +172,13 @@ class MongoSettings:
                 f"CDC_MONGO_COMPAT must be 'standard' (MongoDB) or 'nx-27017' (the test"
                 f" stand-in), got '{compat}'."
             )
-        return cls(uri=uri, database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc", compat=compat)
+        return cls(
+            uri=uri,
+            database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc",
+            compat=compat,
+            retry_seconds=float(_int(env, "CDC_MONGO_RETRY_SECONDS", 30, low=1)),
+            breaker_probe_seconds=float(_int(env, "CDC_BREAKER_PROBE_SECONDS", 60, low=1)),
+        )
 
 
 def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:

@@ -6,6 +6,7 @@ works (and says what is down) during an outage of the source or the sink.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -95,6 +96,10 @@ def read_status(
                 status.applied_partition = checkpoint.last_partition
         except CdcError as error:
             status.sink_error = str(error)
+    if applied is None and status.sink_error is None and paths.origin.exists():
+        # Nothing loaded yet: everything since capture's origin is still to be applied.
+        origin = json.loads(paths.origin.read_text())
+        applied = GtidSet.parse(origin["gtid"], origin["flavor"])
     pending = [path for path in segments if sequence_of(path) > applied_sequence]
     status.pending_segments = len(pending)
     if source_executed is not None and applied is not None:
@@ -109,7 +114,7 @@ def read_status(
                 status.lag_seconds = (
                     datetime.now(UTC) - datetime.fromisoformat(since)
                 ).total_seconds()
-    breaker = breaker_of(paths)
+    breaker = breaker_of(paths, mongo.breaker_probe_seconds if mongo else 60.0)
     status.breaker = breaker.read().state
     status.breaker_text = breaker.describe(status.pending_segments)
     return status

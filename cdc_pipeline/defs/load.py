@@ -148,17 +148,24 @@ def mongo_batch(
                 )
             )
 
+    mongo_settings = mongo.mongo_settings()
     try:
         result = run_load(
             paths,
-            mongo.mongo_settings(),
+            mongo_settings,
             sequence_of_partition(key),
             report_predecessor,
             SourceUrl.parse(source.url),  # to rebuild mirrors after column changes
         )
     except SinkUnavailableError as error:
         raise dg.Failure(
-            description=f"{error} {breaker_of(paths).describe(pending_count(paths))}.",
+            description=(
+                f"{error} "
+                + breaker_of(paths, mongo_settings.breaker_probe_seconds).describe(
+                    pending_count(paths)
+                )
+                + "."
+            ),
             allow_retries=False,
         ) from None
     own = [load for load in result.loaded if load.partition_key == key]

@@ -99,7 +99,7 @@ def test_a_long_mongodb_outage_is_ridden_out_and_drains_by_itself(
     capture_once(capture_settings)
     origin = json.loads(paths.origin.read_text())["gtid"]
 
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    with dg.instance_for_test() as instance:
         daemon = Daemon(instance, source_server, mongo_target.uri)
         workload.start()
         try:
