@@ -8,6 +8,9 @@ idempotent re-loads, the order guarantee, and a damaged segment.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -235,3 +238,45 @@ def test_a_damaged_segment_is_refused_quarantined_and_nothing_of_it_applied(
     with pytest.raises(LoadHaltedError) as halted:
         load_pending(paths, sink)
     assert "quarantined" in str(halted.value)
+
+
+def test_two_loaders_at_once_take_turns_and_apply_each_segment_once(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    settings = replace(capture_settings, max_events_per_segment=20)
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT)")
+    capture_once(settings)
+    for i in range(30):
+        source_server.execute(f"INSERT INTO {table} VALUES ({i}, {i})")
+        source_server.execute(f"UPDATE {table} SET v = v + 1 WHERE id = {i}")
+    capture_all(settings)
+    env = {
+        **os.environ,
+        "CDC_STAGING_DIR": str(settings.staging_dir),
+        "CDC_MONGO_URI": mongo_target.uri,
+        "CDC_MONGO_DB": mongo_db_name,
+        "CDC_MONGO_COMPAT": mongo_target.compat,
+    }
+    command = [sys.executable, "-m", "cdc_pipeline.cli", "load", "--pending", "--json"]
+    loaders = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [loader.communicate(timeout=300) for loader in loaders]
+    assert [loader.returncode for loader in loaders] == [0, 0], [err for _, err in outputs]
+    loaded = [json.loads(out)["loaded"] for out, _ in outputs]
+    keys = [item["partition_key"] for batch in loaded for item in batch]
+    assert (
+        len(keys) == len(set(keys)) == len(list_segments(WalPaths(settings.staging_dir, "default")))
+    )
+    with mongo_target.client(tz_aware=True) as client:
+        sink = mongo_target.sink(client[mongo_db_name])
+        assert mirror_differences(source_server, source_schema, sink) == []
+        assert client[mongo_db_name][ROW_CHANGES].count_documents({}) == 60
