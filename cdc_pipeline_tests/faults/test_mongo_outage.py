@@ -22,8 +22,6 @@ from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal import WalPaths, list_segments
 from cdc_pipeline.definitions import defs
-from cdc_pipeline.defs.capture import binlog_capture_sensor
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 from cdc_pipeline.local_servers import NxMongoServer, SourceServer
 from cdc_pipeline.sample_workload import Workload
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
@@ -33,6 +31,7 @@ from cdc_pipeline_tests.pipeline_checks import (
     checkpoint_matches_source,
     mirror_differences,
 )
+from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.mongo_kill]
 
@@ -52,20 +51,15 @@ class Daemon:
 
     def __init__(self, instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str):
         self.instance = instance
-        self.resources = {
-            "source": SourceResource(url=server.url),
-            "mongo": MongoSinkResource(uri=mongo_uri),
-        }
+        self.server = server
+        self.mongo_uri = mongo_uri
         self.job = defs.resolve_job_def("load_batch_job")
         self.runs: list[tuple[float, str, bool]] = []  # (time, partition, success)
 
     def tick(self) -> None:
-        context = dg.build_sensor_context(instance=self.instance, resources=self.resources)
-        result = binlog_capture_sensor(context)
+        result = capture_sensor_tick(self.instance, self.server, self.mongo_uri)
         if not isinstance(result, dg.SensorResult):
             return
-        for request in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions("cdc_batches", list(request.partition_keys))
         for run in result.run_requests or []:
             outcome = self.job.execute_in_process(
                 instance=self.instance,

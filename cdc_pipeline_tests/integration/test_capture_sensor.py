@@ -16,26 +16,15 @@ import pytest
 
 from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.load import load_batch_job
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
+from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
 
 pytestmark = pytest.mark.integration
 
 
-def evaluate(
-    instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str
-) -> dg.SensorResult | dg.SkipReason:
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "source": SourceResource(url=server.url),
-            "mongo": MongoSinkResource(uri=mongo_uri),
-        },
-    )
-    return binlog_capture_sensor(context)  # type: ignore[no-any-return]
+evaluate = capture_sensor_tick
 
 
 def test_sensor_registers_each_segment_once_and_requests_its_load(

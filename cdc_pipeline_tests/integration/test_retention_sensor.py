@@ -24,30 +24,15 @@ from cdc_pipeline.core.mongo_sink import CHECKPOINTS, ROW_CHANGES
 from cdc_pipeline.core.retention import retire_segments
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 from cdc_pipeline.core.wal import WalPaths, list_segments, partition_key, read_manifest
-from cdc_pipeline.defs.capture import binlog_capture_sensor, loader_tags
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.capture import loader_tags
 from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
+from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
 
 pytestmark = pytest.mark.integration
 
 
-def tick(
-    instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str
-) -> dg.SensorResult | dg.SkipReason:
-    """Evaluate the sensor and apply its partition requests, as the daemon does."""
-    context = dg.build_sensor_context(
-        instance=instance,
-        resources={
-            "source": SourceResource(url=server.url),
-            "mongo": MongoSinkResource(uri=mongo_uri),
-        },
-    )
-    result = binlog_capture_sensor(context)
-    if isinstance(result, dg.SensorResult):
-        for request in result.dynamic_partitions_requests or []:
-            instance.add_dynamic_partitions("cdc_batches", list(request.partition_keys or []))
-    return result  # type: ignore[no-any-return]
+tick = capture_sensor_tick
 
 
 def message_of(result: dg.SensorResult | dg.SkipReason) -> str:
