@@ -295,9 +295,10 @@ def _set(value: Any, column: ColumnSpec) -> list[str]:
     return [member for member in column.members if member in value]
 
 
-def _bit(value: Any, column: ColumnSpec) -> int:
+def _bit(value: Any, column: ColumnSpec) -> int | Decimal128 | str:
+    """BIT -> int; a BIT(64) value beyond int64 -> Decimal128, as for BIGINT UNSIGNED."""
     _expect(value, str, column)
-    return int(value, 2)
+    return _big_integer(int(value, 2))
 
 
 def _geometry(value: Any, column: ColumnSpec) -> bytes:

@@ -388,6 +388,8 @@ def test_set_keeps_definition_order_and_the_empty_set_is_an_empty_list() -> None
 def test_bit_is_an_int() -> None:
     assert to_bson_value("1000000101", col(FIELD_TYPE.BIT, "bit(10)")) == 517
     assert to_bson_value("0000000000", col(FIELD_TYPE.BIT, "bit(10)")) == 0
+    # BIT(64) with the top bit set does not fit BSON's int64: Decimal128, like BIGINT UNSIGNED.
+    assert to_bson_value("1" * 64, col(FIELD_TYPE.BIT, "bit(64)")) == Decimal128(str(2**64 - 1))
 
 
 POINT_1_2_WKB = bytes.fromhex("0101000000000000000000F03F0000000000000040")
