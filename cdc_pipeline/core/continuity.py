@@ -1,0 +1,92 @@
+"""Does the WAL chain without holes or overlaps, and does the checkpoint cover exactly it?
+
+The logic of the ``gtid_continuity`` check (its Dagster wiring is the checks issue's work).
+Pure: it takes the chain as ``(sequence, start_gtid, end_gtid)`` links, from the manifests on
+disk and the retired ledger, plus where capture began and what MongoDB says it applied.
+
+Invariants: a healthy chain starts at the origin, each link starts exactly where the previous
+one ended, sequence numbers have no hole, and the checkpoint equals the end of the link it names;
+every problem found is reported with the GTIDs it concerns (capped), never only counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cdc_pipeline.core.gtid import Flavor, GtidSet
+
+MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class Link:
+    sequence: int
+    start_gtid: str
+    end_gtid: str
+
+
+@dataclass
+class ContinuityReport:
+    links: int = 0
+    problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
+    missing: list[str] = field(default_factory=list)
+    overlapping: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.problem_count == 0
+
+    def add(self, problem: str) -> None:
+        self.problem_count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(problem)
+
+
+def check_chain(
+    links: Sequence[Link],
+    flavor: Flavor,
+    origin_gtid: str | None,
+    checkpoint_sequence: int | None = None,
+    checkpoint_gtid: str | None = None,
+) -> ContinuityReport:
+    """Check the links (in sequence order) and the checkpoint against them."""
+    report = ContinuityReport(links=len(links))
+    previous_end = GtidSet.parse(origin_gtid, flavor) if origin_gtid is not None else None
+    previous_sequence: int | None = None
+    ends: dict[int, GtidSet] = {}
+    for link in links:
+        start = GtidSet.parse(link.start_gtid, flavor)
+        end = GtidSet.parse(link.end_gtid, flavor)
+        ends[link.sequence] = end
+        if previous_sequence is not None and link.sequence != previous_sequence + 1:
+            report.add(
+                f"segments {previous_sequence + 1}..{link.sequence - 1} are missing from the WAL"
+            )
+        if previous_end is not None and start != previous_end:
+            hole = start - previous_end
+            overlap = previous_end - start
+            if hole:
+                report.missing.append(hole.describe())
+                report.add(f"segment {link.sequence} starts after a hole: {hole.describe()}")
+            if overlap:
+                report.overlapping.append(overlap.describe())
+                report.add(
+                    f"segment {link.sequence} starts before the previous end: it would"
+                    f" capture {overlap.describe()} again"
+                )
+        if not end.issuperset(start):
+            report.add(f"segment {link.sequence} ends before it starts")
+        previous_end, previous_sequence = end, link.sequence
+    if checkpoint_sequence is not None and checkpoint_gtid is not None:
+        applied = GtidSet.parse(checkpoint_gtid, flavor)
+        expected = ends.get(checkpoint_sequence)
+        if expected is None:
+            report.add(f"the checkpoint names segment {checkpoint_sequence}, which the WAL lacks")
+        elif applied != expected:
+            report.add(
+                f"the checkpoint at segment {checkpoint_sequence} holds {applied.describe()} but"
+                f" the segment ends at {expected.describe()}"
+            )
+    return report
