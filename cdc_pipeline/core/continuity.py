@@ -11,10 +11,13 @@ every problem found is reported with the GTIDs it concerns (capped), never only 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.retention import read_ledger
+from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest
 
 MAX_PROBLEMS = 20
 
@@ -90,3 +93,36 @@ def check_chain(
                 f" the segment ends at {expected.describe()}"
             )
     return report
+
+
+def gather_chain(paths: WalPaths) -> tuple[list[Link], str | None, Flavor | None, list[str]]:
+    """The chain as the WAL knows it: retired links from ``retired.json``, then the manifests
+    on disk; the origin to start from (None when retired links beyond the ledger's memory were
+    already checked at retirement); and notes about breaks the ledger recorded."""
+    links: dict[int, Link] = {}
+    notes: list[str] = []
+    origin: str | None = None
+    flavor: str | None = None
+    if paths.origin.exists():
+        data = json.loads(paths.origin.read_text())
+        origin, flavor = data["gtid"], data["flavor"]
+    ledger = read_ledger(paths)
+    if ledger is not None:
+        flavor = flavor or ledger.flavor
+        for link in ledger.chain:
+            links[link.sequence] = Link(link.sequence, link.start_gtid, link.end_gtid)
+        if ledger.break_count:
+            notes.append(
+                f"{ledger.break_count} retired segments did not chain when they were retired"
+                f" (first: {ledger.breaks[0] if ledger.breaks else '?'})"
+            )
+        if ledger.retired_count > len(ledger.chain):
+            origin = None  # the oldest links are summarised; they were checked when retired
+    for path in list_segments(paths):
+        manifest = read_manifest(path)
+        links[manifest.sequence] = Link(manifest.sequence, manifest.start_gtid, manifest.end_gtid)
+        flavor = flavor or manifest.flavor
+    resolved: Flavor | None = None
+    if flavor is not None:
+        resolved = "mariadb" if flavor == "mariadb" else "mysql"
+    return [links[key] for key in sorted(links)], origin, resolved, notes

@@ -1,0 +1,88 @@
+"""``gtid_continuity`` through ``audit_job``: passes on a healthy pipeline, fails on a deleted
+segment and on a checkpoint that does not match its segment, naming what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.loader import run_load
+from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
+from cdc_pipeline.core.wal import WalPaths, file_digest_path
+from cdc_pipeline.definitions import defs
+from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline_tests.conftest import MongoTarget
+
+pytestmark = pytest.mark.integration
+
+
+def audit() -> dg.AssetCheckEvaluation:
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("audit_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_gtid_continuity_fails_exactly_on_a_broken_chain_or_checkpoint(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    env = {
+        "CDC_MYSQL_URL": source_server.url,
+        "CDC_MONGO_URI": mongo_target.uri,
+        "CDC_MONGO_DB": mongo_db_name,
+        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = replace(capture_settings, max_events_per_segment=5)
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(settings)
+    for i in range(20):
+        source_server.execute(f"INSERT INTO {table} VALUES ({i})")
+    while capture_once(settings).manifest is not None:
+        pass
+    paths = WalPaths(settings.staging_dir, "default")
+    run_load(paths, MongoSettings.from_env())
+
+    healthy = audit()
+    assert healthy.passed, healthy.metadata
+
+    # A deleted segment: the hole is named by its GTIDs.
+    segment = paths.segment(2)
+    moved = tmp_path / segment.name
+    segment.rename(moved)
+    digest = file_digest_path(segment)
+    digest.rename(tmp_path / digest.name)
+    broken = audit()
+    assert not broken.passed
+    problems = broken.metadata["first problems"].value
+    assert any("segments 2..2 are missing" in p for p in problems)  # type: ignore[union-attr]
+    assert broken.metadata["missing gtid ranges"].value  # the GTIDs of the hole
+    moved.rename(segment)
+    (tmp_path / digest.name).rename(digest)
+    assert audit().passed
+
+    # A checkpoint that claims more than its segment holds.
+    with mongo_target.client() as client:
+        checkpoints = client[mongo_db_name]["cdc_checkpoints"]
+        document = checkpoints.find_one({"_id": "default"})
+        assert document is not None
+        checkpoints.update_one(
+            {"_id": "default"}, {"$set": {"last_sequence": document["last_sequence"] - 1}}
+        )
+    mismatch = audit()
+    assert not mismatch.passed
+    assert any("checkpoint" in p for p in mismatch.metadata["first problems"].value)  # type: ignore[union-attr]
