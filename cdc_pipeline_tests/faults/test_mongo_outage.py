@@ -36,7 +36,7 @@ from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.mongo_kill]
 
 OUTAGE_SECONDS = float(os.environ.get("CDC_TEST_OUTAGE_SECONDS", "62"))
-PROBE_SECONDS = 10
+PROBE_SECONDS = 20
 TICK_SECONDS = 2.0
 
 
