@@ -16,10 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.retention import read_ledger
 from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest
-
-MAX_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -30,21 +29,10 @@ class Link:
 
 
 @dataclass
-class ContinuityReport:
+class ContinuityReport(CappedProblems):
     links: int = 0
-    problems: list[str] = field(default_factory=list)
-    problem_count: int = 0
     missing: list[str] = field(default_factory=list)
     overlapping: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.problem_count == 0
-
-    def add(self, problem: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(problem)
 
 
 def check_chain(

@@ -21,33 +21,22 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema, schema_diff
 from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal import Manifest, verify_segment
 
-MAX_PROBLEMS = 20
 SCHEMA_VERSIONS = "cdc_schema_versions"
 
 
-@dataclass
-class ValidationReport:
-    """The outcome of validating one segment; ``problems`` is capped at ``MAX_PROBLEMS``."""
+@dataclass(kw_only=True)
+class ValidationReport(CappedProblems):
+    """The outcome of validating one segment; ``problems`` is capped (``core.problems``)."""
 
     partition_key: str
     rows_checked: int = 0
-    problems: list[str] = field(default_factory=list)
-    problem_count: int = 0
     versions: dict[str, list[str]] = field(default_factory=dict)
     first_gtids: dict[tuple[str, str], str] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.problem_count == 0
-
-    def add(self, problem: str) -> None:
-        self.problem_count += 1
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(problem)
 
     def summary(self) -> str:
         if self.ok:
@@ -89,7 +78,7 @@ def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationRep
 def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
     """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted."""
     manifest = verify_segment(path)
-    report = ValidationReport(manifest.partition_key)
+    report = ValidationReport(partition_key=manifest.partition_key)
     for table, versions in manifest.schema_versions.items():
         report.versions[table] = sorted(versions)
         for version, data in versions.items():
