@@ -8,13 +8,13 @@ import dagster as dg
 
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.catch_up import catch_up_job
-from cdc_pipeline.defs.checks import audit_job, audit_schedule, gtid_continuity
+from cdc_pipeline.defs.checks import GLOBAL_CHECKS, audit_job, audit_schedule
 from cdc_pipeline.defs.load import load_batch_job, mongo_batch, wal_segment
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 defs = dg.Definitions(
     assets=[wal_segment, mongo_batch],
-    asset_checks=[gtid_continuity],
+    asset_checks=GLOBAL_CHECKS,
     jobs=[load_batch_job, catch_up_job, audit_job],
     sensors=[binlog_capture_sensor],
     schedules=[audit_schedule],

@@ -68,6 +68,9 @@ REQUIRED_SETTINGS = {
 }
 
 
+CAUGHT_UP_NAME = "caught_up.json"
+
+
 @dataclass
 class WalEnd:
     """Where the WAL ends: the state the next segment starts from."""
@@ -254,6 +257,7 @@ def capture_once(
     with capture_lock(paths):
         remove_stale_temp_files(paths)
         with connect(settings.source_url) as connection:
+            read_at = datetime.now(UTC)
             state = read_state(connection)
             _check_source_settings(connection, state)
         end = wal_end(paths) or _decide_origin(settings, state, paths)
@@ -273,9 +277,33 @@ def capture_once(
             binlog_pos=end.binlog_pos,
         )
         if end.gtid.issuperset(state.executed):
+            note_caught_up(paths, state.executed, read_at)
             result.seconds = clock() - started
             return result
-        return _read_segment(settings, paths, state, end, result, started, clock)
+        result = _read_segment(settings, paths, state, end, result, started, clock)
+        if result.stopped_because == "caught_up":
+            note_caught_up(paths, state.executed, read_at)
+        return result
+
+
+def note_caught_up(paths: WalPaths, executed: GtidSet, read_at: datetime) -> None:
+    """Record that the WAL holds everything the source had executed at ``read_at``.
+
+    Every transaction the WAL lacks therefore committed after ``read_at``: the replication-lag
+    check uses this as a bound on the age of transactions capture has not read yet.
+    """
+    write_json_atomically(
+        paths.root / CAUGHT_UP_NAME, {"gtid": str(executed), "source_read_at": read_at.isoformat()}
+    )
+
+
+def caught_up_at(paths: WalPaths) -> datetime | None:
+    """When capture last had everything the source had executed (None: never, or unreadable)."""
+    try:
+        data = json.loads((paths.root / CAUGHT_UP_NAME).read_text())
+        return datetime.fromisoformat(str(data["source_read_at"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _read_segment(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from cdc_pipeline.core.capture import wal_end
+from cdc_pipeline.core.capture import caught_up_at, wal_end
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.loader import breaker_of, sequence_of
@@ -36,6 +37,9 @@ class Status:
     pending_segments: int = 0
     lag_seconds: float | None = None
     lag_transactions: int | None = None
+    unapplied_gtids: str = ""
+    oldest_pending: str | None = None
+    lag_basis: str = ""
     breaker: str = "closed"
     breaker_text: str = ""
     notes: list[str] = field(default_factory=list)
@@ -57,6 +61,31 @@ class Status:
             f"lag         {lag}, {transactions} transactions",
             f"mongodb     {self.breaker_text}",
         ]
+
+
+def _oldest_unapplied_age(
+    paths: WalPaths, pending: list[Path], applied_committed_at: str | None
+) -> tuple[float | None, str]:
+    """Seconds since the oldest transaction not yet applied committed, and how it is known.
+
+    Exact when that transaction is in a pending segment (its commit time is in the manifest).
+    When capture has not read it yet, its commit time is unknown, but it is later than both the
+    last applied commit and the last moment capture had everything the source had executed
+    (``caught_up.json``): the later of the two gives an upper bound on the age.
+    """
+    now = datetime.now(UTC)
+    oldest = next(
+        (m.first_committed_at for m in map(read_manifest, pending) if m.first_committed_at), None
+    )
+    if oldest:
+        return (now - datetime.fromisoformat(oldest)).total_seconds(), "oldest pending segment"
+    bounds = [datetime.fromisoformat(applied_committed_at)] if applied_committed_at else []
+    caught_up = caught_up_at(paths)
+    if caught_up is not None:
+        bounds.append(caught_up)
+    if not bounds:
+        return None, "unknown: nothing applied and capture never caught up"
+    return max(0.0, (now - max(bounds)).total_seconds()), "upper bound: not captured yet"
 
 
 def read_status(
@@ -102,18 +131,18 @@ def read_status(
         applied = GtidSet.parse(origin["gtid"], origin["flavor"])
     pending = [path for path in segments if sequence_of(path) > applied_sequence]
     status.pending_segments = len(pending)
+    if pending:
+        status.oldest_pending = read_manifest(pending[0]).partition_key
     if source_executed is not None and applied is not None:
         missing = source_executed - applied
         status.lag_transactions = missing.count()
+        status.unapplied_gtids = missing.describe()
         if not missing:
-            status.lag_seconds = 0.0
+            status.lag_seconds, status.lag_basis = 0.0, "everything executed is applied"
         else:
-            oldest = read_manifest(pending[0]).first_committed_at if pending else None
-            since = oldest or applied_committed_at
-            if since:
-                status.lag_seconds = (
-                    datetime.now(UTC) - datetime.fromisoformat(since)
-                ).total_seconds()
+            status.lag_seconds, status.lag_basis = _oldest_unapplied_age(
+                paths, pending, applied_committed_at
+            )
     breaker = breaker_of(paths, mongo.breaker_probe_seconds if mongo else 60.0)
     status.breaker = breaker.read().state
     status.breaker_text = breaker.describe(status.pending_segments)

@@ -4,7 +4,9 @@ Invariants:
     * ``validate_segment`` reads the segment once more from disk and checks its bytes, its rows
       against the manifest (checksum, counts), and every row against its declared schema
       version (the exact ordered column names of its before/after images, the op's images, the
-      event id); a segment with any problem is reported, never partly accepted;
+      event id) and inside the segment's GTID range (``end_gtid - start_gtid``: a row outside
+      it was already staged by another segment, and applying it again would replay old row
+      images); a segment with any problem is reported, never partly accepted;
     * ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first record
       wins, so re-running a load never rewrites history.
 """
@@ -21,6 +23,7 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema, schema_diff
 from cdc_pipeline.core.values import decode_document
@@ -79,6 +82,9 @@ def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
     """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted."""
     manifest = verify_segment(path)
     report = ValidationReport(partition_key=manifest.partition_key)
+    flavor: Flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
+    covered = GtidSet.parse(manifest.end_gtid, flavor) - GtidSet.parse(manifest.start_gtid, flavor)
+    in_range: dict[str, bool] = {}
     for table, versions in manifest.schema_versions.items():
         report.versions[table] = sorted(versions)
         for version, data in versions.items():
@@ -91,6 +97,12 @@ def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
         for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
             for row in batch.to_pylist():
                 report.rows_checked += 1
+                gtid = row["gtid"]
+                if not in_range.setdefault(gtid, gtid in covered):
+                    report.add(
+                        f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
+                        f" range {manifest.start_gtid} .. {manifest.end_gtid}"
+                    )
                 _check_row(row, manifest, report)
     except Exception as error:  # any failure to decode the bytes means they are damaged
         raise CorruptSegmentError(

@@ -1,19 +1,41 @@
-"""Global asset checks and the audit job that runs them (the rest arrive with the checks issue).
+"""Global asset checks and the audit job that runs them; thin wiring over ``core``.
 
-``gtid_continuity``: the WAL's segments chain from where capture began without holes or overlaps,
-and MongoDB's checkpoint equals the end of the segment it names. Thin wiring over
-``core.continuity``.
+- ``gtid_continuity`` (``core.continuity``): the WAL chains from where capture began without
+  holes or overlaps, and the checkpoint equals the end of the segment it names.
+- ``no_duplicate_events`` (``core.duplicates``): no event staged twice, no row change applied
+  twice.
+- ``replication_lag`` (``core.status`` + ``core.lag``): seconds and transactions MongoDB is
+  behind the source, against thresholds.
+
+Each check is an asset check of a partitioned asset but looks at the whole pipeline, so it runs
+unpartitioned in ``audit_job`` (and from the UI); its severity says how urgent a failure is.
 """
+
+import os
 
 import dagster as dg
 
 from cdc_pipeline.core.continuity import check_chain, gather_chain
+from cdc_pipeline.core.duplicates import DuplicateReport, check_change_log, check_wal
 from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.lag import LagThresholds, judge_lag
 from cdc_pipeline.core.mongo_sink import open_sink
 from cdc_pipeline.core.retry import RetryPolicy
 from cdc_pipeline.core.settings import source_name_from_env, staging_dir_from_env
+from cdc_pipeline.core.status import read_status
 from cdc_pipeline.core.wal import WalPaths
-from cdc_pipeline.defs.resources import MongoSinkResource
+from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+
+CHECK_RETRY = RetryPolicy(deadline=5.0)
+"""Checks report an unreachable MongoDB quickly rather than wait out an outage."""
+
+
+def _paths() -> WalPaths:
+    return WalPaths(staging_dir_from_env(), source_name_from_env())
+
+
+def _capped(values: list[str]) -> dg.MetadataValue:
+    return dg.MetadataValue.json(values[:20])
 
 
 @dg.asset_check(
@@ -25,14 +47,14 @@ from cdc_pipeline.defs.resources import MongoSinkResource
     ),
 )
 def gtid_continuity(mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    paths = WalPaths(staging_dir_from_env(), source_name_from_env())
+    paths = _paths()
     links, origin, flavor, notes = gather_chain(paths)
     if flavor is None:
         return dg.AssetCheckResult(passed=True, metadata={"segments": 0, "note": "nothing yet"})
     checkpoint = None
     sink_note = ""
     try:
-        with open_sink(mongo.mongo_settings(), RetryPolicy(deadline=5.0)) as sink:
+        with open_sink(mongo.mongo_settings(), CHECK_RETRY) as sink:
             checkpoint = sink.read_checkpoint(paths.root.name)
     except CdcError as error:
         sink_note = f"checkpoint not checked: {error}"
@@ -62,9 +84,84 @@ def gtid_continuity(mongo: MongoSinkResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(
+    asset="mongo_batch",
+    name="no_duplicate_events",
+    description=(
+        "No event is staged in two WAL segments (or twice in one), and no row change was applied"
+        " twice in MongoDB: every change-log document of a loaded batch belongs to that batch's"
+        " segment, once. Covers the segments still on disk."
+    ),
+)
+def no_duplicate_events(mongo: MongoSinkResource) -> dg.AssetCheckResult:
+    paths = _paths()
+    report = check_wal(paths, DuplicateReport())
+    sink_note = ""
+    try:
+        with open_sink(mongo.mongo_settings(), CHECK_RETRY) as sink:
+            checkpoint = sink.read_checkpoint(paths.root.name)
+            applied_through = checkpoint.last_sequence if checkpoint else 0
+            check_change_log(sink.database, paths, applied_through, report)
+    except CdcError as error:
+        sink_note = f"MongoDB not checked: {error}"
+    return dg.AssetCheckResult(
+        passed=report.ok and not sink_note,
+        severity=dg.AssetCheckSeverity.ERROR if not report.ok else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "segments checked": report.segments,
+            "events staged": report.events,
+            "staged twice": report.staged_twice,
+            "batches checked in MongoDB": report.batches_checked,
+            "change-log documents checked": report.change_log_documents,
+            "applied twice": report.applied_twice,
+            "missing from the change log": report.missing_from_change_log,
+            "first offenders": _capped(report.offenders),
+            "first problems": _capped(report.problems + ([sink_note] if sink_note else [])),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="mongo_batch",
+    name="replication_lag",
+    description=(
+        "Seconds and transactions between the source and the checkpoint applied in MongoDB."
+        " Warns past CDC_LAG_WARN_SECONDS (300) or CDC_LAG_WARN_TRANSACTIONS (100,000), errors"
+        " past CDC_LAG_ERROR_SECONDS (3600)."
+    ),
+)
+def replication_lag(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
+    thresholds = LagThresholds.from_env(os.environ)
+    status = read_status(_paths(), source.capture_settings().source_url, mongo.mongo_settings())
+    verdict = judge_lag(status, thresholds)
+    figures: dict[str, float | int] = {}
+    if status.lag_seconds is not None:
+        figures["lag seconds"] = round(status.lag_seconds, 1)
+    if status.lag_transactions is not None:
+        figures["lag transactions"] = status.lag_transactions
+    return dg.AssetCheckResult(
+        passed=verdict.state == "ok",
+        severity=dg.AssetCheckSeverity.ERROR
+        if verdict.state == "error"
+        else dg.AssetCheckSeverity.WARN,
+        metadata={
+            **figures,
+            "how the age is known": status.lag_basis or "unknown",
+            "transactions not applied": status.unapplied_gtids or "none",
+            "pending segments": status.pending_segments,
+            "oldest pending batch": status.oldest_pending or "none",
+            "applied through": status.applied_partition or "nothing yet",
+            "warn / error seconds": f"{thresholds.warn_seconds:g} / {thresholds.error_seconds:g}",
+            "problems": _capped(verdict.problems),
+        },
+    )
+
+
+GLOBAL_CHECKS = [gtid_continuity, no_duplicate_events, replication_lag]
+
 audit_job = dg.define_asset_job(
     name="audit_job",
-    selection=dg.AssetSelection.checks(gtid_continuity),
+    selection=dg.AssetSelection.checks(*GLOBAL_CHECKS),
     description="Runs the global checks over the WAL and MongoDB.",
 )
 

@@ -13,20 +13,15 @@ from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 from cdc_pipeline.core.wal import WalPaths, file_digest_path
-from cdc_pipeline.definitions import defs
 from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline_tests.audit import audit as run_audit
 from cdc_pipeline_tests.conftest import MongoTarget
 
 pytestmark = pytest.mark.integration
 
 
 def audit() -> dg.AssetCheckEvaluation:
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("audit_job").execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-        [evaluation] = result.get_asset_check_evaluations()
-    return evaluation
+    return run_audit()["gtid_continuity"]
 
 
 def test_gtid_continuity_fails_exactly_on_a_broken_chain_or_checkpoint(

@@ -1,0 +1,23 @@
+"""Run ``audit_job`` in process and return its check evaluations by check name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from cdc_pipeline.definitions import defs
+
+
+def audit() -> dict[str, dg.AssetCheckEvaluation]:
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("audit_job").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        evaluations = result.get_asset_check_evaluations()
+    return {evaluation.check_name: evaluation for evaluation in evaluations}
+
+
+def value(evaluation: dg.AssetCheckEvaluation, key: str) -> Any:
+    """A metadata entry's plain value."""
+    return evaluation.metadata[key].value
