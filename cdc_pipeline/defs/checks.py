@@ -6,6 +6,8 @@
   twice.
 - ``replication_lag`` (``core.status`` + ``core.lag``): seconds and transactions MongoDB is
   behind the source, against thresholds.
+- ``binlog_retention_headroom`` (``core.headroom``): how far capture's position is from being
+  purged on the source; warns before expiry reaches it, errors when GTIDs were lost.
 
 Each check is an asset check of a partitioned asset but looks at the whole pipeline, so it runs
 unpartitioned in ``audit_job`` (and from the UI); its severity says how urgent a failure is.
@@ -18,6 +20,7 @@ import dagster as dg
 from cdc_pipeline.core.continuity import check_chain, gather_chain
 from cdc_pipeline.core.duplicates import DuplicateReport, check_change_log, check_wal
 from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.headroom import headroom_for, retention_warn_seconds_from_env
 from cdc_pipeline.core.lag import LagThresholds, judge_lag
 from cdc_pipeline.core.mongo_sink import open_sink
 from cdc_pipeline.core.retry import RetryPolicy
@@ -157,7 +160,43 @@ def replication_lag(source: SourceResource, mongo: MongoSinkResource) -> dg.Asse
     )
 
 
-GLOBAL_CHECKS = [gtid_continuity, no_duplicate_events, replication_lag]
+@dg.asset_check(
+    asset="wal_segment",
+    name="binlog_retention_headroom",
+    description=(
+        "How far the captured position is from being purged on the source: bytes behind, and"
+        " time left before the server's binlog expiry removes the file capture still needs."
+        " Warns below CDC_RETENTION_WARN_SECONDS (6 h); errors when the source already purged"
+        " transactions capture never read (it names them)."
+    ),
+)
+def binlog_retention_headroom(source: SourceResource) -> dg.AssetCheckResult:
+    warn_seconds = retention_warn_seconds_from_env()
+    try:
+        report = headroom_for(_paths(), source.capture_settings().source_url, warn_seconds)
+    except CdcError as error:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"problems": _capped([f"headroom not measured: {error}"])},
+        )
+    metadata: dict[str, object] = {}
+    for key, item in report.metadata().items():
+        if isinstance(item, list):
+            metadata[key] = _capped([str(entry) for entry in item])
+        elif item is not None:
+            metadata[key] = item
+    return dg.AssetCheckResult(
+        passed=report.state == "ok",
+        severity=dg.AssetCheckSeverity.ERROR
+        if report.state == "lost"
+        else dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=report.summary(),
+    )
+
+
+GLOBAL_CHECKS = [gtid_continuity, no_duplicate_events, replication_lag, binlog_retention_headroom]
 
 audit_job = dg.define_asset_job(
     name="audit_job",
