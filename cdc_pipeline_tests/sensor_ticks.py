@@ -10,11 +10,12 @@ from cdc_pipeline.local_servers import SourceServer
 
 
 def capture_sensor_tick(
-    instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str
+    instance: dg.DagsterInstance, server: SourceServer, mongo_uri: str, cursor: str | None = None
 ) -> dg.SensorResult | dg.SkipReason:
     """Evaluate the sensor and apply its partition requests (the daemon's part of a tick)."""
     context = dg.build_sensor_context(
         instance=instance,
+        cursor=cursor,
         resources={
             "source": SourceResource(url=server.url),
             "mongo": MongoSinkResource(uri=mongo_uri),

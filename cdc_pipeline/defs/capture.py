@@ -10,6 +10,11 @@ partitions are registered without runs, and at most one probe run per probe inte
 launched, for the newest partition: a load run loads every pending predecessor, so one
 successful probe drains the whole backlog.
 
+A load run that died (killed, or its worker lost) leaves segments pending with no run to load
+them once no new segment arrives; when nothing is queued or running for the source and segments
+are pending, the sensor requests one resume run for the newest partition, at most once per
+CDC_BREAKER_PROBE_SECONDS (the time is kept in the cursor).
+
 Retention (``core.retention``): while the breaker is closed, each tick reads MongoDB's checkpoint
 (3 s budget; skipped when unreachable), deletes loaded segments older than CDC_RETENTION_HOURS
 (never the newest, never one whose load run is queued or running) and deletes their partitions,
@@ -77,6 +82,7 @@ def binlog_capture_sensor(
     if result.error:
         context.log.warning(message)
     state = breaker.read()
+    in_flight: set[int] = set()
     if state.state == "closed":
         in_flight = sequences_in_flight(context.instance, settings.source_name)
         retirement = retire_loaded(paths, mongo_settings, retention, keep=in_flight)
@@ -88,11 +94,30 @@ def binlog_capture_sensor(
     all_keys = partition_keys(paths)
     new_keys = [key for key in all_keys if key not in registered]
     run_requests: list[dg.RunRequest] = []
+    previous = _cursor(context.cursor)
+    resumed_at = previous.get("resumed_at")
     if state.state == "closed":
         run_requests = [
             dg.RunRequest(run_key=key, partition_key=key, tags=loader_tags(settings.source_name))
             for key in new_keys
         ]
+        pending = pending_count(paths)
+        if (
+            not run_requests
+            and not in_flight
+            and pending
+            and _due(resumed_at, mongo_settings.breaker_probe_seconds)
+        ):
+            newest = all_keys[-1]
+            resumed_at = datetime.now(UTC).isoformat()
+            run_requests = [
+                dg.RunRequest(
+                    run_key=f"resume:{newest}:{resumed_at}",
+                    partition_key=newest,
+                    tags={**loader_tags(settings.source_name), "cdc/resume": "true"},
+                )
+            ]
+            message += f"; {pending} segments pending and no load run: resuming through {newest}"
     else:
         message += "; " + breaker.describe(pending_count(paths))
         if all_keys and breaker.allow_run():
@@ -115,6 +140,7 @@ def binlog_capture_sensor(
         "captured_gtid": result.end_gtid,
         "source_gtid": result.source_gtid,
         "sink": state.state,
+        "resumed_at": resumed_at,
     }
     return dg.SensorResult(
         run_requests=run_requests,
@@ -123,3 +149,21 @@ def binlog_capture_sensor(
         ),
         cursor=json.dumps(cursor),
     )
+
+
+def _cursor(text: str | None) -> dict[str, object]:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _due(last: object, interval_seconds: float) -> bool:
+    if not isinstance(last, str):
+        return True
+    try:
+        elapsed = datetime.now(UTC) - datetime.fromisoformat(last)
+    except ValueError:
+        return True
+    return elapsed.total_seconds() >= interval_seconds

@@ -180,7 +180,7 @@ load_batch_job = dg.define_asset_job(
     name="load_batch_job",
     # The segment's own blocking check runs with it; the global audit checks do not (they read
     # all of the WAL and MongoDB, and belong to audit_job).
-    selection=dg.AssetSelection.assets(wal_segment, mongo_batch)
-    - dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("wal_segment"), "gtid_continuity")),
+    selection=dg.AssetSelection.assets(wal_segment, mongo_batch).without_checks()
+    | dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("wal_segment"), SCHEMA_CHECK)),
     description="Validates and loads one WAL segment (one cdc_batches partition) into MongoDB.",
 )

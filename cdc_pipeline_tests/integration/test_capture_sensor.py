@@ -16,6 +16,7 @@ import pytest
 
 from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.load import load_batch_job
 from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
@@ -40,6 +41,8 @@ def test_sensor_registers_each_segment_once_and_requests_its_load(
     monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
     monkeypatch.setenv("CDC_INCLUDE_TABLES", f"{source_schema}.*")
     monkeypatch.setenv("CDC_SERVER_ID", str(capture_settings.server_id))
+    monkeypatch.setenv("CDC_MYSQL_URL", source_server.url)
+    monkeypatch.setenv("CDC_MONGO_URI", mongo_target.uri)
     source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
     with dg.instance_for_test() as instance:
         first = evaluate(instance, source_server, mongo_target.uri)
@@ -55,9 +58,14 @@ def test_sensor_registers_each_segment_once_and_requests_its_load(
         assert list(add.partition_keys) == ["default-000000000001"]  # type: ignore[union-attr]
         assert json.loads(ticked.cursor or "{}")["last_partition"] == "default-000000000001"
         instance.add_dynamic_partitions("cdc_batches", ["default-000000000001"])
+        instance.create_run_for_job(  # the daemon has created the requested run
+            defs.resolve_job_def("load_batch_job"),
+            tags={**request.tags, "dagster/partition": "default-000000000001"},
+            status=dg.DagsterRunStatus.NOT_STARTED,
+        )
 
-        idle = evaluate(instance, source_server, mongo_target.uri)
-        assert isinstance(idle, dg.SkipReason)
+        idle = evaluate(instance, source_server, mongo_target.uri, ticked.cursor)
+        assert isinstance(idle, dg.SkipReason)  # its run exists: nothing to resume
 
         # A segment the sensor did not write (CLI, or a tick killed after the rename).
         source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (3)")
@@ -102,3 +110,38 @@ def test_load_batch_job_validates_and_loads_its_segment(
         assert loaded.metadata["checkpoint"].value == key
     with mongo_target.client() as client:
         assert client[mongo_db_name]["row_changes"].count_documents({}) == 3
+
+
+def test_pending_segments_without_a_load_run_get_one_resume_run_per_interval(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """A load run that died leaves its segment pending; when no run is queued or running and
+    nothing new arrives, the sensor asks for one resume run, then waits an interval."""
+    monkeypatch.setenv("CDC_MONGO_DB", mongo_db_name)
+    monkeypatch.setenv("CDC_STAGING_DIR", str(capture_settings.staging_dir))
+    monkeypatch.setenv("CDC_INCLUDE_TABLES", f"{source_schema}.*")
+    monkeypatch.setenv("CDC_SERVER_ID", str(capture_settings.server_id))
+    monkeypatch.setenv("CDC_BREAKER_PROBE_SECONDS", "3600")
+    source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY)")
+    with dg.instance_for_test() as instance:
+        evaluate(instance, source_server, mongo_target.uri)
+        source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1)")
+        ticked = evaluate(instance, source_server, mongo_target.uri)
+        assert isinstance(ticked, dg.SensorResult)
+        [request] = ticked.run_requests or []  # the run is requested, then "dies": never runs
+        assert request.run_key == "default-000000000001"
+
+        resumed = evaluate(instance, source_server, mongo_target.uri, ticked.cursor)
+        assert isinstance(resumed, dg.SensorResult)
+        [resume] = resumed.run_requests or []
+        assert resume.partition_key == "default-000000000001"
+        assert (resume.run_key or "").startswith("resume:default-000000000001:")
+        assert resume.tags["cdc/resume"] == "true"
+
+        again = evaluate(instance, source_server, mongo_target.uri, resumed.cursor)
+        assert isinstance(again, dg.SkipReason)  # within the interval: no second resume run
