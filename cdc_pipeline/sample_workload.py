@@ -4,6 +4,11 @@ It keeps two tables busy (``customers`` with a single-column key and ``order_lin
 composite key) with transactions of 1 to ``max_rows`` inserts, updates and deletes, in a thread,
 until stopped. The same seed gives the same statements in the same order. Invariant: it only
 counts a transaction after the server acknowledged its COMMIT.
+
+With ``schema_change_every=N`` a third table, ``evolving``, gets a row in every transaction and,
+every N transactions, the next step of a cycle of column changes: add a column, rename it, change
+its type, drop it (then again with the next number), so rows of every schema version meet in
+the binlog.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ SCHEMA_SQL = (
     " balance DECIMAL(12,2), updated DATETIME(6))",
     "CREATE TABLE IF NOT EXISTS `{db}`.order_lines (order_id INT, line INT, sku VARCHAR(20),"
     " qty INT, PRIMARY KEY (order_id, line))",
+    "CREATE TABLE IF NOT EXISTS `{db}`.evolving (id INT PRIMARY KEY, v INT)",
+)
+
+SCHEMA_CHANGES = (
+    "ALTER TABLE `{db}`.evolving ADD COLUMN note_{n} VARCHAR(20) DEFAULT 'n{n}'",
+    "ALTER TABLE `{db}`.evolving RENAME COLUMN note_{n} TO memo_{n}",
+    "ALTER TABLE `{db}`.evolving MODIFY COLUMN memo_{n} VARCHAR(40)",
+    "ALTER TABLE `{db}`.evolving DROP COLUMN memo_{n}",
 )
 
 
@@ -36,12 +49,15 @@ class Workload:
         seed: int,
         max_rows: int = 20,
         pause_seconds: float = 0.0,
+        schema_change_every: int = 0,
     ):
         self.server = server
         self.database = database
         self.random = random.Random(seed)
         self.max_rows = max_rows
         self.pause_seconds = pause_seconds
+        self.schema_change_every = schema_change_every
+        self.schema_changes = 0
         self.committed_transactions = 0
         self.failed_transactions = 0
         self._next_customer = 1
@@ -83,8 +99,29 @@ class Workload:
                 statements.append(f"INSERT INTO `{db}`.order_lines VALUES {lines}")
         return statements
 
+    def _schema_change(self, connection: Any) -> None:
+        """The next column change of the cycle; DDL commits by itself (and is retried whole)."""
+        step = self.schema_changes
+        sql = SCHEMA_CHANGES[step % len(SCHEMA_CHANGES)]
+        with connection.cursor() as cursor:
+            cursor.execute(sql.format(db=self.database, n=step // len(SCHEMA_CHANGES)))
+        self.schema_changes += 1
+
     def run_transaction(self, connection: Any) -> None:
+        every = self.schema_change_every
+        if every and self.schema_changes < self.committed_transactions // every:
+            self._schema_change(connection)
         statements = self._statements()
+        if every:
+            key = self.committed_transactions + 1
+            statements.append(
+                f"INSERT INTO `{self.database}`.evolving (id, v) VALUES ({key}, {key})"
+                f" ON DUPLICATE KEY UPDATE v = v + 1"
+            )
+            statements.append(
+                f"UPDATE `{self.database}`.evolving SET v = v + 1"
+                f" WHERE id = {self.random.randint(1, key)}"
+            )
         with connection.cursor() as cursor:
             for statement in statements:
                 cursor.execute(statement)
