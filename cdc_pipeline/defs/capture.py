@@ -5,6 +5,10 @@ on disk, not from this tick's result: every committed segment without a partitio
 crash between writing a segment and registering it (or a segment written by the CLI) is picked up
 by the next tick. The cursor is informational only; the WAL is the truth.
 
+When capture fails (source down, binlog purged, staging disk full), the tick still registers
+and loads what the WAL already holds, logs the error, and fails when it had nothing else to do,
+so the failure shows in the UI while the backlog keeps draining.
+
 While the MongoDB breaker is open (a load run exhausted its retries), capture goes on, new
 partitions are registered without runs, and at most one probe run per probe interval is
 launched, for the newest partition: a load run loads every pending predecessor, so one
@@ -27,6 +31,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.loader import breaker_of, pending_count
 from cdc_pipeline.core.retention import retention_from_env, retire_loaded, retired_partitions
 from cdc_pipeline.core.wal import WalPaths, partition_keys, sequence_of_partition
@@ -75,12 +80,21 @@ def binlog_capture_sensor(
     settings = source.capture_settings()
     retention = retention_from_env()  # a bad value fails the tick before capture
     mongo_settings = mongo.mongo_settings()
-    result = capture_once(settings)
     paths = WalPaths(settings.staging_dir, settings.source_name)
+    capture_error: CdcError | None = None
+    try:
+        result = capture_once(settings)
+        message = result.summary()
+        if result.error:
+            context.log.warning(message)
+    except CdcError as error:
+        # Capture cannot go on (source down, binlog purged, disk full...): what is already in
+        # the WAL still gets its partitions and runs; the tick fails unless it launched some.
+        capture_error = error
+        context.log.error(f"capture failed: {error}")
+        message = f"capture failed: {error}"
+        result = None
     breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
-    message = result.summary()
-    if result.error:
-        context.log.warning(message)
     state = breaker.read()
     in_flight: set[int] = set()
     if state.state == "closed":
@@ -132,13 +146,15 @@ def binlog_capture_sensor(
             ]
             breaker.record_probe()
             message += "; launched a probe load"
+    if capture_error is not None and not new_keys and not run_requests:
+        raise capture_error
     if not new_keys and not run_requests:
         return dg.SkipReason(message)
     context.log.info(message)
     cursor = {
         "last_partition": all_keys[-1] if all_keys else None,
-        "captured_gtid": result.end_gtid,
-        "source_gtid": result.source_gtid,
+        "captured_gtid": result.end_gtid if result else previous.get("captured_gtid"),
+        "source_gtid": result.source_gtid if result else previous.get("source_gtid"),
         "sink": state.state,
         "resumed_at": resumed_at,
     }

@@ -176,6 +176,10 @@ class FaultPipeline:
             time.sleep(0.01)
         return False
 
+    def loaded_something(self) -> bool:
+        with self.mongo.client() as client:
+            return client[self.database]["cdc_checkpoints"].find_one({"_id": "default"}) is not None
+
     def drained(self) -> bool:
         with self.mongo.client() as client:
             checkpoint = client[self.database]["cdc_checkpoints"].find_one({"_id": "default"})
