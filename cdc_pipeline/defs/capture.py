@@ -157,6 +157,7 @@ def binlog_capture_sensor(
         "source_gtid": result.source_gtid if result else previous.get("source_gtid"),
         "sink": state.state,
         "resumed_at": resumed_at,
+        "message": message,
     }
     return dg.SensorResult(
         run_requests=run_requests,
