@@ -2,7 +2,8 @@
 
 Invariants: exit 0 on success; otherwise a non-zero exit with exactly one line on stderr
 (``cdc-pipeline: <reason>``): 2 for an operator mistake (``CdcError``, bad arguments), 1 for a
-failed check or an unexpected error. No traceback unless ``--debug``; settings are shown only
+failed check or an unexpected error (``verify``: 1 when a table differs, is stale or could not be
+compared, or a stray mirror exists). No traceback unless ``--debug``; settings are shown only
 in their redacted forms, so no secret reaches stdout or stderr.
 """
 
@@ -135,6 +136,48 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.reconcile import reconcile
+    from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
+
+    capture = CaptureSettings.from_env()
+    report = reconcile(
+        WalPaths(capture.staging_dir, capture.source_name),
+        capture.source_url,
+        MongoSettings.from_env(),
+        capture.include_tables,
+        wait_seconds=args.wait,
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
+    if report.passed and report.complete:
+        return 0
+    findings = []
+    for state, verb in (("different", "differ"), ("stale", "are stale")):
+        names = [result.name for result in report.tables if result.state == state]
+        if names:
+            findings.append(f"{len(names)} {verb} ({', '.join(names)})")
+    if report.strays:
+        strays = [stray.collection for stray in report.strays]
+        findings.append(f"{len(strays)} stray mirror collections ({', '.join(strays)})")
+    skipped = [result for result in report.tables if result.state == "skipped"]
+    if skipped:
+        findings.append(f"{len(skipped)} skipped ({skipped[0].name}: {skipped[0].reason})")
+    if not findings:
+        findings = report.problems[:1]
+    _fail(_scrub("verify: " + "; ".join(findings)))
+    return EXIT_FAILED
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError("must be between 0 and 86400 seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; each subcommand stores its handler as ``args.handler``."""
     parser = _Parser(
@@ -189,6 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
         " lag and the MongoDB breaker",
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    verify = command(
+        "verify",
+        _verify,
+        "compare every mirrored table with its source table (row count and a hash per row) at"
+        " a moment the checkpoint covers; exit 1 on any difference, stale or stray mirror, or a"
+        " table that could not be compared",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--wait",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long in all to wait for capture and the loader to cover busy tables (default 30)",
+    )
     return parser
 
 
