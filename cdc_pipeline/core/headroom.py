@@ -22,7 +22,6 @@ Invariants:
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,9 +29,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cdc_pipeline.core.capture import WalEnd, wal_end
-from cdc_pipeline.core.errors import ConfigError
 from cdc_pipeline.core.gtid import lost_gtids, unknown_to_server
-from cdc_pipeline.core.settings import SourceUrl
+from cdc_pipeline.core.settings import SourceUrl, seconds_from_env
 from cdc_pipeline.core.source import SourceState, connect, query_all, query_one, read_state
 from cdc_pipeline.core.wal import WalPaths, read_manifest
 
@@ -101,16 +99,7 @@ class HeadroomReport:
 def retention_warn_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
     """CDC_RETENTION_WARN_SECONDS: warn when the file at risk expires sooner (default 6 h)."""
     env = os.environ if environ is None else environ
-    text = env.get(WARN_VARIABLE, "").strip()
-    if not text:
-        return DEFAULT_WARN_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"{WARN_VARIABLE} must be a number of seconds, 0 or more, got '{text}'.")
-    return value
+    return seconds_from_env(env, WARN_VARIABLE, DEFAULT_WARN_SECONDS)
 
 
 def _file_number(name: str) -> int:

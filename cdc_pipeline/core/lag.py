@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from cdc_pipeline.core.errors import ConfigError
+from cdc_pipeline.core.settings import _int, seconds_from_env
 from cdc_pipeline.core.status import Status
 
 LagState = Literal["ok", "warn", "error"]
@@ -32,28 +33,15 @@ class LagThresholds:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> LagThresholds:
-        warn = _number(environ, "CDC_LAG_WARN_SECONDS", cls.warn_seconds)
-        error = _number(environ, "CDC_LAG_ERROR_SECONDS", cls.error_seconds)
-        transactions = _number(environ, "CDC_LAG_WARN_TRANSACTIONS", cls.warn_transactions)
+        warn = seconds_from_env(environ, "CDC_LAG_WARN_SECONDS", cls.warn_seconds)
+        error = seconds_from_env(environ, "CDC_LAG_ERROR_SECONDS", cls.error_seconds)
+        transactions = _int(environ, "CDC_LAG_WARN_TRANSACTIONS", cls.warn_transactions, low=0)
         if error < warn:
             raise ConfigError(
                 f"CDC_LAG_ERROR_SECONDS ({error:g}) is below CDC_LAG_WARN_SECONDS ({warn:g});"
                 " set the error threshold at or above the warning one."
             )
-        return cls(warn, error, int(transactions))
-
-
-def _number(environ: Mapping[str, str], name: str, default: float) -> float:
-    text = environ.get(name, "").strip()
-    if not text:
-        return float(default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:  # also rejects nan
-        raise ConfigError(f"{name} must be a number of at least 0, not {text!r}.")
-    return value
+        return cls(warn, error, transactions)
 
 
 @dataclass

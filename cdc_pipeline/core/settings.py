@@ -7,6 +7,7 @@ Read at run time, never at import time. Invariants: a ``SourceUrl`` never shows 
 from __future__ import annotations
 
 import fnmatch
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -206,4 +207,18 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 
         raise ConfigError(f"{name} must be a whole number, got '{text}'.") from None
     if not low <= value <= high:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value}.")
+    return value
+
+
+def seconds_from_env(env: Mapping[str, str], name: str, default: float) -> float:
+    """A duration in seconds from ``env[name]`` (a finite number, 0 or more), else ``default``."""
+    text = env.get(name, "").strip()
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, got '{text}'.")
     return value

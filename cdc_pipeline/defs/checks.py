@@ -6,6 +6,8 @@
   twice.
 - ``replication_lag`` (``core.status`` + ``core.lag``): seconds and transactions MongoDB is
   behind the source, against thresholds.
+- ``source_sink_reconciliation`` (``core.reconcile``): every mirror against its source table,
+  row by row, at a point the checkpoint covers for that table; names differing keys.
 - ``binlog_retention_headroom`` (``core.headroom``): how far capture's position is from being
   purged on the source; warns before expiry reaches it, errors when GTIDs were lost.
 
@@ -23,8 +25,13 @@ from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.headroom import headroom_for, retention_warn_seconds_from_env
 from cdc_pipeline.core.lag import LagThresholds, judge_lag
 from cdc_pipeline.core.mongo_sink import open_sink
+from cdc_pipeline.core.reconcile import reconcile
 from cdc_pipeline.core.retry import RetryPolicy
-from cdc_pipeline.core.settings import source_name_from_env, staging_dir_from_env
+from cdc_pipeline.core.settings import (
+    seconds_from_env,
+    source_name_from_env,
+    staging_dir_from_env,
+)
 from cdc_pipeline.core.status import read_status
 from cdc_pipeline.core.wal import WalPaths
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
@@ -196,7 +203,66 @@ def binlog_retention_headroom(source: SourceResource) -> dg.AssetCheckResult:
     )
 
 
-GLOBAL_CHECKS = [gtid_continuity, no_duplicate_events, replication_lag, binlog_retention_headroom]
+@dg.asset_check(
+    asset="mongo_batch",
+    name="source_sink_reconciliation",
+    description=(
+        "Every mirror collection compared with its source table row by row (a hash per row),"
+        " at a point the checkpoint is known to cover for that table; names the missing, extra"
+        " and differing keys (never values). A table changing faster than the loader catches"
+        " up within CDC_RECONCILE_WAIT_SECONDS (60) is skipped (a warning); `cdc-pipeline"
+        " verify` runs the same comparison."
+    ),
+)
+def source_sink_reconciliation(
+    source: SourceResource, mongo: MongoSinkResource
+) -> dg.AssetCheckResult:
+    settings = source.capture_settings()
+    try:
+        report = reconcile(
+            _paths(),
+            settings.source_url,
+            mongo.mongo_settings(),
+            settings.include_tables,
+            wait_seconds=seconds_from_env(os.environ, "CDC_RECONCILE_WAIT_SECONDS", 60.0),
+        )
+    except CdcError as error:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"problems": _capped([f"not reconciled: {error}"])},
+        )
+    states: dict[str, int] = {}
+    for table in report.tables:
+        states[table.state] = states.get(table.state, 0) + 1
+    tables = report.to_dict()["tables"]
+    return dg.AssetCheckResult(
+        passed=report.passed and report.complete,
+        severity=dg.AssetCheckSeverity.ERROR if not report.passed else dg.AssetCheckSeverity.WARN,
+        description=report.summary(),
+        metadata={
+            "tables compared": len(report.tables),
+            **{f"tables {state}": count for state, count in sorted(states.items())},
+            "source rows": sum(table.source_rows for table in report.tables),
+            "mirror documents": sum(table.mirror_rows for table in report.tables),
+            "stray mirrors": len(report.strays),
+            "not mirrored (no primary key)": dg.MetadataValue.json(report.unmirrored[:20]),
+            "first problems": _capped(report.problems),
+            "tables": dg.MetadataValue.json(tables[:20]),
+            "checkpoint gtid": report.checkpoint_gtid or "",
+            "source gtid": report.source_gtid or "",
+            "seconds": round(report.seconds, 1),
+        },
+    )
+
+
+GLOBAL_CHECKS = [
+    gtid_continuity,
+    no_duplicate_events,
+    replication_lag,
+    binlog_retention_headroom,
+    source_sink_reconciliation,
+]
 
 audit_job = dg.define_asset_job(
     name="audit_job",
