@@ -136,6 +136,32 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recapture(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.mongo_sink import open_sink
+    from cdc_pipeline.core.recapture import recapture_from
+    from cdc_pipeline.core.retry import RetryPolicy
+    from cdc_pipeline.core.settings import MongoSettings
+    from cdc_pipeline.core.wal import sequence_of_partition
+
+    paths = _wal_paths()
+    text = args.from_partition.strip()
+    try:
+        sequence = int(text) if text.isdigit() else sequence_of_partition(text)
+    except (ValueError, IndexError):
+        raise ConfigError(
+            f"--from takes a partition key like {paths.root.name}-000000000042 or a segment"
+            f" number, not {text!r}."
+        ) from None
+    with open_sink(MongoSettings.from_env(), RetryPolicy(deadline=10.0)) as sink:
+        checkpoint = sink.read_checkpoint(paths.root.name)
+    result = recapture_from(paths, sequence, checkpoint.last_sequence if checkpoint else 0)
+    if args.json:
+        print(json.dumps({"moved": result.moved, "folder": str(result.folder or "")}, indent=2))
+    else:
+        print(result.summary())
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.reconcile import reconcile
     from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
@@ -232,6 +258,21 @@ def build_parser() -> argparse.ArgumentParser:
         " lag and the MongoDB breaker",
     )
     status.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    recapture = command(
+        "recapture",
+        _recapture,
+        "set a damaged segment and every later one aside (into quarantine/), so the next"
+        " capture tick writes them again from the binlog; stop the sensor first",
+    )
+    recapture.add_argument(
+        "--from",
+        dest="from_partition",
+        required=True,
+        metavar="PARTITION",
+        help="the first segment to re-capture: its partition key or its number",
+    )
+    recapture.add_argument("--json", action="store_true", help="print the result as JSON")
 
     verify = command(
         "verify",
