@@ -27,6 +27,7 @@ import pytest
 
 from cdc_pipeline.core.mongo_sink import MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
+from cdc_pipeline.core.wal import WalPaths
 from cdc_pipeline.local_servers import (
     MariaDBServer,
     MySQLServer,
@@ -168,3 +169,26 @@ def capture_settings(
     source_server: SourceServer, source_schema: str, tmp_path: Path
 ) -> CaptureSettings:
     return make_capture_settings(source_server, source_schema, tmp_path / "staging")
+
+
+@pytest.fixture
+def pipeline_env(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> WalPaths:
+    """The CDC_* variables of this test's pipeline (its source, schema, MongoDB database and
+    staging folder), set for Dagster code and the CLI; returns its WAL paths."""
+    for name, value in {
+        "CDC_MYSQL_URL": source_server.url,
+        "CDC_MONGO_URI": mongo_target.uri,
+        "CDC_MONGO_DB": mongo_db_name,
+        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
+        "CDC_INCLUDE_TABLES": f"{source_schema}.*",
+        "CDC_SERVER_ID": str(capture_settings.server_id),
+    }.items():
+        monkeypatch.setenv(name, value)
+    return WalPaths(capture_settings.staging_dir, capture_settings.source_name)

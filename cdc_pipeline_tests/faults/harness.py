@@ -28,6 +28,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from cdc_pipeline.core.capture import capture_once
@@ -106,6 +107,9 @@ class FaultPipeline:
         self.home = tmp_path / "dagster_home"
         self.home.mkdir()
         (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        # Create the instance's storage here, once: a kill of the daemon's first start would
+        # otherwise leave SQLite tables half made (Dagster's own first-run migration).
+        dg.DagsterInstance.from_config(str(self.home)).dispose()
         self.log = tmp_path / "daemon.log"
         self.env = {
             "CDC_MYSQL_URL": server.url,
@@ -248,7 +252,7 @@ def workload_for(
         schema,
         seed=seed,
         max_rows=6,
-        pause_seconds=0.08,
+        pause_seconds=0.12,
         schema_change_every=schema_change_every,
     )
     workload.create_tables()

@@ -28,7 +28,7 @@ from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-ITERATIONS = int(os.environ.get("CDC_SOAK_ITERATIONS", "24"))
+ITERATIONS = int(os.environ.get("CDC_SOAK_ITERATIONS", "12"))
 
 
 def capture_command(

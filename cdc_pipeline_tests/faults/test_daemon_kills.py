@@ -37,8 +37,9 @@ def aimed_kills(
     landed: collections.Counter[str] = collections.Counter()
     for _ in range(count):
         pipeline.start()
-        if target == "any":
-            time.sleep(rng.uniform(0.5, 4.0))
+        if target == "any":  # once it works (not while Python starts), at any instant
+            pipeline.wait_for_phase("capture", timeout=20)
+            time.sleep(rng.uniform(0.0, 2.5))
         elif not pipeline.wait_for_phase(target, timeout=20):
             landed["missed"] += 1
             pipeline.stop()
@@ -52,9 +53,9 @@ def aimed_kills(
 @pytest.mark.parametrize(
     ("scenario", "target", "base_iterations", "schema_change_every"),
     [
-        ("1 kill -9 during capture", "capture", 8, 25),
-        ("2 kill -9 during a load run", "load", 8, 25),
-        ("6 schema changes while killing", "any", 6, 4),
+        ("1 kill -9 during capture", "capture", 6, 25),
+        ("2 kill -9 during a load run", "load", 6, 25),
+        ("6 schema changes while killing", "any", 5, 4),
     ],
 )
 def test_kill9_loses_and_duplicates_nothing(
@@ -116,7 +117,7 @@ def test_repeated_restarts_of_everything_lose_and_duplicate_nothing(
     )
     workload = workload_for(source_server, source_schema, seed, schema_change_every=10)
     pipeline.fix_origin()
-    count = iterations(5)
+    count = iterations(3)
     workload.start()
     try:
         for _ in range(count):

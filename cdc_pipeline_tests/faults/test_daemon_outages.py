@@ -79,9 +79,9 @@ def dump_thread_kills(server: SourceServer) -> Injector:
 @pytest.mark.parametrize(
     ("scenario", "base_iterations"),
     [
-        ("3 MongoDB short outages", 5),
-        ("4 source killed -9 and restarted", 5),
-        ("5 binlog connection dropped (KILL dump thread)", 5),
+        ("3 MongoDB short outages", 4),
+        ("4 source killed -9 and restarted", 4),
+        ("5 binlog connection dropped (KILL dump thread)", 4),
     ],
 )
 def test_outages_lose_and_duplicate_nothing(

@@ -30,7 +30,7 @@ from cdc_pipeline_tests.pipeline_checks import dump
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-ITERATIONS = int(os.environ.get("CDC_SOAK_ITERATIONS", "22"))
+ITERATIONS = int(os.environ.get("CDC_SOAK_ITERATIONS", "12"))
 
 
 def load_command(

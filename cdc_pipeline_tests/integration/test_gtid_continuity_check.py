@@ -33,14 +33,6 @@ def test_gtid_continuity_fails_exactly_on_a_broken_chain_or_checkpoint(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    env = {
-        "CDC_MYSQL_URL": source_server.url,
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
     settings = replace(capture_settings, max_events_per_segment=5)
     table = f"`{source_schema}`.t"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")

@@ -29,14 +29,8 @@ def test_no_duplicate_events_names_events_staged_or_applied_twice(
     mongo_target: MongoTarget,
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
+    pipeline_env: WalPaths,
 ) -> None:
-    for name, setting in {
-        "CDC_MYSQL_URL": source_server.url,
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-    }.items():
-        monkeypatch.setenv(name, setting)
     settings = replace(capture_settings, max_events_per_segment=5)
     table = f"`{source_schema}`.t"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, v INT)")

@@ -27,12 +27,6 @@ def test_recapture_sets_unloaded_segments_aside_and_capture_writes_them_again(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    for name, setting in {
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-    }.items():
-        monkeypatch.setenv(name, setting)
     settings = replace(capture_settings, max_events_per_segment=2)
     table = f"`{source_schema}`.t"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")

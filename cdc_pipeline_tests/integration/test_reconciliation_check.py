@@ -24,15 +24,8 @@ def test_reconciliation_check_names_removed_and_altered_documents(
     mongo_target: MongoTarget,
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
+    pipeline_env: WalPaths,
 ) -> None:
-    for name, setting in {
-        "CDC_MYSQL_URL": source_server.url,
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-        "CDC_INCLUDE_TABLES": f"{source_schema}.*",
-    }.items():
-        monkeypatch.setenv(name, setting)
     table = f"`{source_schema}`.accounts"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY, owner VARCHAR(20))")
     capture_once(capture_settings)

@@ -35,16 +35,10 @@ def test_replication_lag_follows_a_stalled_loader_and_a_lagging_checkpoint(
     mongo_target: MongoTarget,
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
+    pipeline_env: WalPaths,
 ) -> None:
-    for name, setting in {
-        "CDC_MYSQL_URL": source_server.url,
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-        "CDC_LAG_WARN_SECONDS": str(WARN),
-        "CDC_LAG_ERROR_SECONDS": str(ERROR),
-    }.items():
-        monkeypatch.setenv(name, setting)
+    monkeypatch.setenv("CDC_LAG_WARN_SECONDS", str(WARN))
+    monkeypatch.setenv("CDC_LAG_ERROR_SECONDS", str(ERROR))
     settings = replace(capture_settings, max_events_per_segment=3)
     paths = WalPaths(settings.staging_dir, "default")
     table = f"`{source_schema}`.t"

@@ -8,6 +8,7 @@ import pytest
 
 from cdc_pipeline.core.capture import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.wal import WalPaths
 from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
@@ -23,14 +24,8 @@ def test_headroom_check_errors_and_names_gtids_after_a_purge(
     mongo_target: MongoTarget,
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
+    pipeline_env: WalPaths,
 ) -> None:
-    for name, setting in {
-        "CDC_MYSQL_URL": source_server.url,
-        "CDC_MONGO_URI": mongo_target.uri,
-        "CDC_MONGO_DB": mongo_db_name,
-        "CDC_STAGING_DIR": str(capture_settings.staging_dir),
-    }.items():
-        monkeypatch.setenv(name, setting)
     table = f"`{source_schema}`.t"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
     capture_once(capture_settings)
