@@ -32,6 +32,7 @@ def test_gtid_continuity_fails_exactly_on_a_broken_chain_or_checkpoint(
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    pipeline_env: WalPaths,
 ) -> None:
     settings = replace(capture_settings, max_events_per_segment=5)
     table = f"`{source_schema}`.t"

@@ -26,6 +26,7 @@ def test_recapture_sets_unloaded_segments_aside_and_capture_writes_them_again(
     mongo_db_name: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    pipeline_env: WalPaths,
 ) -> None:
     settings = replace(capture_settings, max_events_per_segment=2)
     table = f"`{source_schema}`.t"
