@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pymongo
 import pytest
 
@@ -35,6 +36,11 @@ from cdc_pipeline.local_servers import (
     SourceServer,
     new_data_dir,
 )
+
+# Property tests check values, not speed: Hypothesis's 200 ms deadline fails them on a busy CI
+# machine (seen when the fault suite ran beside them), so it is off.
+hypothesis.settings.register_profile("cdc", deadline=None)
+hypothesis.settings.load_profile("cdc")
 
 SOURCE_FLAVORS = [
     name.strip()
