@@ -37,9 +37,11 @@ from cdc_pipeline.local_servers import (
     new_data_dir,
 )
 
-# Property tests check values, not speed: Hypothesis's 200 ms deadline fails them on a busy CI
-# machine (seen when the fault suite ran beside them), so it is off.
-hypothesis.settings.register_profile("cdc", deadline=None)
+# Property tests check values, not speed: Hypothesis's 200 ms deadline and its slow-generation
+# health check fail them on a busy CI machine (seen when the fault suite ran beside them).
+hypothesis.settings.register_profile(
+    "cdc", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
 hypothesis.settings.load_profile("cdc")
 
 SOURCE_FLAVORS = [

@@ -31,6 +31,7 @@ from cdc_pipeline.core.errors import (
     ConfigError,
     SourceHistoryError,
     SourceSettingError,
+    StagingError,
 )
 from cdc_pipeline.core.gtid import (
     Flavor,
@@ -356,6 +357,11 @@ def _read_segment(
                 elif isinstance(item, Idle) and builder.transaction is None and clock() >= deadline:
                     result.stopped_because = "time_bound"
                     break
+    except StagingError:
+        # The writer failed (disk full...) and dropped its file: nothing of this tick is kept,
+        # the next tick reads the same transactions again.
+        writer.abort()
+        raise
     except CdcError as error:
         if builder.open_spilled or builder.transactions == 0:
             writer.abort()

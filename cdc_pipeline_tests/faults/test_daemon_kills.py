@@ -44,8 +44,10 @@ def aimed_kills(
             landed["missed"] += 1
             pipeline.stop()
             continue
+        elif target == "load":  # past the run's start-up, into validation and the writes
+            time.sleep(rng.uniform(0.3, 1.2))
         else:
-            time.sleep(rng.uniform(0.0, 0.25))
+            time.sleep(rng.uniform(0.0, 0.1))
         landed[pipeline.kill9()] += 1
     return landed
 
@@ -92,6 +94,7 @@ def test_kill9_loses_and_duplicates_nothing(
     )
     if target != "any":
         assert landed[target] >= count // 2, f"too few kills landed in {target}: {landed}"
+    assert landed["starting"] == 0, f"kills must land in the pipeline's work: {landed}"
     assert outcome.events_written > 200
     assert outcome.events_lost == 0 and outcome.events_duplicated == 0
     assert outcome.problems == []

@@ -7,14 +7,21 @@ and the purge guard.
 
 from __future__ import annotations
 
+import errno
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cdc_pipeline.core import wal
 from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.errors import BinlogPurgedError, CaptureLockedError, SourceHistoryError
+from cdc_pipeline.core.errors import (
+    BinlogPurgedError,
+    CaptureLockedError,
+    SourceHistoryError,
+    StagingError,
+)
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.core.values import decode_document
@@ -291,3 +298,38 @@ def test_a_purge_between_the_check_and_the_connect_is_caught_from_the_stream(
         capture_once(capture_settings)
     assert "1236" in str(raised.value)
     assert list_segments(WalPaths(capture_settings.staging_dir, "default")) == []
+
+
+def test_a_full_disk_in_the_middle_of_a_segment_keeps_nothing_of_the_tick(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ENOSPC while a row group is flushed, after transactions were committed to the segment:
+    the tick fails with the staging error and writes no segment (it once committed an empty
+    file whose manifest claimed the rows); the next tick captures everything."""
+    settings = replace(capture_settings, row_group_size=4, max_events_per_segment=1_000)
+    table = f"`{source_schema}`.t"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_once(settings)
+    for key in range(20):
+        source_server.execute(f"INSERT INTO {table} VALUES ({key})")
+    flushes = {"count": 0}
+    real_flush = wal.SegmentWriter._flush
+
+    def flush_until_the_disk_is_full(self: wal.SegmentWriter) -> None:
+        flushes["count"] += 1
+        if flushes["count"] == 3:
+            raise wal._staging_error(self.paths, OSError(errno.ENOSPC, "No space left"))
+        real_flush(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(wal.SegmentWriter, "_flush", flush_until_the_disk_is_full)
+        with pytest.raises(StagingError, match="the staging disk is full"):
+            capture_once(settings)
+    paths = WalPaths(settings.staging_dir, settings.source_name)
+    assert list_segments(paths) == [] and not list(paths.segments.glob(".tmp-*"))
+    result = capture_once(settings)
+    assert result.manifest is not None and result.manifest.row_count == 20
+    assert len(read_rows(list_segments(paths)[0])) == 20
