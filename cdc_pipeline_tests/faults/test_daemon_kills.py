@@ -45,7 +45,7 @@ def aimed_kills(
             pipeline.stop()
             continue
         elif target == "load":  # past the run's start-up, into validation and the writes
-            time.sleep(rng.uniform(0.3, 1.2))
+            time.sleep(rng.uniform(0.05, 0.5))
         else:
             time.sleep(rng.uniform(0.0, 0.1))
         landed[pipeline.kill9()] += 1
@@ -93,7 +93,8 @@ def test_kill9_loses_and_duplicates_nothing(
         Outcome(scenario, source_server.flavor, seed, count, dict(landed)), workload, started
     )
     if target != "any":
-        assert landed[target] >= count // 2, f"too few kills landed in {target}: {landed}"
+        # A small segment loads in well under a second: some kills land after its run ended.
+        assert landed[target] >= count // 3, f"too few kills landed in {target}: {landed}"
     assert landed["starting"] == 0, f"kills must land in the pipeline's work: {landed}"
     assert outcome.events_written > 200
     assert outcome.events_lost == 0 and outcome.events_duplicated == 0
