@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from pymongo.database import Database
 
 from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.mongo_sink import ROW_CHANGES
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.wal import Manifest, WalPaths, list_segments, read_manifest
@@ -62,11 +62,7 @@ def _segments(paths: WalPaths) -> list[_Segment]:
     found = []
     for path in list_segments(paths):
         manifest = read_manifest(path)
-        flavor: Flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
-        covered = GtidSet.parse(manifest.end_gtid, flavor) - GtidSet.parse(
-            manifest.start_gtid, flavor
-        )
-        found.append(_Segment(path, manifest, covered))
+        found.append(_Segment(path, manifest, manifest.covered()))
     return found
 
 

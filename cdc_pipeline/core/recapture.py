@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.loader import sequence_of
 from cdc_pipeline.core.retention import read_ledger
 from cdc_pipeline.core.wal import (
     WalPaths,
@@ -49,10 +50,6 @@ class RecaptureResult:
         )
 
 
-def _sequence(path: Path) -> int:
-    return int(path.stem.split("-")[1])
-
-
 def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> RecaptureResult:
     """Set aside segment ``sequence`` and all later ones; ``applied_through`` is the
     checkpoint's segment (0 when nothing was loaded)."""
@@ -66,8 +63,8 @@ def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> Reca
     result = RecaptureResult(sequence)
     with capture_lock(paths):
         segments = list_segments(paths)
-        later = [path for path in segments if _sequence(path) >= sequence]
-        earlier = {_sequence(path) for path in segments if _sequence(path) < sequence}
+        later = [path for path in segments if sequence_of(path) >= sequence]
+        earlier = {sequence_of(path) for path in segments if sequence_of(path) < sequence}
         ledger = read_ledger(paths)
         resumable = (
             sequence == 1

@@ -23,7 +23,6 @@ from pymongo import UpdateOne
 from pymongo.database import Database
 
 from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema, schema_diff
 from cdc_pipeline.core.values import decode_document
@@ -82,8 +81,7 @@ def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
     """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted."""
     manifest = verify_segment(path)
     report = ValidationReport(partition_key=manifest.partition_key)
-    flavor: Flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
-    covered = GtidSet.parse(manifest.end_gtid, flavor) - GtidSet.parse(manifest.start_gtid, flavor)
+    covered = manifest.covered()
     in_range: dict[str, bool] = {}
     for table, versions in manifest.schema_versions.items():
         report.versions[table] = sorted(versions)

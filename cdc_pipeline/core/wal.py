@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import CaptureLockedError, CorruptSegmentError, StagingError
+from cdc_pipeline.core.gtid import Flavor, GtidSet
 
 MANIFEST_KEY = b"cdc_manifest"
 FORMAT_VERSION = 1
@@ -125,6 +126,11 @@ class Manifest:
     @property
     def partition_key(self) -> str:
         return partition_key(self.source, self.sequence)
+
+    def covered(self) -> GtidSet:
+        """The transactions this segment covers: ``end_gtid - start_gtid``."""
+        flavor: Flavor = "mariadb" if self.flavor == "mariadb" else "mysql"
+        return GtidSet.parse(self.end_gtid, flavor) - GtidSet.parse(self.start_gtid, flavor)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)  # insertion order: schema versions as first seen
