@@ -10,7 +10,15 @@ capture, between capture and registration, or mid-load.
 On start it fails the runs a previous incarnation left STARTED: what Dagster's run monitoring
 does for a run whose worker died (``dagster.yaml``: ``run_monitoring``), so the sensor sees no
 load in flight and requests a resume run. The current phase is written to ``$CDC_FAULT_PHASE``
-before each step, so a test can aim its kills and count where they landed.
+before each step, so a test can aim its kills and count where they landed. Two marks come from
+inside the work, by instrumentation of this process only (the product code is unchanged):
+
+* ``commit`` while capture commits a segment (``SegmentWriter.commit``: footer, fsync, digest,
+  rename), ``capture`` again once it returned;
+* ``writing`` from a load's first change-log write (a pymongo command listener sees the first
+  ``insert``/``update``/``delete`` on ``row_changes``) until its checkpoint write succeeded, then
+  ``checkpointed``. A kill that lands in ``writing`` leaves applied data without its checkpoint:
+  the state idempotent writes and checkpoint-after-data exist for.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from pymongo import monitoring
 
-from cdc_pipeline.core.wal import write_json_atomically
+from cdc_pipeline.core import wal
 from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
@@ -31,8 +40,58 @@ from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
+PHASE_FILE = Path(os.environ.get("CDC_FAULT_PHASE", "phase.json"))
+WRITES = {"insert", "update", "delete"}
+CHECKPOINTS = "cdc_checkpoints"
+current_phase = ""
+
+
 def note_phase(path: Path, phase: str) -> None:
-    write_json_atomically(path, {"phase": phase, "pid": os.getpid(), "at": time.time()})
+    """Replace the phase file atomically (no fsync: a killed process's writes stay in the page
+    cache, and a mark must cost microseconds, not an fsync, inside the work it marks)."""
+    global current_phase
+    current_phase = phase
+    temp = path.with_name(f".tmp-{path.name}")
+    temp.write_text(json.dumps({"phase": phase, "pid": os.getpid(), "at": time.time()}))
+    os.replace(temp, path)
+
+
+class LoadWriteMarks(monitoring.CommandListener):  # type: ignore[misc]
+    """Marks ``writing`` at a load's first change-log write, ``checkpointed`` after its
+    checkpoint write succeeded."""
+
+    def __init__(self) -> None:
+        self.checkpoint_writes: set[int] = set()
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name, target = event.command_name, event.command.get(event.command_name)
+        if name in WRITES and target == "row_changes":
+            if current_phase.startswith(("load", "checkpointed")):  # a run loads several
+                note_phase(PHASE_FILE, "writing " + current_phase.split(" ", 1)[-1])
+        elif current_phase.startswith("writing") and (name, target) == ("update", CHECKPOINTS):
+            self.checkpoint_writes.add(event.request_id)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.request_id in self.checkpoint_writes:
+            self.checkpoint_writes.discard(event.request_id)
+            note_phase(PHASE_FILE, current_phase.replace("writing", "checkpointed", 1))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.checkpoint_writes.discard(event.request_id)
+
+
+def mark_segment_commits() -> None:
+    """Wrap ``SegmentWriter.commit`` so the phase says ``commit`` while a segment is committed."""
+    original = wal.SegmentWriter.commit
+
+    def commit(self: wal.SegmentWriter, manifest: wal.Manifest) -> Path:
+        note_phase(PHASE_FILE, "commit")
+        try:
+            return original(self, manifest)
+        finally:
+            note_phase(PHASE_FILE, "capture")
+
+    wal.SegmentWriter.commit = commit  # type: ignore[method-assign]
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> int:
@@ -59,8 +118,10 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult | 
 
 
 def main() -> int:
+    monitoring.register(LoadWriteMarks())  # before any MongoClient exists
+    mark_segment_commits()
     interval = float(os.environ.get("CDC_FAULT_TICK_SECONDS", "0.5"))
-    phase_file = Path(os.environ["CDC_FAULT_PHASE"])
+    phase_file = PHASE_FILE
     cursor_file = phase_file.with_name("sensor-cursor.json")
     job = defs.resolve_job_def("load_batch_job")
     with dg.DagsterInstance.get() as instance:
@@ -79,7 +140,7 @@ def main() -> int:
                 continue
             if isinstance(result, dg.SensorResult):
                 if result.cursor is not None:
-                    write_json_atomically(cursor_file, {"cursor": result.cursor})
+                    wal.write_json_atomically(cursor_file, {"cursor": result.cursor})
                 for request in result.run_requests or []:
                     key_tag = {"dagster/run_key": request.run_key or ""}
                     if instance.get_runs(filters=dg.RunsFilter(tags=key_tag), limit=1):

@@ -173,11 +173,12 @@ class FaultPipeline:
             self.kill9()
 
     def wait_for_phase(self, wanted: str, timeout: float = 30.0) -> bool:
+        """Poll the daemon's phase mark every 2 ms (a segment commit lasts a few ms)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.phase() == wanted:
                 return True
-            time.sleep(0.01)
+            time.sleep(0.002)
         return False
 
     def loaded_something(self) -> bool:
