@@ -16,6 +16,7 @@ from cdc_pipeline.core.retry import SinkUnavailableError
 from cdc_pipeline.core.settings import SourceUrl, staging_dir_from_env
 from cdc_pipeline.core.validation import validate_segment
 from cdc_pipeline.core.wal import WalPaths, sequence_of_partition, source_of_partition
+from cdc_pipeline.defs.load_history import recent_loads
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
@@ -172,6 +173,8 @@ def mongo_batch(
     metadata: dict[str, Any] = load_metadata(own[0]) if own else {"already applied": True}
     metadata["segments loaded by this run"] = len(result.loaded)
     metadata["checkpoint"] = result.checkpoint.last_partition if result.checkpoint else ""
+    newest = {**metadata, "partition": key} if own else None
+    metadata["recent loads"] = dg.MetadataValue.md(recent_loads(context.instance, newest))
     context.log.info(result.summary())
     return dg.MaterializeResult(metadata=metadata)
 

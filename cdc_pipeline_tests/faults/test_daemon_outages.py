@@ -1,10 +1,13 @@
 """Outages while the pipeline runs through the Dagster path and a workload writes: MongoDB
 killed and restarted after short pauses (scenario 3; the long outage is
-``test_mongo_outage.py``), the source killed -9 and restarted (4), and the binlog connection
-dropped while the server stays up, by ``KILL`` of its dump thread (5: the library would
-silently reconnect and replay; capture must refuse that and resume exactly). Scenarios 4 and 5
-aim their fault inside a large transaction that capture is reading (a transaction is never
-split: the half read must be dropped and read again whole).
+``test_mongo_outage.py``), every other one aimed between a load's first change-log write and
+its checkpoint; the source killed -9 and restarted (4); and the binlog connection dropped while
+the server stays up, its dump thread KILLed (5: the library would silently reconnect and
+replay; capture must refuse that and resume exactly). In 4 and 5 capture reads the source
+through a ``SlowLink`` and the fault is aimed while a 2,000-row transaction is in flight on it,
+so the stream breaks inside the transaction (a transaction is never split: the half read must
+be dropped and read again whole). Without the link the break never lands inside one: see
+``proxy.py``.
 
 The daemon runs throughout; failed ticks and failed runs are part of the scenario. Afterwards it
 runs undisturbed until caught up and ``FaultPipeline.verify`` checks every invariant.
@@ -13,6 +16,7 @@ runs undisturbed until caught up and ``FaultPipeline.verify`` checks every invar
 from __future__ import annotations
 
 import collections
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +34,7 @@ from cdc_pipeline_tests.faults.harness import (
     seed_for,
     workload_for,
 )
+from cdc_pipeline_tests.faults.proxy import SlowLink
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
@@ -82,28 +87,33 @@ class BulkWriter:
         self.next_id += BULK_ROWS
 
 
-def reading_thread(server: SourceServer, timeout: float = 10.0) -> int | None:
-    """The id of the source's binlog dump thread once capture is reading, else None."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = server.execute(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
-        )
-        if rows:
-            return int(rows[0][0])
-        time.sleep(0.01)
-    return None
+def reading_thread(server: SourceServer) -> int | None:
+    """The id of the source's binlog dump thread, if one is running."""
+    rows = server.execute(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+    )
+    return int(rows[0][0]) if rows else None
 
 
-def source_crashes(server: SourceServer, bulk: BulkWriter) -> Injector:
+def in_flight(link: SlowLink, rng: random.Random) -> bool:
+    """Wait until a large transaction is on its way through the link, then a little more."""
+    if not link.wait_for_flow(20_000, timeout=10):
+        return False
+    time.sleep(rng.uniform(0.0, 0.15))  # the 2,000 rows take about 0.6 s through the link
+    return True
+
+
+def source_crashes(server: SourceServer, bulk: BulkWriter, link: SlowLink) -> Injector:
+    """The source killed -9 and its link reset while a large transaction is in flight."""
+
     def inject(rng: random.Random, done: collections.Counter[str]) -> None:
         bulk.write()
-        if reading_thread(server) is not None:
-            time.sleep(rng.uniform(0.02, 0.3))
+        aimed = in_flight(link, rng)
+        server.kill9()
+        if link.cut() and aimed:
             done["source killed -9 while capture read a large transaction"] += 1
         else:
             done["source killed -9 between reads"] += 1
-        server.kill9()
         time.sleep(rng.uniform(0.2, 2.0))
         server.restart()
         time.sleep(rng.uniform(0.5, 2.0))
@@ -111,18 +121,19 @@ def source_crashes(server: SourceServer, bulk: BulkWriter) -> Injector:
     return inject
 
 
-def dump_thread_kills(server: SourceServer, bulk: BulkWriter) -> Injector:
+def dump_thread_kills(server: SourceServer, bulk: BulkWriter, link: SlowLink) -> Injector:
+    """The binlog connection reset while a large transaction is in flight, its dump thread
+    KILLed; the server stays up."""
+
     def inject(rng: random.Random, done: collections.Counter[str]) -> None:
         bulk.write()
+        aimed = in_flight(link, rng)
         thread_id = reading_thread(server)
-        if thread_id is None:
-            return
-        time.sleep(rng.uniform(0.02, 0.3))
-        try:
-            server.execute(f"KILL {thread_id}")
-            done["binlog dump thread killed during a read"] += 1
-        except pymysql.err.OperationalError:
-            pass  # the read ended by itself in between
+        if link.cut() and aimed:
+            done["binlog connection dropped during a read"] += 1
+        if thread_id is not None:
+            with contextlib.suppress(pymysql.err.OperationalError):  # it may have ended
+                server.execute(f"KILL {thread_id}")
         time.sleep(rng.uniform(0.5, 1.5))
 
     return inject
@@ -131,7 +142,7 @@ def dump_thread_kills(server: SourceServer, bulk: BulkWriter) -> Injector:
 AIMED_AT = {
     "3": "MongoDB killed during a load's writes",
     "4": "source killed -9 while capture read a large transaction",
-    "5": "binlog dump thread killed during a read",
+    "5": "binlog connection dropped during a read",
 }
 
 
@@ -157,15 +168,24 @@ def test_outages_lose_and_duplicate_nothing(
     seed = seed_for(scenario)
     rng = random.Random(seed)
     started = time.monotonic()
+    link = SlowLink(source_server.port)  # capture reads the source through it (4, 5)
+    request.addfinalizer(link.close)
+    through_link = {"CDC_MYSQL_URL": link.url(source_server.url)}
     pipeline = FaultPipeline(
-        source_server, source_schema, mongo_target, mongo_db_name, tmp_path, monkeypatch
+        source_server,
+        source_schema,
+        mongo_target,
+        mongo_db_name,
+        tmp_path,
+        monkeypatch,
+        **({} if scenario.startswith("3") else through_link),
     )
     if scenario.startswith("3"):
         inject = mongo_blips(request.getfixturevalue("killable_mongo"), pipeline)
     elif scenario.startswith("4"):
-        inject = source_crashes(source_server, BulkWriter(source_server, source_schema))
+        inject = source_crashes(source_server, BulkWriter(source_server, source_schema), link)
     else:
-        inject = dump_thread_kills(source_server, BulkWriter(source_server, source_schema))
+        inject = dump_thread_kills(source_server, BulkWriter(source_server, source_schema), link)
     workload = workload_for(source_server, source_schema, seed, schema_change_every=20)
     pipeline.fix_origin()
     count = iterations(base_iterations)

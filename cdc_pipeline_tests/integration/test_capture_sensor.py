@@ -108,8 +108,20 @@ def test_load_batch_job_validates_and_loads_its_segment(
         [loaded] = result.asset_materializations_for_node("mongo_batch")
         assert loaded.metadata["rows"].value == 3
         assert loaded.metadata["checkpoint"].value == key
+        # The next load's history table lists both loads, newest first, from the event log.
+        source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (4), (5)")
+        second = capture_once(capture_settings).partition_key
+        assert second is not None
+        instance.add_dynamic_partitions("cdc_batches", [second])
+        result = job.execute_in_process(instance=instance, partition_key=second)
+        [loaded] = result.asset_materializations_for_node("mongo_batch")
+        history = loaded.metadata["recent loads"].value
+        assert history.startswith("last 2 loads: lag median"), history
+        rows = [line for line in history.splitlines() if line.startswith(f"| {key[:-1]}")]
+        assert [row.split(" | ")[0][2:] for row in rows] == [second, key], history
+        assert [row.split(" | ")[2] for row in rows] == ["2", "3"], history
     with mongo_target.client() as client:
-        assert client[mongo_db_name]["row_changes"].count_documents({}) == 3
+        assert client[mongo_db_name]["row_changes"].count_documents({}) == 5
 
 
 def test_pending_segments_without_a_load_run_get_one_resume_run_per_interval(
