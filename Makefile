@@ -30,12 +30,23 @@ ui: install
 	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
+## bench: benchmarks on local servers (capture, load, peak RSS, scaling, latency) -> bench/results/
+##   BENCH_SIZES=10000,100000,1000000 make bench   the issue's full run (default 10000,100000)
+##   BENCH_SOURCES=mariadb,mysql make bench        MySQL 9.7 too (builds the chroot first)
+##   BENCH_ARGS="--runs 5"                          any other option of python -m bench.run --help
+BENCH_SIZES ?= 10000,100000
+BENCH_SOURCES ?= mariadb
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install system-deps $(if $(findstring mysql,$(BENCH_SOURCES)),mysql-chroot)
+	$(BIN)/python -m bench.run --sizes $(BENCH_SIZES) --sources $(BENCH_SOURCES) $(BENCH_ARGS)
+
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 

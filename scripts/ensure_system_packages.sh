@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo need, only when they are missing:
-# mariadb-server (the MariaDB source server, run as our own process, never the system service)
-# and debootstrap (builds the MySQL 9.7 chroot).
+# mariadb-server (the MariaDB source server, run as our own process, never the system service),
+# debootstrap (builds the MySQL 9.7 chroot), and chromium with chromium-driver (the browser test
+# of the Dagster UI drives Debian's browser, so Selenium never downloads one).
 set -euo pipefail
 
 missing=()
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then

@@ -1,0 +1,152 @@
+"""Load throughput: rows per second from the WAL into MongoDB.
+
+What is measured, on the WAL that capture wrote for one backlog, in separate processes, each
+into a fresh database on the same MongoDB server:
+    * ``product``: ``cdc_pipeline.core.loader.run_load`` (the path every loader takes: validate
+      each segment, register schema versions, replace-upsert one ``row_changes`` document per
+      row event and one mirror document per key, write the checkpoint after the data);
+    * ``insert_many`` (the baseline): a bare pymongo ``insert_many`` of the same change-log
+      documents (read back, untimed, from the product's ``row_changes``) in chunks of the
+      product's ``BULK_CHUNK``: the least a MongoDB write of this change log can cost.
+
+The ratio therefore prices everything the product does beyond appending the change log:
+validation, upserts instead of inserts, the mirrors and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pymongo
+
+from bench.capture_bench import SOURCE_NAME, task_timeout
+from bench.child import run_child
+
+if TYPE_CHECKING:  # the measured children import only what their loop needs
+    from bench.workload import Backlog
+
+
+@dataclass
+class LoadRuns:
+    product: list[dict[str, Any]]
+    insert_many: list[dict[str, Any]]
+
+
+# -- the measured tasks (run inside ``bench.child``) --------------------------------------------
+def measure_product_load(arguments: dict[str, Any]) -> dict[str, Any]:
+    """run_load of a private copy of the WAL (copied before timing) into a fresh database."""
+    import pandas  # noqa: F401  (pyarrow may import it on the first read: keep it untimed)
+
+    from cdc_pipeline.core.loader import run_load
+    from cdc_pipeline.core.settings import MongoSettings
+    from cdc_pipeline.core.wal import WalPaths
+
+    staging = Path(tempfile.mkdtemp(prefix="load-", dir=arguments["workdir"]))
+    try:
+        shutil.copytree(Path(arguments["wal_staging"]) / SOURCE_NAME, staging / SOURCE_NAME)
+        settings = MongoSettings(
+            uri=arguments["mongo_uri"], database=arguments["database"], compat=arguments["compat"]
+        )
+        started = time.perf_counter()
+        result = run_load(WalPaths(staging, SOURCE_NAME), settings)
+        seconds = time.perf_counter() - started
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    rows = sum(item.rows for item in result.loaded)
+    return {"seconds": seconds, "rows": rows, "segments": len(result.loaded)}
+
+
+def measure_insert_many(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Read the change log back a chunk at a time (untimed), insert_many each chunk (timed)."""
+    bulk_chunk = int(arguments["bulk_chunk"])
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        arguments["mongo_uri"], serverSelectionTimeoutMS=5_000, tz_aware=True
+    )
+    rows = 0
+    seconds = 0.0
+    with contextlib.closing(client):
+        source = client[arguments["documents_database"]]["row_changes"]
+        target = client[arguments["database"]]["row_changes"]
+        chunk: list[dict[str, Any]] = []
+        for document in source.find({}, batch_size=bulk_chunk):
+            chunk.append(document)
+            if len(chunk) >= bulk_chunk:
+                seconds += _timed_insert(target, chunk)
+                rows += len(chunk)
+                chunk = []
+        if chunk:
+            seconds += _timed_insert(target, chunk)
+            rows += len(chunk)
+    return {"seconds": seconds, "rows": rows}
+
+
+def _timed_insert(collection: Any, documents: list[dict[str, Any]]) -> float:
+    started = time.perf_counter()
+    collection.insert_many(documents, ordered=True)
+    return time.perf_counter() - started
+
+
+# -- the runs -------------------------------------------------------------------------------------
+def bench_load(
+    mongo_uri: str, compat: str, backlog: Backlog, wal_staging: Path, runs: int, workdir: Path
+) -> LoadRuns:
+    """``runs`` rounds: the product loads into a fresh database, then ``insert_many`` copies
+    its change log into another fresh one; both are dropped after the round."""
+    from cdc_pipeline.core.mongo_sink import BULK_CHUNK
+
+    timeout = task_timeout(backlog.rows)
+    product: list[dict[str, Any]] = []
+    baseline: list[dict[str, Any]] = []
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(
+        mongo_uri, serverSelectionTimeoutMS=5_000
+    )
+    with contextlib.closing(client):
+        for round_number in range(runs):
+            loaded = f"bench_load_{backlog.variant}_{backlog.rows}_{round_number}"
+            copied = f"{loaded}_insert_many"
+            for name in (loaded, copied):
+                client.drop_database(name)
+            try:
+                figures = run_child(
+                    "load_product",
+                    {
+                        "mongo_uri": mongo_uri,
+                        "database": loaded,
+                        "compat": compat,
+                        "wal_staging": str(wal_staging),
+                        "workdir": str(workdir),
+                    },
+                    timeout,
+                )
+                product.append(_checked(figures, backlog, "product load"))
+                figures = run_child(
+                    "load_insert_many",
+                    {
+                        "mongo_uri": mongo_uri,
+                        "database": copied,
+                        "documents_database": loaded,
+                        "bulk_chunk": BULK_CHUNK,
+                    },
+                    timeout,
+                )
+                baseline.append(_checked(figures, backlog, "insert_many"))
+            finally:
+                for name in (loaded, copied):
+                    client.drop_database(name)
+    return LoadRuns(product, baseline)
+
+
+def _checked(figures: dict[str, Any], backlog: Backlog, what: str) -> dict[str, Any]:
+    if figures["rows"] != backlog.rows:
+        raise RuntimeError(
+            f"{what} wrote {figures['rows']:,} rows on a backlog of {backlog.rows:,}:"
+            " the figures would compare different work"
+        )
+    figures["seconds"] = round(figures["seconds"], 4)
+    return figures
