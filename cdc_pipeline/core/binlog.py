@@ -204,6 +204,11 @@ class BinlogReader:
             ) from None
         except pymysql.err.OperationalError as error:
             code = error.args[0] if error.args else None
+            if code == 1227:
+                raise SourceSettingError(
+                    "the source user may not read the binlog (MySQL error 1227); grant it:"
+                    " GRANT REPLICATION SLAVE ON *.* TO the user of CDC_MYSQL_URL."
+                ) from None
             if code == 1236:
                 raise BinlogPurgedError(
                     "the source no longer has the binlog we must resume from (error 1236); run"

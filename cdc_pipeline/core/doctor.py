@@ -380,8 +380,20 @@ def check_mongo(settings: MongoSettings, timeout_s: float = 5) -> list[Finding]:
     return [_passed("mongo", f"MongoDB at {where} answers")]
 
 
-def check_staging(path: Path) -> list[Finding]:
-    """The WAL folder is (or can become) a writable directory with at least 100 MB free."""
+def check_staging(path: Path, must_exist: Path | None = None) -> list[Finding]:
+    """The WAL folder is (or can become) a writable directory with at least 100 MB free.
+
+    ``must_exist``: a folder above ``path`` that capture does not create (the parent of
+    CDC_STAGING_DIR: a missing one is a typo or a disk that is not mounted).
+    """
+    if must_exist is not None and not must_exist.is_dir():
+        return [
+            _failed(
+                "staging",
+                f"{path} cannot be created because {must_exist} is not an existing folder",
+                f"create it (mkdir -p {path.parent}) or correct CDC_STAGING_DIR",
+            )
+        ]
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -439,4 +451,4 @@ def run_doctor(
         )
     else:
         findings += check_mongo(mongo)
-    return findings + check_staging(capture.source_staging_dir)
+    return findings + check_staging(capture.source_staging_dir, capture.staging_dir.parent)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,6 +168,7 @@ class MongoSettings:
             raise ConfigError(
                 "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
             )
+        _check_mongo_uri(uri)
         compat = env.get("CDC_MONGO_COMPAT", "standard").strip() or "standard"
         if compat not in ("standard", "nx-27017"):
             raise ConfigError(
@@ -180,6 +182,27 @@ class MongoSettings:
             retry_seconds=float(_int(env, "CDC_MONGO_RETRY_SECONDS", 30, low=1)),
             breaker_probe_seconds=float(_int(env, "CDC_BREAKER_PROBE_SECONDS", 60, low=1)),
         )
+
+
+def _check_mongo_uri(uri: str) -> None:
+    """Parse ``uri`` as MongoClient would, without DNS (SRV records are looked up on connect).
+
+    The parser's own message is not shown: it can quote parts of the URI.
+    """
+    from pymongo.errors import ConfigurationError
+    from pymongo.uri_parser import parse_uri
+
+    plain = uri.replace("mongodb+srv://", "mongodb://", 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parse_uri(plain, validate=True, warn=True, normalize=False)
+    except (ConfigurationError, ValueError) as error:
+        raise ConfigError(
+            f"CDC_MONGO_URI is not a valid MongoDB URI ({type(error).__name__}); write it as"
+            " mongodb://[user:password@]host:port[/?options], the user and password"
+            " percent-encoded."
+        ) from None
 
 
 def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:

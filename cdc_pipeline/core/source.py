@@ -20,6 +20,7 @@ from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.settings import SourceUrl
 
 _ACCESS_DENIED = 1045
+_SPECIFIC_ACCESS_DENIED = 1227  # "you need (at least one of) the ... privilege(s)"
 _UNREACHABLE = {2003, 2005, 2006, 2013}
 
 
@@ -97,6 +98,10 @@ class SourceState:
 
 
 def binary_logs(connection: Any) -> list[tuple[str, int]]:
+    denied = SourceSettingError(
+        "the source user may not list binary logs; grant it: GRANT REPLICATION CLIENT ON *.*"
+        " (MySQL) or GRANT BINLOG MONITOR ON *.* (MariaDB)."
+    )
     try:
         rows = query_all(connection, "SHOW BINARY LOGS")
     except pymysql.err.OperationalError as error:
@@ -105,12 +110,11 @@ def binary_logs(connection: Any) -> list[tuple[str, int]]:
                 "binary logging is off on the source; start it with log_bin=ON (log-bin) and"
                 " restart the server."
             ) from None
+        if error.args and error.args[0] == _SPECIFIC_ACCESS_DENIED:
+            raise denied from error
         raise
     except pymysql.err.ProgrammingError as error:
-        raise SourceSettingError(
-            "the source user may not list binary logs; grant it: GRANT REPLICATION CLIENT ON *.*"
-            " (MySQL) or GRANT BINLOG MONITOR ON *.* (MariaDB)."
-        ) from error
+        raise denied from error
     return [(str(row[0]), int(row[1])) for row in rows]
 
 

@@ -59,7 +59,12 @@ class Status:
             + (f" (through {self.applied_partition})" if self.applied_partition else ""),
             f"pending     {self.pending_segments} segments",
             f"lag         {lag}, {transactions} transactions",
-            f"mongodb     {self.breaker_text}",
+            f"mongodb     {self.breaker_text}"
+            + (
+                " as the loader last saw it, but it could not be read now"
+                if self.sink_error and self.breaker == "closed"
+                else ""
+            ),
         ]
 
 

@@ -18,6 +18,7 @@ import pytest
 
 from cdc_pipeline import cli
 from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.wal import WalPaths
 from cdc_pipeline.local_servers import SourceServer, free_port
 from cdc_pipeline_tests.conftest import MongoTarget
 
@@ -99,12 +100,26 @@ def cdc_user(server: SourceServer, grants: str) -> Iterator[tuple[str, str]]:
         server.execute("SET sql_log_bin = 0", f"DROP USER IF EXISTS {account}")
 
 
-@pytest.mark.parametrize("args", [[], ["doctor"], ["capture"]])
-def test_help_works_for_every_command(args: list[str]) -> None:
-    run = run_cli(*args, "--help")
+COMMANDS = sorted(cli.build_parser().commands)
+"""Every subcommand, read from the parser itself, so a new command is tested without asking."""
+REPORTING = {"doctor", "capture", "load", "status", "recapture", "verify"}
+"""The commands that report state and so take --json (test_cli_bad_input runs each with it)."""
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_help_works_for_every_command(command: str) -> None:
+    run = run_cli(*command.split(), "--help")
     assert run.code == 0, run.stderr
-    assert run.stdout.startswith("usage: cdc-pipeline")
+    assert run.stdout.startswith(f"usage: {' '.join(['cdc-pipeline', *command.split()])} ")
     assert run.stderr == ""
+    assert "--debug" in run.stdout
+    if command in REPORTING:
+        assert "--json" in run.stdout
+
+
+def test_every_command_is_known_to_report_state_or_not() -> None:
+    not_reporting: set[str] = set()  # a command that reports nothing goes here, on purpose
+    assert set(COMMANDS) == REPORTING | not_reporting
 
 
 @pytest.mark.parametrize(
@@ -121,7 +136,9 @@ def test_an_unset_source_url_is_named(command: list[str], staging_env: dict[str,
     assert "CDC_MYSQL_URL is not set" in line
 
 
-@pytest.mark.parametrize("command", [["doctor"], ["capture", "--once"]])
+@pytest.mark.parametrize(
+    "command", [["doctor"], ["capture", "--once"], ["status"], ["load", "--pending"], ["verify"]]
+)
 def test_a_wrong_url_scheme_is_named(command: list[str], staging_env: dict[str, str]) -> None:
     env = {**staging_env, "CDC_MYSQL_URL": "postgres://cdc:Sch3me-Secret@127.0.0.1:5432"}
     line = run_cli(*command, env=env).assert_one_line_failure(2, "Sch3me-Secret")
@@ -264,3 +281,103 @@ def test_an_unexpected_error_is_one_scrubbed_line_unless_debug(
         cli.main(["capture", "--once", "--debug"])
     with pytest.raises(RuntimeError):
         cli.main(["--debug", "capture", "--once"])
+
+
+# -- a corrupt segment, and --json of every command on a healthy pipeline ----------------------
+
+
+@pytest.fixture
+def cli_env(
+    source_server: SourceServer,
+    source_schema: str,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+    tmp_path: Path,
+) -> dict[str, str]:
+    """This test's pipeline (a table ``t`` in its schema) for the CLI; staging not created yet."""
+    source_server.execute(f"CREATE TABLE `{source_schema}`.t (id INT PRIMARY KEY, v INT)")
+    return {
+        "CDC_MYSQL_URL": source_server.url,
+        "CDC_MONGO_URI": mongo_target.uri,
+        "CDC_MONGO_DB": mongo_db_name,
+        "CDC_MONGO_COMPAT": mongo_target.compat,
+        "CDC_STAGING_DIR": str(tmp_path / "wal"),
+        "CDC_INCLUDE_TABLES": f"{source_schema}.*",
+        "CDC_SERVER_ID": str(uuid.uuid4().int % 2**31 + 10_000),
+    }
+
+
+RAN_WITH_JSON: set[str] = set()
+
+
+def run_json(*args: str, env: dict[str, str]) -> dict[str, object] | list[object]:
+    RAN_WITH_JSON.add(args[0])
+    run = run_cli(*args, "--json", env=env)
+    assert (run.code, run.stderr) == (0, ""), (args, run.stdout, run.stderr)
+    return json.loads(run.stdout)  # type: ignore[no-any-return]
+
+
+def test_every_reporting_command_prints_parseable_json(
+    source_server: SourceServer, source_schema: str, cli_env: dict[str, str]
+) -> None:
+    assert run_json("capture", "--once", env=cli_env)["segment"] is None  # type: ignore[call-overload]
+    assert Path(cli_env["CDC_STAGING_DIR"]).is_dir()  # created: its parent exists
+    source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1, 1), (2, 2)")
+    captured = run_json("capture", "--once", env=cli_env)
+    assert captured["partition_key"] == "default-000000000001"  # type: ignore[call-overload]
+    loaded = run_json("load", "--pending", env=cli_env)
+    assert loaded["checkpoint"] == "default-000000000001"  # type: ignore[call-overload]
+    status = run_json("status", env=cli_env)
+    assert status["pending_segments"] == 0 and status["quarantined"] == []  # type: ignore[call-overload]
+    verify = run_json("verify", "--wait", "10", env=cli_env)
+    assert verify["passed"] and verify["complete"]  # type: ignore[call-overload]
+    doctor = run_json("doctor", env=cli_env)
+    assert all(finding["ok"] for finding in doctor)  # type: ignore[index,union-attr]
+    source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (3, 3)")
+    run_json("capture", "--once", env=cli_env)
+    moved = run_json("recapture", "--from", "default-000000000002", env=cli_env)
+    assert moved["moved"] == ["seg-000000000002.parquet"]  # type: ignore[call-overload]
+    assert RAN_WITH_JSON >= REPORTING
+
+
+def test_a_corrupt_segment_is_named_with_the_way_back(
+    source_server: SourceServer, source_schema: str, cli_env: dict[str, str]
+) -> None:
+    run_json("capture", "--once", env=cli_env)
+    for key in (1, 2):
+        source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES ({key}, {key})")
+        run_json("capture", "--once", env=cli_env)
+    paths = WalPaths(Path(cli_env["CDC_STAGING_DIR"]), "default")
+    segment = paths.segment(1)
+    data = bytearray(segment.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    segment.write_bytes(bytes(data))
+
+    sentence = (
+        "segment default-000000000001 is damaged (its bytes no longer match the sha256 written"
+        f" at capture) and was quarantined in {paths.quarantine}, so nothing after it is loaded;"
+        " stop the capture sensor, run 'cdc-pipeline recapture --from default-000000000001',"
+        " capture again and run 'cdc-pipeline load --pending' (docs/operations.md, 'A damaged"
+        " segment')."
+    )
+    for command, code in (
+        ("load --pending", 2),
+        ("status", 1),
+        ("verify", 2),
+        ("load --pending", 2),
+    ):
+        run = run_cli(*command.split(), env=cli_env)
+        assert run.assert_one_line_failure(code) == f"cdc-pipeline: {sentence}", command
+    assert (paths.quarantine / segment.name).exists()
+    status = run_cli("status", "--json", env=cli_env)
+    assert json.loads(status.stdout)["quarantined"] == ["default-000000000001"]
+    assert "quarantined default-000000000001 (loading halts at default-000000000001)" in (
+        run_cli("status", env=cli_env).stdout
+    )
+
+    # The sentence's way back works: set aside, capture again, load.
+    run_json("recapture", "--from", "default-000000000001", env=cli_env)
+    run_json("capture", "--once", env=cli_env)
+    assert run_json("load", "--pending", env=cli_env)["checkpoint"] == "default-000000000001"  # type: ignore[call-overload]
+    assert run_json("status", env=cli_env)["quarantined"] == []  # type: ignore[call-overload]
+    assert run_json("verify", "--wait", "10", env=cli_env)["passed"]  # type: ignore[call-overload]
