@@ -43,20 +43,28 @@ Injector = Callable[[random.Random, collections.Counter[str]], None]
 
 def mongo_blips(mongo: NxMongoServer, pipeline: FaultPipeline) -> Injector:
     """Every other outage is aimed between a load's first change-log write and its checkpoint
-    (the daemon's ``writing`` mark): the retried or resumed load must rewrite idempotently."""
+    (the daemon's ``writing`` mark): the retried or resumed load must rewrite idempotently.
+    With MongoDB dead the checkpoint cannot succeed, so a phase still ``writing`` after the
+    kill proves the outage landed inside; a small segment loads in milliseconds, so a missed
+    aim is retried (the outage then lands on the next load)."""
     turn = iter(range(1_000_000))
 
+    def kill_inside_writes() -> bool:
+        for _ in range(5):
+            if not pipeline.wait_for_phase("writing", timeout=20):
+                return False
+            mongo.kill9()
+            if pipeline.phase() == "writing":
+                return True
+            mongo.restart()  # the load had just checkpointed: aim at the next one
+        return False
+
     def inject(rng: random.Random, done: collections.Counter[str]) -> None:
-        if next(turn) % 2 and pipeline.wait_for_phase("writing", timeout=20):
-            time.sleep(rng.uniform(0.0, 0.05))
-            aimed = pipeline.phase() == "writing"
-        else:
-            time.sleep(rng.uniform(1.0, 3.0))
-            aimed = False
-        mongo.kill9()
-        if aimed:
+        if next(turn) % 2 and kill_inside_writes():
             done["MongoDB killed during a load's writes"] += 1
         else:
+            time.sleep(rng.uniform(1.0, 3.0))
+            mongo.kill9()
             done["MongoDB killed"] += 1
         time.sleep(rng.uniform(0.5, 6.0))  # some shorter than the 3 s retry budget, some longer
         mongo.restart()
