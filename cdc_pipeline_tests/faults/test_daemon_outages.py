@@ -205,6 +205,7 @@ def test_outages_lose_and_duplicate_nothing(
             inject(rng, done)
     finally:
         workload.stop()
+        link.full_speed()
     print(f"injection took {time.monotonic() - started:.1f} s: {dict(done)}")
     pipeline.settle()
     outcome = pipeline.verify(
