@@ -90,12 +90,7 @@ def measure_library_capture(arguments: dict[str, Any]) -> dict[str, Any]:
 
     expected = int(arguments["expected_rows"])
     stream = BinLogStreamReader(
-        connection_settings={
-            "host": "127.0.0.1",
-            "port": int(arguments["port"]),
-            "user": "root",
-            "passwd": "",
-        },
+        connection_settings=bare_connection(arguments),
         server_id=int(arguments["server_id"]),
         blocking=True,  # blocking=False is broken on MariaDB (FIELD-NOTES)
         is_mariadb=arguments["flavor"] == "mariadb",
@@ -199,7 +194,7 @@ def bench_capture(server: SourceServer, backlog: Backlog, runs: int, workdir: Pa
                 },
                 timeout,
             )
-            product.append(_checked(figures, backlog, "product capture"))
+            product.append(checked(figures, backlog, "product capture"))
 
         def run_library() -> None:
             figures = run_child(
@@ -214,12 +209,12 @@ def bench_capture(server: SourceServer, backlog: Backlog, runs: int, workdir: Pa
                 },
                 timeout + 30,
             )
-            library.append(_checked(figures, backlog, "library loop"))
+            library.append(checked(figures, backlog, "library loop"))
 
         order = [run_product, run_library] if round_number % 2 == 0 else [run_library, run_product]
         for step in order:
             step()
-        reference.append(_checked(measure_reference(command, timeout), backlog, command[0]))
+        reference.append(checked(measure_reference(command, timeout), backlog, command[0]))
         if kept is None:
             kept = staging
         else:
@@ -228,10 +223,16 @@ def bench_capture(server: SourceServer, backlog: Backlog, runs: int, workdir: Pa
     return CaptureRuns(product, library, reference, " ".join(command), kept)
 
 
-def _checked(figures: dict[str, Any], backlog: Backlog, what: str) -> dict[str, Any]:
+def bare_connection(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Connection settings of the bare mysql-replication loops (root on the local server)."""
+    return {"host": "127.0.0.1", "port": int(arguments["port"]), "user": "root", "passwd": ""}
+
+
+def checked(figures: dict[str, Any], backlog: Backlog, what: str) -> dict[str, Any]:
+    """The figures of one run, refused unless it handled exactly the backlog's rows."""
     if figures["rows"] != backlog.rows:
         raise RuntimeError(
-            f"{what} counted {figures['rows']:,} rows on a backlog of {backlog.rows:,}:"
+            f"{what} handled {figures['rows']:,} rows on a backlog of {backlog.rows:,}:"
             " the figures would compare different work"
         )
     figures["seconds"] = round(figures["seconds"], 4)

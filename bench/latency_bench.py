@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import pymongo
 
-from bench.capture_bench import SOURCE_NAME
+from bench.capture_bench import SOURCE_NAME, bare_connection
 from bench.child import run_child
 
 if TYPE_CHECKING:
@@ -115,12 +115,7 @@ def measure_stream_latency(arguments: dict[str, Any]) -> dict[str, Any]:
     deadline = time.monotonic() + float(arguments["timeout"])
     latencies: list[float] = []
     stream = BinLogStreamReader(
-        connection_settings={
-            "host": "127.0.0.1",
-            "port": int(arguments["port"]),
-            "user": "root",
-            "passwd": "",
-        },
+        connection_settings=bare_connection(arguments),
         server_id=int(arguments["server_id"]),
         blocking=True,
         is_mariadb=arguments["flavor"] == "mariadb",

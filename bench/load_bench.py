@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pymongo
 
-from bench.capture_bench import SOURCE_NAME, task_timeout
+from bench.capture_bench import SOURCE_NAME, checked, task_timeout
 from bench.child import run_child
 
 if TYPE_CHECKING:  # the measured children import only what their loop needs
@@ -124,7 +124,7 @@ def bench_load(
                     },
                     timeout,
                 )
-                product.append(_checked(figures, backlog, "product load"))
+                product.append(checked(figures, backlog, "product load"))
                 figures = run_child(
                     "load_insert_many",
                     {
@@ -135,18 +135,8 @@ def bench_load(
                     },
                     timeout,
                 )
-                baseline.append(_checked(figures, backlog, "insert_many"))
+                baseline.append(checked(figures, backlog, "insert_many"))
             finally:
                 for name in (loaded, copied):
                     client.drop_database(name)
     return LoadRuns(product, baseline)
-
-
-def _checked(figures: dict[str, Any], backlog: Backlog, what: str) -> dict[str, Any]:
-    if figures["rows"] != backlog.rows:
-        raise RuntimeError(
-            f"{what} wrote {figures['rows']:,} rows on a backlog of {backlog.rows:,}:"
-            " the figures would compare different work"
-        )
-    figures["seconds"] = round(figures["seconds"], 4)
-    return figures
