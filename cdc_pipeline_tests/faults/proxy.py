@@ -26,7 +26,6 @@ class SlowLink:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.bytes_from_server = 0  # all connections, ever: a test watches it grow
-        self.cuts = 0  # connections reset by cut()
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self._closed = False
@@ -55,7 +54,6 @@ class SlowLink:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 sock.close()
-        self.cuts += len(sockets) // 2
         return len(sockets) // 2
 
     def wait_for_flow(self, more_than: int, timeout: float) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import random
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ def mongo_blips(mongo: NxMongoServer, pipeline: FaultPipeline) -> Injector:
     With MongoDB dead the checkpoint cannot succeed, so a phase still ``writing`` after the
     kill proves the outage landed inside; a small segment loads in milliseconds, so a missed
     aim is retried (the outage then lands on the next load)."""
-    turn = iter(range(1_000_000))
+    turn = itertools.count()
 
     def kill_inside_writes() -> bool:
         for _ in range(5):
