@@ -243,6 +243,30 @@ def _capture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _snapshot(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.settings import CaptureSettings
+    from cdc_pipeline.core.snapshot import SnapshotProgress, run_snapshot
+
+    settings = CaptureSettings.from_env()
+    _check_staging(WalPaths(settings.staging_dir, settings.source_name), create=True, write=True)
+    patterns = tuple(part.strip() for part in (args.tables or "").split(",") if part.strip())
+
+    def show(progress: SnapshotProgress) -> None:
+        if not args.json:
+            print(progress.line(), flush=True)
+
+    result = run_snapshot(settings, patterns, on_progress=show)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        print(result.summary())
+        print(
+            "the sensor loads the new segments (or run 'cdc-pipeline load --pending'); capture"
+            " goes on from the snapshot's position."
+        )
+    return 0
+
+
 def _wal_paths() -> WalPaths:
     from cdc_pipeline.core.settings import source_name_from_env, staging_dir_from_env
 
@@ -496,6 +520,21 @@ def build_parser() -> _Parser:
         help="the first segment to re-capture: its partition key or its number",
     )
     recapture.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    snapshot = command(
+        "snapshot",
+        _snapshot,
+        "read the included tables at one consistent point (tied to its exact GTID state) into"
+        " WAL segments, in primary-key chunks; also the recovery after a binlog purge. Run it"
+        " again after an interruption: it resumes after the last finished chunk",
+    )
+    snapshot.add_argument(
+        "--tables",
+        metavar="PATTERNS",
+        help="comma-separated schema.table patterns (* wildcard) among the captured tables;"
+        " default: every captured table",
+    )
+    snapshot.add_argument("--json", action="store_true", help="print the result as JSON")
 
     verify = command(
         "verify",

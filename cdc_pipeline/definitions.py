@@ -11,11 +11,12 @@ from cdc_pipeline.defs.catch_up import catch_up_job
 from cdc_pipeline.defs.checks import GLOBAL_CHECKS, audit_job, audit_schedule
 from cdc_pipeline.defs.load import load_batch_job, mongo_batch, wal_segment
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.snapshot import snapshot_job
 
 defs = dg.Definitions(
     assets=[wal_segment, mongo_batch],
     asset_checks=GLOBAL_CHECKS,
-    jobs=[load_batch_job, catch_up_job, audit_job],
+    jobs=[load_batch_job, catch_up_job, audit_job, snapshot_job],
     sensors=[binlog_capture_sensor],
     schedules=[audit_schedule],
     resources={

@@ -204,7 +204,8 @@ def _decide_origin(settings: CaptureSettings, state: SourceState, paths: WalPath
     return WalEnd(0, start, binlog_file, binlog_pos)
 
 
-def _check_source_settings(connection: Any, state: SourceState) -> None:
+def check_source_settings(connection: Any, state: SourceState) -> None:
+    """Refuse a source whose binlog settings would make capture mis-map or miss rows."""
     for name, wanted in REQUIRED_SETTINGS.items():
         row = query_one(connection, f"SELECT @@global.{name}")
         value = str(row[0] if row else "").upper()
@@ -253,38 +254,55 @@ def capture_once(
     settings: CaptureSettings, clock: Callable[[], float] = time.monotonic
 ) -> CaptureResult:
     """Capture one bounded slice of the binlog into one new WAL segment (or none when idle)."""
-    started = clock()
     paths = WalPaths(settings.staging_dir, settings.source_name)
     with capture_lock(paths):
         remove_stale_temp_files(paths)
-        with connect(settings.source_url) as connection:
-            read_at = datetime.now(UTC)
-            state = read_state(connection)
-            _check_source_settings(connection, state)
-        end = wal_end(paths) or _decide_origin(settings, state, paths)
-        if end.gtid.flavor != state.flavor:
-            raise SourceHistoryError(
-                f"the WAL was captured from a {end.gtid.flavor} server but the source is"
-                f" {state.flavor}; point CDC_MYSQL_URL at the right server or use a new"
-                " CDC_SOURCE_NAME."
-            )
-        _check_resumable(end.gtid, state)
-        result = CaptureResult(
-            source=settings.source_name,
-            start_gtid=str(end.gtid),
-            end_gtid=str(end.gtid),
-            source_gtid=str(state.executed),
-            binlog_file=end.binlog_file,
-            binlog_pos=end.binlog_pos,
+        return capture_locked(settings, paths, clock)
+
+
+def capture_locked(
+    settings: CaptureSettings,
+    paths: WalPaths,
+    clock: Callable[[], float] = time.monotonic,
+    stop_at: GtidSet | None = None,
+) -> CaptureResult:
+    """``capture_once`` for a caller that already holds the staging lock.
+
+    With ``stop_at`` the tick reads up to that GTID state and not one transaction past it (the
+    snapshot uses this to bring the stream exactly to its read view); ``stop_at`` must be a
+    prefix of the binlog, i.e. a state the server executed at one moment.
+    """
+    started = clock()
+    with connect(settings.source_url) as connection:
+        read_at = datetime.now(UTC)
+        state = read_state(connection)
+        check_source_settings(connection, state)
+    end = wal_end(paths) or _decide_origin(settings, state, paths)
+    if end.gtid.flavor != state.flavor:
+        raise SourceHistoryError(
+            f"the WAL was captured from a {end.gtid.flavor} server but the source is"
+            f" {state.flavor}; point CDC_MYSQL_URL at the right server or use a new"
+            " CDC_SOURCE_NAME."
         )
-        if end.gtid.issuperset(state.executed):
+    _check_resumable(end.gtid, state)
+    target = state.executed if stop_at is None else stop_at
+    result = CaptureResult(
+        source=settings.source_name,
+        start_gtid=str(end.gtid),
+        end_gtid=str(end.gtid),
+        source_gtid=str(state.executed),
+        binlog_file=end.binlog_file,
+        binlog_pos=end.binlog_pos,
+    )
+    if end.gtid.issuperset(target):
+        if stop_at is None:
             note_caught_up(paths, state.executed, read_at)
-            result.seconds = clock() - started
-            return result
-        result = _read_segment(settings, paths, state, end, result, started, clock)
-        if result.stopped_because == "caught_up":
-            note_caught_up(paths, state.executed, read_at)
+        result.seconds = clock() - started
         return result
+    result = _read_segment(settings, paths, state, end, target, result, started, clock)
+    if result.stopped_because == "caught_up" and stop_at is None:
+        note_caught_up(paths, state.executed, read_at)
+    return result
 
 
 def note_caught_up(paths: WalPaths, executed: GtidSet, read_at: datetime) -> None:
@@ -312,11 +330,11 @@ def _read_segment(
     paths: WalPaths,
     state: SourceState,
     end: WalEnd,
+    target: GtidSet,
     result: CaptureResult,
     started: float,
     clock: Callable[[], float],
 ) -> CaptureResult:
-    target = state.executed
     deadline = started + settings.max_seconds_per_tick
     writer = SegmentWriter(paths, end.sequence + 1, settings.row_group_size)
     builder = SegmentBuilder(settings, writer, spill_rows=settings.row_group_size * 4)

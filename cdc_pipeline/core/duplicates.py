@@ -57,6 +57,23 @@ class _Segment:
     manifest: Manifest
     covered: GtidSet
 
+    def holds(self, gtid: str) -> bool:
+        """Whether a row with this ``gtid`` belongs in this segment: a transaction of its covered
+        range, or for a snapshot segment the tag of its table (``core.snapshot``)."""
+        if self.manifest.kind == "snapshot":
+            info = self.manifest.snapshot or {}
+            return gtid == f"snapshot:{info.get('id')}:{info.get('table')}"
+        return not gtid.startswith("snapshot:") and gtid in self.covered
+
+    @property
+    def change_log_rows(self) -> int:
+        """How many ``row_changes`` documents loading this segment writes: one per row event;
+        for a snapshot segment, its rows only if the table has no key (no mirror)."""
+        if self.manifest.kind == "snapshot":
+            keyed = bool((self.manifest.snapshot or {}).get("keyed"))
+            return 0 if keyed else self.manifest.row_count
+        return self.manifest.row_count
+
 
 def _segments(paths: WalPaths) -> list[_Segment]:
     found = []
@@ -83,6 +100,8 @@ def check_wal(paths: WalPaths, report: DuplicateReport | None = None) -> Duplica
     segments = _segments(paths)
     report.segments = len(segments)
     home: dict[str, int] = {}  # transaction GTID -> the segment that first held it
+    snapshot_rows: dict[str, int] = {}  # snapshot event id -> its segment (a table's rows span
+    # several segments, so a snapshot row is checked by its id across them, not by "GTID")
     for segment in segments:
         sequence = segment.manifest.sequence
         event_ids, gtids = _event_columns(segment.path)
@@ -93,6 +112,18 @@ def check_wal(paths: WalPaths, report: DuplicateReport | None = None) -> Duplica
                 report.staged_twice += 1
                 report.offend(event_id, f"event {event_id} is staged twice in segment {sequence}")
             seen.add(event_id)
+        if segment.manifest.kind == "snapshot":
+            for event_id, gtid in zip(event_ids, gtids, strict=True):
+                first = snapshot_rows.setdefault(event_id, sequence)
+                if first != sequence:
+                    report.staged_twice += 1
+                    report.offend(
+                        event_id, f"snapshot row {event_id} is in segments {first} and {sequence}"
+                    )
+                elif not segment.holds(gtid):
+                    report.staged_twice += 1
+                    report.offend(event_id, f"{event_id} does not belong in segment {sequence}")
+            continue
         for gtid in dict.fromkeys(gtids):  # each transaction once, in order
             first = home.setdefault(gtid, sequence)
             if first != sequence:
@@ -100,7 +131,7 @@ def check_wal(paths: WalPaths, report: DuplicateReport | None = None) -> Duplica
                 report.offend(
                     gtid, f"transaction {gtid} is staged in segments {first} and {sequence}"
                 )
-            elif gtid not in segment.covered:
+            elif not segment.holds(gtid):
                 report.staged_twice += 1
                 report.offend(
                     gtid,
@@ -133,7 +164,7 @@ def check_change_log(
             count += 1
             gtid, row_index = str(document["gtid"]), int(document["row_index"])
             identity = str(document["_id"])
-            if gtid not in segment.covered:
+            if not segment.holds(gtid):
                 report.applied_twice += 1
                 report.offend(
                     identity,
@@ -148,18 +179,19 @@ def check_change_log(
                     f"row changes {other} and {identity} are the same event {gtid} row {row_index}",
                 )
         report.change_log_documents += count
-        if count > manifest.row_count:
-            report.applied_twice += count - manifest.row_count
+        expected = segment.change_log_rows
+        if count > expected:
+            report.applied_twice += count - expected
             report.offend(
                 batch,
                 f"batch {batch} has {count} row changes in MongoDB but its segment holds"
-                f" {manifest.row_count}",
+                f" {expected}",
             )
-        elif count < manifest.row_count:
-            report.missing_from_change_log += manifest.row_count - count
+        elif count < expected:
+            report.missing_from_change_log += expected - count
             report.add(
                 f"batch {batch} has {count} row changes in MongoDB but its segment holds"
-                f" {manifest.row_count}: {manifest.row_count - count} are missing (applied by"
+                f" {expected}: {expected - count} are missing (applied by"
                 " another batch, or deleted behind the pipeline's back)"
             )
     return report

@@ -254,6 +254,8 @@ class MongoSink:
     # -- data ------------------------------------------------------------------------------
     def apply(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
         """Write every row change of a segment (in order) into the change log and mirrors."""
+        if manifest.kind == "snapshot":
+            return self.apply_snapshot(rows, manifest)
         batch = manifest.partition_key
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
@@ -288,6 +290,66 @@ class MongoSink:
                 self._flush_phase(phase, report)
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
+        return report
+
+    def apply_snapshot(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
+        """Write a snapshot segment: rows of a keyed table into its mirror, of a keyless one
+        into the change log (op ``snapshot``), as ``core.snapshot`` describes.
+
+        The first segment of a keyed table empties its mirror and marks it in
+        ``cdc_mirror_status`` (verify reports it as not yet comparable); the table's last segment
+        removes the mark. Replaying any of these steps gives the same state.
+        """
+        batch = manifest.partition_key
+        report = ApplyReport(batch)
+        info = manifest.snapshot or {}
+        table_name = str(info.get("table", ""))
+        schema, _, table = table_name.partition(".")
+        collection = self.mirror(schema, table)
+        keyed = bool(info.get("keyed"))
+        if keyed and info.get("table_start"):
+            status = {
+                "_id": collection,
+                "reason": f"snapshot {info.get('id')} is filling it",
+                "stale_since_gtid": manifest.end_gtid,
+                "snapshot": info.get("id"),
+                "batch": batch,
+            }
+            self._retry(
+                lambda: self.database[MIRROR_STATUS].replace_one(
+                    {"_id": collection}, status, upsert=True
+                )
+            )
+            self._retry(lambda: self.database[collection].delete_many({}))
+        declared: dict[str, Any] = next(
+            iter(manifest.schema_versions.get(table_name, {}).values()), {}
+        )
+        key_columns = tuple(declared.get("primary_key") or ())
+        changes: list[ReplaceOne[Any]] = []
+        phase = _Phase()
+        for row in rows:
+            per_table = report.counts.setdefault(table_name, {})
+            per_table[row["op"]] = per_table.get(row["op"], 0) + 1
+            after = decode_document(row["after"])
+            if keyed:
+                self._stage_mirror(phase, row, None, after, key_columns, batch)
+                if len(phase.actions) >= PHASE_KEYS:
+                    self._flush_phase(phase, report)
+                continue
+            report.tables_without_key[table_name] = report.tables_without_key.get(table_name, 0) + 1
+            changes.append(
+                ReplaceOne(
+                    {"_id": row["event_id"]},
+                    self.stored(_change_document(row, None, after, batch)),
+                    upsert=True,
+                )
+            )
+            if len(changes) >= BULK_CHUNK:
+                self._flush_changes(changes, report)
+        self._flush_changes(changes, report)
+        self._flush_phase(phase, report)
+        if keyed and info.get("table_done"):
+            self._retry(lambda: self.database[MIRROR_STATUS].delete_one({"_id": collection}))
         return report
 
     def _stage_mirror(

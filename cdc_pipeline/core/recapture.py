@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.errors import CdcError, CorruptSegmentError
 from cdc_pipeline.core.loader import sequence_of
 from cdc_pipeline.core.retention import read_ledger
 from cdc_pipeline.core.wal import (
@@ -28,6 +28,7 @@ from cdc_pipeline.core.wal import (
     fsync_dir,
     list_segments,
     partition_key,
+    read_manifest,
 )
 
 
@@ -79,6 +80,7 @@ def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> Reca
             )
         if not later:
             return result
+        _refuse_snapshot_segments(later, source)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         folder = paths.quarantine / f"recaptured-{stamp}"
         folder.mkdir(parents=True)
@@ -91,3 +93,20 @@ def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> Reca
         fsync_dir(paths.segments)
         result.folder = folder
     return result
+
+
+def _refuse_snapshot_segments(later: list[Path], source: str) -> None:
+    """Snapshot rows were read with SQL, not from the binlog: re-capturing cannot bring them
+    back, so a range holding any (whose footer can still be read) is refused."""
+    for path in later:
+        try:
+            manifest = read_manifest(path)
+        except CorruptSegmentError:
+            continue
+        if manifest.kind == "snapshot":
+            raise RecaptureRefusedError(
+                f"{partition_key(source, manifest.sequence)} holds rows of snapshot"
+                f" {(manifest.snapshot or {}).get('id')}, which the binlog cannot give back;"
+                " take a new snapshot instead ('cdc-pipeline snapshot'), it re-baselines the"
+                " mirrors."
+            )

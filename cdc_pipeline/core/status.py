@@ -19,6 +19,7 @@ from cdc_pipeline.core.loader import breaker_of, sequence_of
 from cdc_pipeline.core.mongo_sink import open_sink
 from cdc_pipeline.core.retry import RetryPolicy
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.snapshot_plan import load_plan
 from cdc_pipeline.core.source import connect, read_state
 from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest
 
@@ -42,6 +43,7 @@ class Status:
     lag_basis: str = ""
     breaker: str = "closed"
     breaker_text: str = ""
+    snapshot: str = ""
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -65,7 +67,7 @@ class Status:
                 if self.sink_error and self.breaker == "closed"
                 else ""
             ),
-        ]
+        ] + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
 
 
 def _oldest_unapplied_age(
@@ -148,7 +150,26 @@ def read_status(
             status.lag_seconds, status.lag_basis = _oldest_unapplied_age(
                 paths, pending, applied_committed_at
             )
+    status.snapshot = _snapshot_text(paths)
     breaker = breaker_of(paths, mongo.breaker_probe_seconds if mongo else 60.0)
     status.breaker = breaker.read().state
     status.breaker_text = breaker.describe(status.pending_segments)
     return status
+
+
+def _snapshot_text(paths: WalPaths) -> str:
+    """The newest snapshot's state in one line ("" when none was ever taken)."""
+    try:
+        plan = load_plan(paths)
+    except CdcError as error:
+        return str(error)
+    if plan is None:
+        return ""
+    rows = sum(int(record.get("rows_done", 0)) for record in plan.progress.values())
+    done = sum(bool(record.get("done")) for record in plan.progress.values())
+    text = (
+        f"{plan.snapshot_id} {plan.status}: {done} of {len(plan.table_names)} tables, {rows:,} rows"
+    )
+    if plan.status == "running":
+        text += " (interrupted or still running: 'cdc-pipeline snapshot' resumes it)"
+    return text

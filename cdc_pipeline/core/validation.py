@@ -66,7 +66,12 @@ def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationRep
     columns = [column["name"] for column in declared["columns"]]
     before = decode_document(row["before"])
     after = decode_document(row["after"])
-    expected = {"insert": (False, True), "update": (True, True), "delete": (True, False)}
+    expected = {
+        "insert": (False, True),
+        "update": (True, True),
+        "delete": (True, False),
+        "snapshot": (False, True),
+    }
     if (before is not None, after is not None) != expected.get(row["op"], (None, None)):
         report.add(f"{where}: op {row['op']} with the wrong row images")
     for image_name, image in (("before", before), ("after", after)):
@@ -75,6 +80,20 @@ def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationRep
                 f"{where}: {image_name} has columns {list(image)} but version"
                 f" {row['schema_version']} of {table} has {columns}"
             )
+
+
+def _check_snapshot_row(
+    row: Mapping[str, Any], manifest: Manifest, report: ValidationReport
+) -> None:
+    """A snapshot segment holds op ``snapshot`` rows of its one table, tagged with its id."""
+    info = manifest.snapshot or {}
+    table = f"{row['schema']}.{row['table']}"
+    expected_gtid = f"snapshot:{info.get('id')}:{table}"
+    if row["op"] != "snapshot" or table != info.get("table") or row["gtid"] != expected_gtid:
+        report.add(
+            f"event {row['event_id']}: a {row['op']} row of {table} in the snapshot segment of"
+            f" {info.get('table')} (snapshot {info.get('id')})"
+        )
 
 
 def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
@@ -96,7 +115,9 @@ def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
             for row in batch.to_pylist():
                 report.rows_checked += 1
                 gtid = row["gtid"]
-                if not in_range.setdefault(gtid, gtid in covered):
+                if manifest.kind == "snapshot":
+                    _check_snapshot_row(row, manifest, report)
+                elif not in_range.setdefault(gtid, gtid in covered):
                     report.add(
                         f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
                         f" range {manifest.start_gtid} .. {manifest.end_gtid}"

@@ -122,6 +122,10 @@ class Manifest:
     created_at: str = ""
     server_uuid: str = ""
     format_version: int = FORMAT_VERSION
+    kind: str = "stream"
+    """``stream`` (binlog events) or ``snapshot`` (rows read at one point, ``core.snapshot``)."""
+    snapshot: dict[str, Any] | None = None
+    """For a snapshot segment: which snapshot, table and key range it holds (``core.snapshot``)."""
 
     @property
     def partition_key(self) -> str:
@@ -379,11 +383,12 @@ def remove_stale_temp_files(paths: WalPaths) -> int:
 
 
 @contextlib.contextmanager
-def capture_lock(paths: WalPaths) -> Iterator[None]:
+def capture_lock(paths: WalPaths, purpose: str = "capture") -> Iterator[None]:
     """Hold the source's staging lock; a second holder gets ``CaptureLockedError`` at once.
 
     The lock is an ``flock`` on ``capture.lock``: the kernel drops it when the holder dies, so a
-    kill -9 never leaves a stale lock behind.
+    kill -9 never leaves a stale lock behind. ``purpose`` (capture, snapshot) is written beside
+    the holder's pid for the refusal message.
     """
     paths.ensure()
     handle = paths.lock.open("a+")
@@ -392,14 +397,19 @@ def capture_lock(paths: WalPaths) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            pid, _, held_for = (handle.read().strip() or "unknown").partition(" ")
+            if held_for == "snapshot":
+                raise CaptureLockedError(
+                    f"a snapshot (pid {pid}) is writing the WAL at {paths.root}; capture goes on"
+                    " from the snapshot's position when it finishes."
+                ) from None
             raise CaptureLockedError(
-                f"another capture process (pid {holder}) is writing the WAL at {paths.root};"
+                f"another capture process (pid {pid}) is writing the WAL at {paths.root};"
                 " only one capture may run per source: stop it or wait for it to finish."
             ) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(str(os.getpid()))
+        handle.write(f"{os.getpid()} {purpose}")
         handle.flush()
         yield
     finally:

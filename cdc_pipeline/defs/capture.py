@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.errors import CaptureLockedError, CdcError
 from cdc_pipeline.core.loader import breaker_of, pending_count
 from cdc_pipeline.core.retention import retention_from_env, retire_loaded, retired_partitions
 from cdc_pipeline.core.wal import WalPaths, partition_keys, sequence_of_partition
@@ -146,7 +146,8 @@ def binlog_capture_sensor(
             ]
             breaker.record_probe()
             message += "; launched a probe load"
-    if capture_error is not None and not new_keys and not run_requests:
+    snapshot_running = isinstance(capture_error, CaptureLockedError) and "snapshot" in message
+    if capture_error is not None and not new_keys and not run_requests and not snapshot_running:
         raise capture_error
     if not new_keys and not run_requests:
         return dg.SkipReason(message)

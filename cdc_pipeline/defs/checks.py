@@ -32,6 +32,7 @@ from cdc_pipeline.core.settings import (
     source_name_from_env,
     staging_dir_from_env,
 )
+from cdc_pipeline.core.snapshot_plan import describe_recovery, read_recoveries
 from cdc_pipeline.core.status import read_status
 from cdc_pipeline.core.wal import WalPaths
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
@@ -78,10 +79,17 @@ def gtid_continuity(mongo: MongoSinkResource) -> dg.AssetCheckResult:
         checkpoint.gtid if verifiable and checkpoint else None,
     )
     problems = notes + report.problems
+    recovered = [describe_recovery(entry) for entry in read_recoveries(paths)]
     return dg.AssetCheckResult(
         passed=not problems,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(recovered)} gaps recovered by snapshots; newest: {recovered[-1]}"
+            if recovered
+            else None
+        ),
         metadata={
+            "recovered gaps": dg.MetadataValue.json(recovered[-20:]),
             "segments checked": len(links),
             "first segment": links[0].sequence if links else 0,
             "last segment": links[-1].sequence if links else 0,

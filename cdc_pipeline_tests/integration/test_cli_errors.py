@@ -102,7 +102,7 @@ def cdc_user(server: SourceServer, grants: str) -> Iterator[tuple[str, str]]:
 
 COMMANDS = sorted(cli.build_parser().commands)
 """Every subcommand, read from the parser itself, so a new command is tested without asking."""
-REPORTING = {"doctor", "capture", "load", "status", "recapture", "verify"}
+REPORTING = {"doctor", "capture", "load", "status", "recapture", "verify", "snapshot"}
 """The commands that report state and so take --json (test_cli_bad_input runs each with it)."""
 
 
@@ -337,6 +337,9 @@ def test_every_reporting_command_prints_parseable_json(
     run_json("capture", "--once", env=cli_env)
     moved = run_json("recapture", "--from", "default-000000000002", env=cli_env)
     assert moved["moved"] == ["seg-000000000002.parquet"]  # type: ignore[call-overload]
+    snapshot = run_json("snapshot", env=cli_env)
+    assert snapshot["complete"] and snapshot["rows_written"] == 3  # type: ignore[call-overload]
+    assert snapshot["stream_segments"] == 1  # the set-aside segment, captured again first  # type: ignore[call-overload]
     assert RAN_WITH_JSON >= REPORTING
 
 
