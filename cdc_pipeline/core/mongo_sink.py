@@ -36,6 +36,7 @@ from cdc_pipeline.core.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.settings import MongoSettings
 from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal import Manifest
+from cdc_pipeline.core.write_pipeline import WritePipeline
 
 ROW_CHANGES = "row_changes"
 CHECKPOINTS = "cdc_checkpoints"
@@ -202,6 +203,7 @@ class MongoSink:
         self.rebaseline = rebaseline
         self.decimals_as_strings = decimals_as_strings
         self.native_rename = not decimals_as_strings  # both are the nx-27017 profile
+        self._writes: WritePipeline | None = None
 
     def stored(self, value: Any) -> Any:
         """``value`` as this server can store it (Decimal128 as its exact string on servers
@@ -253,9 +255,32 @@ class MongoSink:
 
     # -- data ------------------------------------------------------------------------------
     def apply(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
-        """Write every row change of a segment (in order) into the change log and mirrors."""
-        if manifest.kind == "snapshot":
-            return self.apply_snapshot(rows, manifest)
+        """Write every row change of a segment (in order) into the change log and mirrors.
+
+        Bulk writes run on a ``WritePipeline`` thread while the next rows are prepared; it is
+        drained before each DDL's effects and before returning, so the caller's checkpoint
+        follows every write of the segment.
+        """
+        with WritePipeline() as writes:
+            self._writes = writes
+            try:
+                if manifest.kind == "snapshot":
+                    return self._apply_snapshot(rows, manifest)
+                return self._apply_changes(rows, manifest)
+            finally:
+                self._writes = None
+
+    def _submit_bulk(self, collection: str, operations: list[Any]) -> None:
+        if self._writes is None:
+            self._bulk(collection, operations)
+        else:
+            self._writes.submit(lambda: self._bulk(collection, operations))
+
+    def _drain(self) -> None:
+        if self._writes is not None:
+            self._writes.drain()
+
+    def _apply_changes(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
         batch = manifest.partition_key
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
@@ -268,6 +293,7 @@ class MongoSink:
             if row["op"] == "ddl":
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
+                self._drain()
                 self._apply_ddl(row, batch, report)
                 continue
             before = decode_document(row["before"])
@@ -292,7 +318,7 @@ class MongoSink:
         self._flush_phase(phase, report)
         return report
 
-    def apply_snapshot(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
+    def _apply_snapshot(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
         """Write a snapshot segment: rows of a keyed table into its mirror, of a keyless one
         into the change log (op ``snapshot``), as ``core.snapshot`` describes.
 
@@ -349,6 +375,7 @@ class MongoSink:
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
         if keyed and info.get("table_done"):
+            self._drain()
             self._retry(lambda: self.database[MIRROR_STATUS].delete_one({"_id": collection}))
         return report
 
@@ -382,7 +409,7 @@ class MongoSink:
         if not changes:
             return
         pending = list(changes)
-        self._bulk(ROW_CHANGES, pending)
+        self._submit_bulk(ROW_CHANGES, pending)
         report.row_changes += len(pending)
         changes.clear()
 
@@ -399,7 +426,7 @@ class MongoSink:
                 report.mirror_upserts += 1
         for collection, operations in by_collection.items():
             for start in range(0, len(operations), BULK_CHUNK):
-                self._bulk(collection, operations[start : start + BULK_CHUNK])
+                self._submit_bulk(collection, operations[start : start + BULK_CHUNK])
         phase.actions.clear()
 
     def _bulk(self, collection: str, operations: list[Any]) -> None:
