@@ -547,3 +547,43 @@ documents = st.dictionaries(
 def test_decode_inverts_encode_for_any_bson_ready_document(document: dict[str, Any]) -> None:
     bson_encode(document)  # the generated document is valid BSON
     assert _strictly_equal(decode_document(encode_document(document)), document)
+
+
+# --- the WAL text: the fast encoder against the library's own ----------------------------------
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(2**31) - 2, max_value=2**31 + 2),
+    st.builds(Int64, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.binary(max_size=20),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(
+        lambda value: Decimal128(str(value)) if len(str(value)) < 30 else Decimal128("1.5")
+    ),
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 1),
+        max_value=dt.datetime(9999, 12, 31),
+        timezones=st.just(dt.UTC),
+    ),
+    st.tuples(st.integers(), st.text()),
+)
+_KEYS = st.one_of(st.text(), st.sampled_from(["$set", "~x", "~", "$", "", "a.b", "_id"]))
+_DOCUMENTS = st.recursive(
+    _LEAVES,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_KEYS, _DOCUMENTS, max_size=6))
+def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[str, Any]) -> None:
+    from bson import json_util
+    from bson.json_util import CANONICAL_JSON_OPTIONS
+
+    from cdc_pipeline.core.values import _escape_keys
+
+    expected = json_util.dumps(_escape_keys(document), json_options=CANONICAL_JSON_OPTIONS)
+    assert encode_document(document) == expected
