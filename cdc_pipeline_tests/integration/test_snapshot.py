@@ -453,3 +453,57 @@ def test_validation_refuses_a_foreign_row_in_a_snapshot_segment(tmp_path: Path) 
         path = writer.commit(manifest)
         _, report = validate_segment(path)
         assert report.ok == (table == "t"), report.problems
+
+
+def test_snapshot_job_runs_through_dagster_and_registers_its_partitions(
+    source_server: SourceServer, source_schema: str, pipeline_env: WalPaths
+) -> None:
+    import dagster as dg
+
+    from cdc_pipeline.definitions import defs
+    from cdc_pipeline.defs.partitions import cdc_batches_partitions
+
+    _create_tables(source_server, source_schema, big_rows=2_500)
+    config = {"ops": {"take_snapshot": {"config": {"tables": f"{source_schema}.big"}}}}
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("snapshot_job").execute_in_process(
+            run_config=config, instance=instance
+        )
+        assert result.success
+        outputs = [
+            event.event_specific_data.metadata  # type: ignore[union-attr]
+            for event in result.all_node_events
+            if event.event_type_value == "STEP_OUTPUT"
+        ]
+        assert outputs and outputs[0]["rows written"].value == 2_500
+        assert outputs[0]["recovered gtids"].value == "none"
+        registered = instance.get_dynamic_partitions(cdc_batches_partitions.name)
+    segments = [read_manifest(path) for path in list_segments(pipeline_env)]
+    assert registered == [manifest.partition_key for manifest in segments]
+    assert {(manifest.snapshot or {}).get("table") for manifest in segments} == {
+        f"{source_schema}.big"
+    }
+
+
+def test_a_user_without_the_privilege_gets_one_sentence(
+    source_server: SourceServer, source_schema: str, tmp_path: Path
+) -> None:
+    """MySQL needs RELOAD for the read lock; MariaDB's lock-free point does not."""
+    from cdc_pipeline_tests.integration.test_cli_errors import cdc_user, run_cli
+
+    _create_tables(source_server, source_schema, big_rows=100)
+    grants = "SELECT, REPLICATION SLAVE, REPLICATION CLIENT"
+    with cdc_user(source_server, grants) as (name, password):
+        env = {
+            "CDC_MYSQL_URL": f"mysql://{name}:{password}@127.0.0.1:{source_server.port}",
+            "CDC_STAGING_DIR": str(tmp_path / "wal"),
+            "CDC_INCLUDE_TABLES": f"{source_schema}.*",
+        }
+        run = run_cli("snapshot", "--json", env=env)
+    if source_server.flavor == "mysql":
+        line = run.assert_one_line_failure(2, password)
+        assert "RELOAD" in line and "GRANT RELOAD ON *.*" in line
+    else:
+        assert run.code == 0, run.stderr
+        run.assert_clean(password)
+        assert json.loads(run.stdout)["rows_written"] == 100 + 500 + 300
