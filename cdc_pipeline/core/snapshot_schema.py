@@ -33,6 +33,7 @@ from cdc_pipeline.core.schema import (
     with_json_columns,
 )
 from cdc_pipeline.core.source import _JSON_VALID, detect_flavor
+from cdc_pipeline.core.source_rows import SPATIAL_TYPES
 from cdc_pipeline.core.values import ValueConversionError
 
 _NUMBERS = {
@@ -57,17 +58,6 @@ _STRINGS = {
     "varbinary": FIELD_TYPE.VARCHAR,
 }
 _BLOB_LENGTH_SIZES = {"tiny": 1, "": 2, "medium": 3, "long": 4}
-_SPATIAL = {
-    "geometry",
-    "point",
-    "linestring",
-    "polygon",
-    "multipoint",
-    "multilinestring",
-    "multipolygon",
-    "geometrycollection",
-    "geomcollection",
-}
 _MARIADB_BINARY = {"inet6": 16, "uuid": 16, "inet4": 4}  # sent as BINARY(n)
 _TEXT_CODES = {
     FIELD_TYPE.STRING,
@@ -173,7 +163,7 @@ def _library_column(row: tuple[Any, ...], where: str, flavor: str) -> SimpleName
             column.type, column.set_values = FIELD_TYPE.SET, labels
     elif kind == "json" and flavor == "mysql":
         column.type, column.length_size = FIELD_TYPE.JSON, 4
-    elif kind in _SPATIAL:
+    elif kind in SPATIAL_TYPES:
         column.type, column.length_size = FIELD_TYPE.GEOMETRY, 4
     else:
         raise ValueConversionError(

@@ -267,7 +267,8 @@ _INTEGERS = {
 }
 _TEXTS = {"char", "varchar", "tinytext", "text", "mediumtext", "longtext"}
 _BINARIES = {"binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob"}
-_SPATIAL = {
+SPATIAL_TYPES = {
+    # the spatial COLUMN_TYPE names (also core.snapshot_schema)
     "geometry",
     "point",
     "linestring",
@@ -379,7 +380,7 @@ def _reader(name: str, column_type: str, flavor: Flavor) -> _Reader:
         # values takes BIT as the library's text of binary digits.
         convert = via_values(spec(FIELD_TYPE.BIT))
         return reader(f"CAST({column} AS UNSIGNED)", lambda number: convert(format(number, "b")))
-    if base in _SPATIAL:
+    if base in SPATIAL_TYPES:
         # The raw column is the storage format the binlog carries: SRID + WKB.
         convert = via_values(spec(FIELD_TYPE.GEOMETRY))
         return reader(column, convert, key_parameter=_unsupported_key(name, column_type))
