@@ -11,6 +11,10 @@ visible in MongoDB, records ``visible - written_at`` once per transaction:
     * ``stream`` (the baseline): a bare blocking mysql-replication stream that ``insert_many``s
       each transaction's rows into MongoDB at its commit: no WAL, no validation, no batching.
 
+A third path, the real Dagster sensor (``binlog_capture_sensor`` and the ``load_batch_job``
+runs it requests, in the stand-in daemon), is measured by ``python -m bench.sensor_latency``
+with this module's paced writer.
+
 The two phases run one after the other (never side by side on the two cores), each on a fresh
 table with the same pace and seed. Figures: p50, p95 and max latency per run.
 """
@@ -149,19 +153,30 @@ def measure_stream_latency(arguments: dict[str, Any]) -> dict[str, Any]:
 
 # -- the writer and the runs ----------------------------------------------------------------------
 def _paced_writer(
-    server: SourceServer, table: str, options: dict[str, Any], stop_file: Path, seed: int
-) -> None:
-    """Commit a transaction every 1/rate s for ``seconds``; then write the count to stop_file."""
+    server: SourceServer,
+    table: str,
+    options: dict[str, Any],
+    stop_file: Path,
+    seed: int,
+    committed: list[float] | None = None,
+) -> dict[str, float]:
+    """Commit a transaction every 1/rate s for ``seconds``; then write the count to stop_file.
+
+    ``committed`` (when given) gets each transaction's ``written_at`` once it committed. Returns
+    the transactions written and the seconds from the first INSERT to the last commit.
+    """
     rng = random.Random(seed)
     rows = int(options["rows_per_transaction"])
     period = 1.0 / float(options["rate"])
     end = time.monotonic() + float(options["seconds"])
     next_at = time.monotonic()
     transactions = 0
+    first_at = last_at = time.time()
     with (
         contextlib.closing(server.connect(autocommit=False)) as connection,
         connection.cursor() as cursor,
     ):
+        first_at = time.time()
         while next_at < end:
             time.sleep(max(0.0, next_at - time.monotonic()))
             first = transactions * rows
@@ -171,9 +186,13 @@ def _paced_writer(
                 [(first + i, written_at, rng.randint(0, 10**9)) for i in range(rows)],
             )
             connection.commit()
+            last_at = time.time()
+            if committed is not None:
+                committed.append(written_at)
             transactions += 1
             next_at += period
     stop_file.write_text(json.dumps({"transactions": transactions}))
+    return {"transactions": transactions, "seconds": last_at - first_at}
 
 
 def _run_phase(
