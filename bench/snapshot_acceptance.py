@@ -7,11 +7,12 @@ Per source (a fresh local MariaDB and/or MySQL 9.7, and the MongoDB stand-in nx-
 2. a writer thread committing small transactions (updates, inserts, deletes) at a steady
    ``--writer-tps`` during the whole snapshot and ``--writer-tail`` seconds after it;
 3. ``cdc-pipeline snapshot --json`` in a fresh process: wall time and peak RSS (``wait4``'s
-   ``ru_maxrss``, with VmHWM polled every 0.2 s as a cross-check). With ``--kill-at F`` the
-   process is killed with SIGKILL once the committed snapshot rows (the segment manifests) reach
-   F of the keyed table, half a segment's reading time later (so the kill lands mid-segment,
-   the typical case, not just after a commit), then run again; the resumed run's rows kept,
-   rows written and the estimated rows read but lost are recorded;
+   ``ru_maxrss`` when it exceeds this process's own peak, else VmHWM polled every 0.2 s: Linux
+   carries the spawning process's high-water RSS into a child's ``ru_maxrss`` at exec). With
+   ``--kill-at F`` the process is killed with SIGKILL once the committed snapshot rows (the
+   segment manifests) reach F of the keyed table, half a segment's reading time later (so the
+   kill lands mid-segment, the typical case, not just after a commit), then run again; the
+   resumed run's rows kept, rows written and the estimated rows read but lost are recorded;
 4. the writer stops; ``cdc-pipeline capture --once`` until nothing new, then ``cdc-pipeline
    load --pending`` in a fresh process: wall time and peak RSS;
 5. the checks of ``integration/test_snapshot.py``: every mirror equals its source table, the
@@ -204,6 +205,7 @@ class Measured:
     seconds: float
     peak_rss_mib: float
     polled_vmhwm_mib: float
+    ru_maxrss_mib: float
     stdout: str
     stderr: str
     killed: bool = False
@@ -218,6 +220,7 @@ class Measured:
             "seconds": round(self.seconds, 2),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "polled_vmhwm_mib": round(self.polled_vmhwm_mib, 1),
+            "ru_maxrss_mib": round(self.ru_maxrss_mib, 1),
             "killed": self.killed,
         }
 
@@ -241,6 +244,9 @@ def run_measured(
     (checked every poll) kills it with SIGKILL."""
     command = [sys.executable, "-m", "cdc_pipeline.cli", *arguments]
     out_path, err_path = workdir / f"{label}.out", workdir / f"{label}.err"
+    # Linux carries the spawning process's high-water RSS into the child's ru_maxrss at exec,
+    # so ru_maxrss is the child's own peak only when it exceeds ours; else use the polled VmHWM.
+    parent_kib = _vmhwm_kib(os.getpid())
     with out_path.open("wb") as out, err_path.open("wb") as err:
         started = time.monotonic()
         process = subprocess.Popen(command, env=env, stdout=out, stderr=err)
@@ -262,8 +268,9 @@ def run_measured(
         command=arguments,
         code=code,
         seconds=seconds,
-        peak_rss_mib=max(usage.ru_maxrss, polled) / 1024,
+        peak_rss_mib=(usage.ru_maxrss if usage.ru_maxrss > parent_kib else polled) / 1024,
         polled_vmhwm_mib=polled / 1024,
+        ru_maxrss_mib=usage.ru_maxrss / 1024,
         stdout=out_path.read_text(),
         stderr=err_path.read_text(),
         killed=killed,
