@@ -31,6 +31,7 @@ from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.mongo_sink import ROW_CHANGES
 from cdc_pipeline.core.problems import CappedProblems
+from cdc_pipeline.core.snapshot_plan import snapshot_tag
 from cdc_pipeline.core.wal import Manifest, WalPaths, list_segments, read_manifest
 
 
@@ -62,7 +63,7 @@ class _Segment:
         range, or for a snapshot segment the tag of its table (``core.snapshot``)."""
         if self.manifest.kind == "snapshot":
             info = self.manifest.snapshot or {}
-            return gtid == f"snapshot:{info.get('id')}:{info.get('table')}"
+            return gtid == snapshot_tag(info.get("id"), info.get("table"))
         return not gtid.startswith("snapshot:") and gtid in self.covered
 
     @property

@@ -42,7 +42,13 @@ from cdc_pipeline.core.capture import (
 from cdc_pipeline.core.errors import CdcError, SourceHistoryError
 from cdc_pipeline.core.gtid import GtidSet, lost_gtids
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.snapshot_plan import SnapshotPlan, load_plan, record_recovery, save_plan
+from cdc_pipeline.core.snapshot_plan import (
+    SnapshotPlan,
+    load_plan,
+    record_recovery,
+    save_plan,
+    snapshot_tag,
+)
 from cdc_pipeline.core.snapshot_point import SnapshotPoint, open_snapshot_point
 from cdc_pipeline.core.snapshot_schema import table_schema_from_source
 from cdc_pipeline.core.source import connect, query_all, read_state
@@ -169,7 +175,7 @@ def snapshot_event_id(snapshot_id: str, schema: str, table: str, ordinal: int) -
 
 def snapshot_gtid(snapshot_id: str, schema: str, table: str) -> str:
     """What a snapshot row carries in its ``gtid`` field: it was read, not replicated."""
-    return f"snapshot:{snapshot_id}:{schema}.{table}"
+    return snapshot_tag(snapshot_id, f"{schema}.{table}")
 
 
 def encode_key(key: tuple[Any, ...] | None) -> str | None:

@@ -18,6 +18,13 @@ from cdc_pipeline.core.wal import WalPaths, write_json_atomically
 PLAN_NAME = "snapshot.json"
 
 
+def snapshot_tag(snapshot_id: object, table: object) -> str:
+    """What a snapshot row carries in its ``gtid`` field (``table`` is ``schema.table``): the
+    row was read by snapshot ``snapshot_id``, not replicated. The one definition, used by the
+    writer, validation and the duplicate check."""
+    return f"snapshot:{snapshot_id}:{table}"
+
+
 @dataclass
 class SnapshotPlan:
     snapshot_id: str

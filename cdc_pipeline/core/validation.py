@@ -25,6 +25,7 @@ from pymongo.database import Database
 from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema, schema_diff
+from cdc_pipeline.core.snapshot_plan import snapshot_tag
 from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal import Manifest, verify_segment
 
@@ -88,7 +89,7 @@ def _check_snapshot_row(
     """A snapshot segment holds op ``snapshot`` rows of its one table, tagged with its id."""
     info = manifest.snapshot or {}
     table = f"{row['schema']}.{row['table']}"
-    expected_gtid = f"snapshot:{info.get('id')}:{table}"
+    expected_gtid = snapshot_tag(info.get("id"), table)
     if row["op"] != "snapshot" or table != info.get("table") or row["gtid"] != expected_gtid:
         report.add(
             f"event {row['event_id']}: a {row['op']} row of {table} in the snapshot segment of"
