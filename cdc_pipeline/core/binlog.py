@@ -45,7 +45,7 @@ from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, Sour
 from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import convert_row
+from cdc_pipeline.core.values import row_converter
 
 _MARIADB_STANDALONE = 0x01
 _UNSUPPORTED_EVENT_TYPES = {
@@ -309,21 +309,18 @@ class BinlogReader:
 
     def _row_images(self, event: Any, stream_file: str, position: int) -> Iterator[RowImage]:
         table_schema = self._table_schema(event)
+        convert = row_converter(table_schema)
         for row in event.rows:
             if isinstance(event, UpdateRowsEvent):
                 op = "update"
-                before = convert_row(
-                    row["before_values"], row.get("before_none_sources"), table_schema
-                )
-                after = convert_row(
-                    row["after_values"], row.get("after_none_sources"), table_schema
-                )
+                before = convert(row["before_values"], row.get("before_none_sources"))
+                after = convert(row["after_values"], row.get("after_none_sources"))
             elif isinstance(event, WriteRowsEvent):
                 op, before = "insert", None
-                after = convert_row(row["values"], row.get("none_sources"), table_schema)
+                after = convert(row["values"], row.get("none_sources"))
             else:
                 op, after = "delete", None
-                before = convert_row(row["values"], row.get("none_sources"), table_schema)
+                before = convert(row["values"], row.get("none_sources"))
             yield RowImage(
                 event.schema, event.table, op, before, after, table_schema, stream_file, position
             )

@@ -205,6 +205,12 @@ class MongoSink:
         self.native_rename = not decimals_as_strings  # both are the nx-27017 profile
         self._writes: WritePipeline | None = None
 
+    def decode(self, text: str | None) -> dict[str, Any] | None:
+        """A WAL document (row image or key) as this server stores it: ``decode_document``,
+        with Decimal128 as exact strings when ``decimals_as_strings``. Everything built from
+        decoded images (change-log and mirror documents, mirror ids) is then storable as is."""
+        return decode_document(text, decimals_as_strings=self.decimals_as_strings)
+
     def stored(self, value: Any) -> Any:
         """``value`` as this server can store it (Decimal128 as its exact string on servers
         without Decimal128, CDC_MONGO_COMPAT=nx-27017); keys and documents alike."""
@@ -296,12 +302,12 @@ class MongoSink:
                 self._drain()
                 self._apply_ddl(row, batch, report)
                 continue
-            before = decode_document(row["before"])
-            after = decode_document(row["after"])
+            before = self.decode(row["before"])
+            after = self.decode(row["after"])
             changes.append(
                 ReplaceOne(
                     {"_id": row["event_id"]},
-                    self.stored(_change_document(row, before, after, batch)),
+                    _change_document(row, self.decode(row["pk"]), before, after, batch),
                     upsert=True,
                 )
             )
@@ -356,7 +362,7 @@ class MongoSink:
         for row in rows:
             per_table = report.counts.setdefault(table_name, {})
             per_table[row["op"]] = per_table.get(row["op"], 0) + 1
-            after = decode_document(row["after"])
+            after = self.decode(row["after"])
             if keyed:
                 self._stage_mirror(phase, row, None, after, key_columns, batch)
                 if len(phase.actions) >= PHASE_KEYS:
@@ -366,7 +372,7 @@ class MongoSink:
             changes.append(
                 ReplaceOne(
                     {"_id": row["event_id"]},
-                    self.stored(_change_document(row, None, after, batch)),
+                    _change_document(row, self.decode(row["pk"]), None, after, batch),
                     upsert=True,
                 )
             )
@@ -397,13 +403,13 @@ class MongoSink:
         }
         old_key = {name: before[name] for name in key_columns} if before else None
         if after is None:
-            phase.set(collection, self.stored(mirror_id(old_key or {})), None)
+            phase.set(collection, mirror_id(old_key or {}), None)
             return
         new_key = {name: after[name] for name in key_columns}
         if old_key is not None and _key_text(old_key) != _key_text(new_key):
-            phase.set(collection, self.stored(mirror_id(old_key)), None)  # a key update moves it
-        identity = self.stored(mirror_id(new_key))
-        phase.set(collection, identity, self.stored(mirror_document(identity, after, meta)))
+            phase.set(collection, mirror_id(old_key), None)  # a key update moves it
+        identity = mirror_id(new_key)
+        phase.set(collection, identity, mirror_document(identity, after, meta))
 
     def _flush_changes(self, changes: list[ReplaceOne[Any]], report: ApplyReport) -> None:
         if not changes:
@@ -568,6 +574,7 @@ class MongoSink:
 
 def _change_document(
     row: Mapping[str, Any],
+    pk: dict[str, Any] | None,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
     batch: str,
@@ -580,7 +587,7 @@ def _change_document(
         "schema": row["schema"],
         "table": row["table"],
         "op": row["op"],
-        "pk": decode_document(row["pk"]),
+        "pk": pk,
         "before": before,
         "after": after,
         "schema_version": row["schema_version"],

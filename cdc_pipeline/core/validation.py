@@ -1,12 +1,13 @@
 """Validate a WAL segment before anything of it is applied, and register its schema versions.
 
 Invariants:
-    * ``validate_segment`` reads the segment once more from disk and checks its bytes, its rows
-      against the manifest (checksum, counts), and every row against its declared schema
-      version (the exact ordered column names of its before/after images, the op's images, the
-      event id) and inside the segment's GTID range (``end_gtid - start_gtid``: a row outside
-      it was already staged by another segment, and applying it again would replay old row
-      images); a segment with any problem is reported, never partly accepted;
+    * ``validate_segment`` reads the segment once more from disk, in one pass, and checks its
+      bytes, its rows against the manifest (checksum, counts), and every row against its
+      declared schema version (the exact ordered column names of its before/after images, the
+      op's images, the event id) and inside the segment's GTID range (``end_gtid -
+      start_gtid``: a row outside it was already staged by another segment, and applying it
+      again would replay old row images); a segment with any problem is reported, never
+      partly accepted;
     * ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first record
       wins, so re-running a load never rewrites history.
 """
@@ -18,15 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema, schema_diff
 from cdc_pipeline.core.snapshot_plan import snapshot_tag
-from cdc_pipeline.core.values import decode_document
+from cdc_pipeline.core.values import document_keys
 from cdc_pipeline.core.wal import Manifest, verify_segment
 
 SCHEMA_VERSIONS = "cdc_schema_versions"
@@ -65,8 +65,8 @@ def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationRep
         report.add(f"{where}: schema version {row['schema_version']} of {table} not in manifest")
         return
     columns = [column["name"] for column in declared["columns"]]
-    before = decode_document(row["before"])
-    after = decode_document(row["after"])
+    before = document_keys(row["before"])
+    after = document_keys(row["after"])
     expected = {
         "insert": (False, True),
         "update": (True, True),
@@ -76,9 +76,9 @@ def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationRep
     if (before is not None, after is not None) != expected.get(row["op"], (None, None)):
         report.add(f"{where}: op {row['op']} with the wrong row images")
     for image_name, image in (("before", before), ("after", after)):
-        if image is not None and list(image) != columns:
+        if image is not None and image != columns:
             report.add(
-                f"{where}: {image_name} has columns {list(image)} but version"
+                f"{where}: {image_name} has columns {image} but version"
                 f" {row['schema_version']} of {table} has {columns}"
             )
 
@@ -98,38 +98,57 @@ def _check_snapshot_row(
 
 
 def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
-    """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted."""
-    manifest = verify_segment(path)
-    report = ValidationReport(partition_key=manifest.partition_key)
-    covered = manifest.covered()
-    in_range: dict[str, bool] = {}
-    for table, versions in manifest.schema_versions.items():
-        report.versions[table] = sorted(versions)
-        for version, data in versions.items():
-            try:
-                if TableSchema.from_dict(data).version != version:
-                    report.add(f"{table}: manifest version {version} does not match its columns")
-            except (KeyError, ValueError, TypeError) as error:
-                report.add(f"{table}: manifest version {version} is malformed ({error})")
-    try:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
-            for row in batch.to_pylist():
-                report.rows_checked += 1
-                gtid = row["gtid"]
-                if manifest.kind == "snapshot":
-                    _check_snapshot_row(row, manifest, report)
-                elif not in_range.setdefault(gtid, gtid in covered):
-                    report.add(
-                        f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
-                        f" range {manifest.start_gtid} .. {manifest.end_gtid}"
-                    )
-                _check_row(row, manifest, report)
-    except Exception as error:  # any failure to decode the bytes means they are damaged
-        raise CorruptSegmentError(
-            f"segment {path.name} cannot be read ({type(error).__name__}); quarantine it and"
-            " re-capture it from the binlog (see docs/operations.md)."
-        ) from None
-    return manifest, report
+    """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted.
+
+    One read of the file: the row checks run inside ``verify_segment``'s pass, and the report
+    is returned only after the bytes, checksum and counts were found to match the manifest.
+    """
+    checker = _SegmentChecker()
+    manifest = verify_segment(path, checker)
+    return manifest, checker.report_for(manifest)
+
+
+class _SegmentChecker:
+    """``verify_segment``'s ``each_row``: checks rows against the manifest, builds the report."""
+
+    def __init__(self) -> None:
+        self.report: ValidationReport | None = None
+        self.in_range: dict[str, bool] = {}
+        self.covered: GtidSet | None = None
+
+    def report_for(self, manifest: Manifest) -> ValidationReport:
+        if self.report is None:
+            self.covered = manifest.covered()
+            self.report = self._start(manifest)
+        return self.report
+
+    @staticmethod
+    def _start(manifest: Manifest) -> ValidationReport:
+        report = ValidationReport(partition_key=manifest.partition_key)
+        for table, versions in manifest.schema_versions.items():
+            report.versions[table] = sorted(versions)
+            for version, data in versions.items():
+                try:
+                    if TableSchema.from_dict(data).version != version:
+                        report.add(
+                            f"{table}: manifest version {version} does not match its columns"
+                        )
+                except (KeyError, ValueError, TypeError) as error:
+                    report.add(f"{table}: manifest version {version} is malformed ({error})")
+        return report
+
+    def __call__(self, manifest: Manifest, row: dict[str, Any]) -> None:
+        report = self.report_for(manifest)
+        report.rows_checked += 1
+        gtid = row["gtid"]
+        if manifest.kind == "snapshot":
+            _check_snapshot_row(row, manifest, report)
+        elif not self.in_range.setdefault(gtid, self.covered is not None and gtid in self.covered):
+            report.add(
+                f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
+                f" range {manifest.start_gtid} .. {manifest.end_gtid}"
+            )
+        _check_row(row, manifest, report)
 
 
 def register_schema_versions(

@@ -94,10 +94,34 @@ def _expect(value: Any, kinds: type | tuple[type, ...], column: ColumnSpec) -> N
         raise _fail(column, f"unexpected value {value!r} of type {type(value).__name__}")
 
 
+class TextedDecimal128(Decimal128):
+    """A ``Decimal128`` that also keeps ``str(self)``, computed from the ``Decimal`` it was made
+    of: ``str(Decimal128)`` rebuilds a ``Decimal`` from the 128 bits, which the WAL encoder
+    otherwise did for every DECIMAL value (a tenth of capture's time). It is a ``Decimal128``
+    everywhere else (equality, BSON encoding)."""
+
+    __slots__ = ("text",)
+    text: str
+
+
+_DECIMAL128_DIGITS = 34
+_DECIMAL128_EXPONENTS = range(-6176, 6111 + 1)  # where Decimal128 neither rounds nor clamps
+
+
 def exact_decimal(value: decimal.Decimal) -> Decimal128 | str:
-    """``Decimal128`` when it holds the value exactly, else the exact plain decimal string."""
+    """``Decimal128`` when it holds the value exactly, else the exact plain decimal string.
+
+    A value Decimal128 stores digit for digit (at most 34 digits, exponent in range) comes as
+    a ``TextedDecimal128`` whose ``text`` is ``str(value)``, equal to ``str(Decimal128(value))``
+    (property-tested); one that needs rounding of trailing zeros is a plain ``Decimal128``.
+    """
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite decimal")
+    _sign, digits, exponent = value.as_tuple()
+    if len(digits) <= _DECIMAL128_DIGITS and exponent in _DECIMAL128_EXPONENTS:
+        texted = TextedDecimal128(value)
+        texted.text = str(value)
+        return texted
     try:
         return Decimal128(value)
     except decimal.Inexact:
@@ -370,20 +394,44 @@ def to_bson_value(value: Any, column: ColumnSpec, none_source: str | None = None
     return converter(value, column)
 
 
+RowConverter = Callable[[Mapping[str, Any], "Mapping[str, str] | None"], dict[str, Any]]
+
+
+def row_converter(schema: TableSchema) -> RowConverter:
+    """``convert_row`` for rows of one ``schema``, with the per-column work looked up once
+    (capture converts every row of a rows event with the same schema)."""
+    names = frozenset(schema.column_names)
+    plan = [(column.name, column, _CONVERTERS.get(column.type_code)) for column in schema.columns]
+
+    def convert(
+        values: Mapping[str, Any], none_sources: Mapping[str, str] | None
+    ) -> dict[str, Any]:
+        if values.keys() != names:
+            raise ValueConversionError(
+                f"row of {schema.schema}.{schema.table} has columns {sorted(values)} but its"
+                f" table map has {list(schema.column_names)}"
+            )
+        sources = none_sources or {}
+        document: dict[str, Any] = {}
+        for name, column, converter in plan:
+            value = values[name]
+            if value is None:
+                document[name] = _none_value(column, sources.get(name))
+            elif converter is None:
+                raise _fail(column, f"binlog type code {column.type_code} is not supported")
+            else:
+                document[name] = converter(value, column)
+        return document
+
+    return convert
+
+
 def convert_row(
     values: Mapping[str, Any], none_sources: Mapping[str, str] | None, schema: TableSchema
 ) -> dict[str, Any]:
-    """One row image as a BSON-ready document, keys in the table's column order."""
-    if set(values) != set(schema.column_names):
-        raise ValueConversionError(
-            f"row of {schema.schema}.{schema.table} has columns {sorted(values)} but its table"
-            f" map has {list(schema.column_names)}"
-        )
-    sources = none_sources or {}
-    return {
-        column.name: to_bson_value(values[column.name], column, sources.get(column.name))
-        for column in schema.columns
-    }
+    """One row image as a BSON-ready document, keys in the table's column order: each value
+    through ``to_bson_value``; ValueConversionError if the columns are not the schema's."""
+    return row_converter(schema)(values, none_sources)
 
 
 # --- WAL text -----------------------------------------------------------------------------------
@@ -411,6 +459,7 @@ _CANONICAL_ENCODERS: dict[type, Callable[[Any, Any], Any]] = {
     int: json_util._encode_int,
     float: json_util._encode_float,
     Decimal128: json_util._encode_decimal128,
+    TextedDecimal128: lambda value, _options: {"$numberDecimal": value.text},
     dt.datetime: json_util._encode_datetime,
     bytes: json_util._encode_bytes,
     Int64: json_util._encode_int64,
@@ -450,11 +499,37 @@ def encode_document(document: Mapping[str, Any] | None) -> str | None:
     return json.dumps(_canonical_json(dict(document)))
 
 
-def decode_document(text: str | None) -> dict[str, Any] | None:
-    """The exact inverse of ``encode_document``: datetimes come back tz-aware UTC."""
+def _unescape_pairs_decimal_text(pairs: list[tuple[str, Any]]) -> Any:
+    if len(pairs) == 1 and pairs[0][0] == "$numberDecimal" and type(pairs[0][1]) is str:
+        return pairs[0][1]  # the encoder wrote str(Decimal128): already the exact string
+    return _unescape_pairs(pairs)
+
+
+def decode_document(
+    text: str | None, *, decimals_as_strings: bool = False
+) -> dict[str, Any] | None:
+    """The exact inverse of ``encode_document``: datetimes come back tz-aware UTC.
+
+    ``decimals_as_strings`` gives every ``Decimal128`` as its exact string instead, the form
+    stored on servers without Decimal128 (``CDC_MONGO_COMPAT=nx-27017``): the same result as
+    converting the decoded document afterwards (property-tested), without building the
+    ``Decimal128`` values first.
+    """
     if text is None:
         return None
-    document = json.loads(text, object_pairs_hook=_unescape_pairs)
+    hook = _unescape_pairs_decimal_text if decimals_as_strings else _unescape_pairs
+    document = json.loads(text, object_pairs_hook=hook)
     if not isinstance(document, dict):
         raise ValueError("a WAL document must be a JSON object")
     return document
+
+
+def document_keys(text: str | None) -> list[str] | None:
+    """The top-level keys (column names) of a WAL document, in order, without decoding its
+    values (None stays None); ValueError if the text is not a JSON object."""
+    if text is None:
+        return None
+    document = json.loads(text)
+    if not isinstance(document, dict):
+        raise ValueError("a WAL document must be a JSON object")
+    return [key[1:] if key[:1] == "~" else key for key in document]

@@ -27,7 +27,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,8 +229,15 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         ) from None
 
 
-def verify_segment(path: Path) -> Manifest:
-    """Check the file's bytes, then that the rows match the manifest; return the manifest."""
+def verify_segment(
+    path: Path, each_row: Callable[[Manifest, dict[str, Any]], None] | None = None
+) -> Manifest:
+    """Check the file's bytes, then that the rows match the manifest; return the manifest.
+
+    ``each_row(manifest, row)`` sees every row during the same single read (validation's
+    checks), before the digest comparison: a caller must not act on what it saw unless this
+    returns. An exception it raises makes the segment unreadable (``CorruptSegmentError``).
+    """
     try:
         expected_file_digest = file_digest_path(path).read_text().strip()
         actual_file_digest = file_sha256(path)
@@ -255,6 +262,8 @@ def verify_segment(path: Path) -> Manifest:
                 digest.update(_digest_line(row))
                 rows += row["op"] != "ddl"
                 ddl += row["op"] == "ddl"
+                if each_row is not None:
+                    each_row(manifest, row)
     except Exception as error:  # any failure to decode the bytes means they are damaged
         raise CorruptSegmentError(
             f"segment {path.name} cannot be read ({type(error).__name__}); move it to the"

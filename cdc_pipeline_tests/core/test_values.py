@@ -13,7 +13,7 @@ import pytest
 from bson import encode as bson_encode
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pymysqlreplication.constants import CHARSET, FIELD_TYPE
 from pymysqlreplication.row_event import TableMapEvent, find_charset
@@ -25,6 +25,7 @@ from cdc_pipeline.core.values import (
     ValueConversionError,
     convert_row,
     decode_document,
+    document_keys,
     encode_document,
     single_precision,
     time_text,
@@ -103,6 +104,11 @@ def test_enum_labels_are_decoded_in_the_column_charset() -> None:
 # --- numbers --------------------------------------------------------------------------------
 
 
+def _kind(value: Any) -> type:
+    """The type a reader sees: a ``TextedDecimal128`` is a ``Decimal128``."""
+    return Decimal128 if isinstance(value, Decimal128) else type(value)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
@@ -118,7 +124,8 @@ def test_integers_stay_int_and_unsigned_bigint_above_int64_is_decimal128(
     value: int, expected: Any
 ) -> None:
     result = to_bson_value(value, col(FIELD_TYPE.LONGLONG, "bigint unsigned", unsigned=True))
-    assert result == expected and type(result) is type(expected)
+    assert result == expected and _kind(result) is _kind(expected)
+    assert str(result) == str(expected)
 
 
 def test_an_integer_column_refuses_a_non_integer() -> None:
@@ -147,7 +154,8 @@ def test_an_integer_column_refuses_a_non_integer() -> None:
 )
 def test_decimal_is_exact(text: str, expected: Any) -> None:
     result = to_bson_value(decimal.Decimal(text), col(FIELD_TYPE.NEWDECIMAL, "decimal(65,30)"))
-    assert result == expected and type(result) is type(expected)
+    assert result == expected and _kind(result) is _kind(expected)
+    assert str(result) == str(expected)
     number = result.to_decimal() if isinstance(result, Decimal128) else decimal.Decimal(result)
     assert number == decimal.Decimal(text)
 
@@ -587,3 +595,80 @@ def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[
 
     expected = json_util.dumps(_escape_keys(document), json_options=CANONICAL_JSON_OPTIONS)
     assert encode_document(document) == expected
+
+
+# --- the load path's shortcuts against the full decode ------------------------------------------
+
+
+@given(documents)
+def test_decoding_decimals_as_strings_equals_converting_the_decoded_document(
+    document: dict[str, Any],
+) -> None:
+    from cdc_pipeline.core.mongo_sink import _decimals_to_strings
+
+    text = encode_document(document)
+    expected = _decimals_to_strings(decode_document(text))
+    assert _strictly_equal(decode_document(text, decimals_as_strings=True), expected)
+
+
+def test_decoding_decimals_as_strings_keeps_an_escaped_user_key() -> None:
+    document = {
+        "price": Decimal128("1.10"),
+        "doc": {"$numberDecimal": "7"},
+        "n": [Decimal128("-0")],
+    }
+    decoded = decode_document(encode_document(document), decimals_as_strings=True)
+    assert decoded == {"price": "1.10", "doc": {"$numberDecimal": "7"}, "n": ["-0"]}
+
+
+@given(documents)
+def test_document_keys_are_the_decoded_documents_keys(document: dict[str, Any]) -> None:
+    text = encode_document(document)
+    decoded = decode_document(text)
+    assert decoded is not None
+    assert document_keys(text) == list(decoded)
+
+
+def test_document_keys_refuses_a_non_object_and_keeps_none() -> None:
+    assert document_keys(None) is None
+    with pytest.raises(ValueError, match="JSON object"):
+        document_keys("[1, 2]")
+
+
+_FINITE_DECIMALS = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None),
+    st.integers(0, 30).flatmap(
+        lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places)
+    ),
+    st.builds(
+        lambda sign, digits, exponent: decimal.Decimal((sign, digits, exponent)),
+        st.integers(0, 1),
+        st.lists(st.integers(0, 9), min_size=1, max_size=40).map(tuple),
+        st.integers(-6200, 6200),
+    ),
+)
+
+
+@given(_FINITE_DECIMALS)
+@example(decimal.Decimal("1E+6120"))  # Decimal128 clamps: it prints 1.000000000E+6120
+@example(decimal.Decimal("-0E+6200"))
+@example(decimal.Decimal("1E-6177"))
+@example(decimal.Decimal("123456789012345678901234567890123.40"))  # 35 digits, rounded
+def test_exact_decimal_text_is_what_decimal128_prints(value: decimal.Decimal) -> None:
+    from bson import json_util
+    from bson.json_util import CANONICAL_JSON_OPTIONS
+
+    from cdc_pipeline.core.values import exact_decimal
+
+    try:
+        plain = Decimal128(value)
+    except decimal.Inexact:
+        assert exact_decimal(value) == format(value, "f")
+        return
+    converted = exact_decimal(value)
+    assert isinstance(converted, Decimal128)
+    assert converted == plain
+    assert str(converted) == str(plain)
+    assert bson_encode({"v": converted}) == bson_encode({"v": plain})
+    expected = json_util.dumps({"v": plain}, json_options=CANONICAL_JSON_OPTIONS)
+    assert encode_document({"v": converted}) == expected
