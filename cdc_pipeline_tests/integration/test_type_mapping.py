@@ -301,6 +301,13 @@ def _read_rows(
     return rows
 
 
+def _bson_type(value: Any) -> type:
+    """The type as BSON sees it: Int64 is an int, TextedDecimal128 a Decimal128."""
+    if type(value) is Int64:
+        return int
+    return Decimal128 if isinstance(value, Decimal128) else type(value)
+
+
 def _same(actual: Any, expected: Any, where: str) -> None:
     """Equal values of the same BSON type (bool is not int, bytes is not str, ...)."""
     if isinstance(expected, dict):
@@ -313,9 +320,11 @@ def _same(actual: Any, expected: Any, where: str) -> None:
         for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
             _same(a, e, f"{where}[{index}]")
         return
-    actual_type = int if type(actual) is Int64 else type(actual)
-    assert actual_type is type(expected), f"{where}: {actual!r} is not a {type(expected)}"
+    actual_type, expected_type = _bson_type(actual), _bson_type(expected)
+    assert actual_type is expected_type, f"{where}: {actual!r} is not a {expected_type}"
     assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+    if isinstance(expected, Decimal128):
+        assert str(actual) == str(expected), f"{where}: {actual} is not written {expected}"
     if isinstance(expected, dt.datetime):
         assert actual.utcoffset() == dt.timedelta(0), where
 
