@@ -86,6 +86,10 @@ def partition_keys(paths: WalPaths) -> list[str]:
     ]
 
 
+_DIGEST_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps`` with these options builds a new encoder per call; the text is the same."""
+
+
 def _digest_line(row: dict[str, Any]) -> bytes:
     values = []
     for name in COLUMNS:
@@ -93,7 +97,7 @@ def _digest_line(row: dict[str, Any]) -> bytes:
         if isinstance(value, datetime):
             value = int(value.astimezone(UTC).timestamp() * 1_000_000)
         values.append(value)
-    return json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return _DIGEST_ENCODER.encode(values).encode() + b"\n"
 
 
 @dataclass

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import decimal
 import math
+import pickle
 import struct
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from bson import decode as bson_decode
 from bson import encode as bson_encode
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
@@ -669,6 +672,12 @@ def test_exact_decimal_text_is_what_decimal128_prints(value: decimal.Decimal) ->
     assert isinstance(converted, Decimal128)
     assert converted == plain
     assert str(converted) == str(plain)
+    assert plain == converted
+    assert converted != Decimal128("-1E+6000")  # __ne__ goes through bid too
+    assert converted.bid == plain.bid and converted.to_decimal() == plain.to_decimal()
     assert bson_encode({"v": converted}) == bson_encode({"v": plain})
+    assert bson_decode(bson_encode({"v": converted}))["v"] == plain
+    assert pickle.loads(pickle.dumps(converted)) == plain
+    assert copy.deepcopy(converted) == plain
     expected = json_util.dumps({"v": plain}, json_options=CANONICAL_JSON_OPTIONS)
     assert encode_document({"v": converted}) == expected

@@ -176,3 +176,21 @@ def test_the_staging_lock_refuses_a_second_process_and_dies_with_its_holder(tmp_
         holder.wait()
     with capture_lock(paths):  # the kernel released the dead holder's lock
         pass
+
+
+def test_row_digest_line_is_the_format_every_existing_segment_was_written_with() -> None:
+    """Segments on disk carry checksums over this exact text: it must never change silently.
+    The expected line is the format as first written (``json.dumps`` with these options)."""
+    import json
+    from datetime import UTC, datetime
+
+    from cdc_pipeline.core.wal import COLUMNS, _digest_line
+
+    row: dict[str, object] = {name: f'{name} ü ✓ "q"' for name in COLUMNS}
+    row["row_index"] = 7
+    row["before"] = None
+    row["committed_at"] = datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC)
+    values = [row[name] for name in COLUMNS]
+    values[COLUMNS.index("committed_at")] = 1795867200123456
+    expected = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    assert _digest_line(row) == expected
