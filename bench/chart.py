@@ -1,9 +1,10 @@
 """The report's PNG: throughput bars against the baselines, and time against backlog size.
 
-Measures nothing. Left: at the largest backlog, median rows/s of the product, its baseline
-and (capture) the C tool, with min-max whiskers, on a log scale. Right: median seconds against
-backlog rows, product solid and baseline dashed. Needs matplotlib (the ``bench`` extra); without
-it the chart is skipped and the JSON says so.
+Measures nothing. Left: at the largest backlog, median rows/s of the product, its baseline and
+the second reference (capture: the C tool; load: insert_many of every document written), with
+min-max whiskers, on a log scale. Right: median seconds against backlog rows, product solid and
+baseline dashed. Needs matplotlib (the ``bench`` extra); without it the chart is skipped and the
+JSON says so.
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ SERIES_COLOURS = {
     "product": "#1f77b4",
     "library": "#ff7f0e",
     "insert_many": "#2ca02c",
+    "insert_many_all": "#98df8a",
     "reference": "#7f7f7f",
 }
 GROUP_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 SERIES_LABELS = {
     "product": "cdc_pipeline",
     "library": "bare mysql-replication loop",
-    "insert_many": "bare pymongo insert_many",
+    "insert_many": "bare pymongo insert_many (change log)",
+    "insert_many_all": "bare insert_many of every document written (change log + mirrors)",
     "reference": "mariadb-binlog / mysqlbinlog -v",
 }
 
@@ -111,7 +114,7 @@ def _time_lines(axes: Any, scaling: list[dict[str, Any]]) -> None:
     colours: dict[tuple[str, str, str], Any] = {}
     palette = iter(GROUP_COLOURS * 4)
     for item in scaling:
-        if item["series"] == "reference":
+        if item["series"] in ("reference", "insert_many_all"):
             continue
         group = (item["stage"], item["source"], item["variant"])
         colour = colours.setdefault(group, next(palette))

@@ -7,10 +7,15 @@ into a fresh database on the same MongoDB server:
       row event and one mirror document per key, write the checkpoint after the data);
     * ``insert_many`` (the baseline): a bare pymongo ``insert_many`` of the same change-log
       documents (read back, untimed, from the product's ``row_changes``) in chunks of the
-      product's ``BULK_CHUNK``: the least a MongoDB write of this change log can cost.
+      product's ``BULK_CHUNK``: the least a MongoDB write of this change log can cost;
+    * ``insert_many_all`` (a second reference): the same, for every document the product
+      wrote: the change log and the mirror collections (and the few bookkeeping documents).
 
-The ratio therefore prices everything the product does beyond appending the change log:
-validation, upserts instead of inserts, the mirrors and the checkpoint.
+The ratio to ``insert_many`` therefore prices everything the product does beyond appending
+the change log: validation, upserts instead of inserts, the mirrors and the checkpoint. The
+ratio to ``insert_many_all`` leaves out the mirrors' documents, which the product must write
+too, and so prices the product's own work and its upserts. Both count rows of the backlog per
+second (a row is one change-log document and, for keyed tables, one mirror write).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ if TYPE_CHECKING:  # the measured children import only what their loop needs
 class LoadRuns:
     product: list[dict[str, Any]]
     insert_many: list[dict[str, Any]]
+    insert_many_all: list[dict[str, Any]]
 
 
 # -- the measured tasks (run inside ``bench.child``) --------------------------------------------
@@ -63,27 +69,33 @@ def measure_product_load(arguments: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure_insert_many(arguments: dict[str, Any]) -> dict[str, Any]:
-    """Read the change log back a chunk at a time (untimed), insert_many each chunk (timed)."""
+    """Read each of ``collections`` back a chunk at a time (untimed) and insert_many each chunk
+    (timed) into the same collection of another database; ``rows`` counts the change log's
+    documents (one per backlog row), ``documents`` all of them."""
     bulk_chunk = int(arguments["bulk_chunk"])
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(
         arguments["mongo_uri"], serverSelectionTimeoutMS=5_000, tz_aware=True
     )
     rows = 0
+    documents = 0
     seconds = 0.0
     with contextlib.closing(client):
-        source = client[arguments["documents_database"]]["row_changes"]
-        target = client[arguments["database"]]["row_changes"]
-        chunk: list[dict[str, Any]] = []
-        for document in source.find({}, batch_size=bulk_chunk):
-            chunk.append(document)
-            if len(chunk) >= bulk_chunk:
+        for name in arguments.get("collections", ["row_changes"]):
+            source = client[arguments["documents_database"]][name]
+            target = client[arguments["database"]][name]
+            chunk: list[dict[str, Any]] = []
+            for document in source.find({}, batch_size=bulk_chunk):
+                chunk.append(document)
+                if len(chunk) >= bulk_chunk:
+                    seconds += _timed_insert(target, chunk)
+                    documents += len(chunk)
+                    rows += len(chunk) if name == "row_changes" else 0
+                    chunk = []
+            if chunk:
                 seconds += _timed_insert(target, chunk)
-                rows += len(chunk)
-                chunk = []
-        if chunk:
-            seconds += _timed_insert(target, chunk)
-            rows += len(chunk)
-    return {"seconds": seconds, "rows": rows}
+                documents += len(chunk)
+                rows += len(chunk) if name == "row_changes" else 0
+    return {"seconds": seconds, "rows": rows, "documents": documents}
 
 
 def _timed_insert(collection: Any, documents: list[dict[str, Any]]) -> float:
@@ -97,12 +109,14 @@ def bench_load(
     mongo_uri: str, compat: str, backlog: Backlog, wal_staging: Path, runs: int, workdir: Path
 ) -> LoadRuns:
     """``runs`` rounds: the product loads into a fresh database, then ``insert_many`` copies
-    its change log into another fresh one; both are dropped after the round."""
+    its change log into another fresh one, and ``insert_many_all`` every collection it wrote
+    into a third; all are dropped after the round."""
     from cdc_pipeline.core.mongo_sink import BULK_CHUNK
 
     timeout = task_timeout(backlog.rows)
     product: list[dict[str, Any]] = []
     baseline: list[dict[str, Any]] = []
+    every_document: list[dict[str, Any]] = []
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(
         mongo_uri, serverSelectionTimeoutMS=5_000
     )
@@ -110,7 +124,8 @@ def bench_load(
         for round_number in range(runs):
             loaded = f"bench_load_{backlog.variant}_{backlog.rows}_{round_number}"
             copied = f"{loaded}_insert_many"
-            for name in (loaded, copied):
+            copied_all = f"{loaded}_insert_many_all"
+            for name in (loaded, copied, copied_all):
                 client.drop_database(name)
             try:
                 figures = run_child(
@@ -136,7 +151,19 @@ def bench_load(
                     timeout,
                 )
                 baseline.append(checked(figures, backlog, "insert_many"))
+                figures = run_child(
+                    "load_insert_many",
+                    {
+                        "mongo_uri": mongo_uri,
+                        "database": copied_all,
+                        "documents_database": loaded,
+                        "bulk_chunk": BULK_CHUNK,
+                        "collections": sorted(client[loaded].list_collection_names()),
+                    },
+                    timeout,
+                )
+                every_document.append(checked(figures, backlog, "insert_many of every document"))
             finally:
-                for name in (loaded, copied):
+                for name in (loaded, copied, copied_all):
                     client.drop_database(name)
-    return LoadRuns(product, baseline)
+    return LoadRuns(product, baseline, every_document)

@@ -152,7 +152,7 @@ def _bench_backlog(
         figures[-1]["reference_command"] = capture.reference_command
         _say(f"  capture ratio vs library: {figures[-1]['ratio_vs_baseline']}")
     if "load" in arguments.stages:
-        _say(f"  load: {arguments.runs} runs of product, insert_many")
+        _say(f"  load: {arguments.runs} runs of product, insert_many, insert_many_all")
         load = bench_load(
             servers.mongo_uri,
             servers.mongo_compat,
@@ -161,7 +161,11 @@ def _bench_backlog(
             arguments.runs,
             workdir,
         )
-        series = {"product": load.product, "insert_many": load.insert_many}
+        series = {
+            "product": load.product,
+            "insert_many": load.insert_many,
+            "insert_many_all": load.insert_many_all,
+        }
         figures.append(stage_figures("load", backlog_dict, series))
         _say(f"  load ratio vs insert_many: {figures[-1]['ratio_vs_baseline']}")
     shutil.rmtree(capture.wal_staging, ignore_errors=True)
