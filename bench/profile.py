@@ -60,7 +60,7 @@ TOP = 20
 Func = tuple[str, int, str]  # pstats' (filename, line, function name)
 
 # -- grouping ------------------------------------------------------------------------------------
-SOCKET = "socket I/O + waiting for the server"
+SOCKET = "socket I/O + waiting for the server (directly or for the bulk-write thread)"
 CONNECT = "connection setup (TLS context per connection, connect)"
 LIBRARY = "binlog decoding (pymysqlreplication)"
 WIRE = "MySQL packets (pymysql)"
@@ -80,8 +80,8 @@ PLUMBING = "our binlog/segment plumbing (core.binlog, schema, segment_builder, c
 OURS = "other cdc_pipeline (loader, gtid, settings...)"
 UNATTRIBUTED = "interpreter/stdlib, no attributable caller"
 
-_ENCODERS = {"encode_document", "_escape_keys"}
-_DECODERS = {"decode_document", "_unescape_pairs"}
+_ENCODERS = {"encode_document", "_escape_keys", "_canonical_json"}
+_DECODERS = {"decode_document", "_unescape_pairs", "_unescape_pairs_decimal_text", "document_keys"}
 _DIGEST_FUNCTIONS = {"_digest_line", "file_sha256", "verify_segment", "append"}
 _PYARROW_CALLERS = {("core/wal.py", "_flush"), ("core/loader.py", "segment_rows")}
 _COALESCING = {"set", "_key_text"}
@@ -116,6 +116,8 @@ def _builtin_group(name: str) -> str | None:
     if "_ssl" in lowered or "'connect' of '_socket" in lowered:
         return CONNECT
     if any(word in lowered for word in ("_socket", "select.", "poll", "sendall")):
+        return SOCKET
+    if "'acquire' of '_thread.lock'" in lowered:  # waiting on core.write_pipeline's writer
         return SOCKET
     if "fsync" in lowered or "posix.rename" in lowered or "io.open" in lowered:
         return FILES
