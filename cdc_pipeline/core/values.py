@@ -124,9 +124,6 @@ class TextedDecimal128(Decimal128):
     def __str__(self) -> str:
         return self.text
 
-    def __getstate__(self) -> tuple[int, int]:
-        return Decimal128(self._value).__getstate__()
-
     def __reduce__(self) -> tuple[Any, ...]:
         return (TextedDecimal128, (self._value,))
 
