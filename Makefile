@@ -31,6 +31,7 @@ ui: install
 	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 ## bench: benchmarks on local servers (capture, load, peak RSS, scaling, latency) -> bench/results/
+##   (also one 200,000-row transaction, table mixed1tx; BENCH_ARGS="--one-transaction-rows 0" skips it)
 ##   BENCH_SIZES=10000,100000,1000000 make bench   the issue's full run (default 10000,100000)
 ##   BENCH_SOURCES=mariadb,mysql make bench        MySQL 9.7 too (builds the chroot first)
 ##   BENCH_ARGS="--runs 5"                          any other option of python -m bench.run --help

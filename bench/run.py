@@ -37,7 +37,13 @@ from bench.report import (
     summary_table,
 )
 from bench.servers import BenchServers, started_servers
-from bench.workload import TRANSACTION_ROWS, VARIANTS, drop_backlog, write_backlog
+from bench.workload import (
+    ONE_TRANSACTION,
+    TRANSACTION_ROWS,
+    VARIANTS,
+    drop_backlog,
+    write_backlog,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FORMAT = "cdc_pipeline-bench/1"
@@ -59,6 +65,17 @@ def _csv(kind: type, choices: tuple[str, ...] | None = None):  # type: ignore[no
     return parse
 
 
+def _row_count(text: str) -> int:
+    """A row count of 0 or more (underscores allowed: 200_000)."""
+    try:
+        count = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a row count") from None
+    if count < 0:
+        raise argparse.ArgumentTypeError("give 0 (skip) or a row count")
+    return count
+
+
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -69,6 +86,13 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         " run is 10000,100000,1000000)",
     )
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (default 3)")
+    parser.add_argument(
+        "--one-transaction-rows",
+        type=_row_count,
+        default=200_000,
+        help="also measure one backlog of mixed rows written as a single transaction of this"
+        f" many rows, reported as table '{ONE_TRANSACTION}' (default 200000; 0 skips it)",
+    )
     parser.add_argument(
         "--variants",
         type=_csv(str, tuple(VARIANTS)),
@@ -196,6 +220,12 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
                     backlog, figures = _bench_backlog(arguments, servers, source, variant, size)
                     backlogs.append(backlog)
                     stages.extend(figures)
+            if {"capture", "load"} & stages_wanted and arguments.one_transaction_rows:
+                backlog, figures = _bench_backlog(
+                    arguments, servers, source, ONE_TRANSACTION, arguments.one_transaction_rows
+                )
+                backlogs.append(backlog)
+                stages.extend(figures)
             if "latency" in arguments.stages and arguments.latency_seconds > 0:
                 _say(f"{source} latency: {arguments.runs} runs of product and stream phases")
                 runs = bench_latency(
@@ -223,6 +253,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
             "stages": arguments.stages,
             "seed": arguments.seed,
             "transaction_rows": TRANSACTION_ROWS,
+            "one_transaction_rows": arguments.one_transaction_rows,
             "mongo": "external (--mongo-uri)" if arguments.mongo_uri else "nx-27017",
         },
         "notes": [
@@ -230,6 +261,7 @@ def measure(arguments: argparse.Namespace) -> dict[str, Any]:
             " data; capture baseline: bare mysql-replication loop decoding every row; load"
             " baseline: bare pymongo insert_many of the same change-log documents",
             "peak RSS: VmHWM of the fresh process that ran the measured task",
+            f"table '{ONE_TRANSACTION}': the mixed table with all its rows in one transaction",
         ]
         + (["fewer than 3 runs: medians are not robust"] if arguments.runs < 3 else []),
         "machine": machine,

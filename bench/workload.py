@@ -8,6 +8,10 @@ Two table shapes (``VARIANTS``):
     * ``mixed``: INT key, INT, VARCHAR(64), DATETIME(6), DECIMAL(12,2), JSON;
     * ``narrow``: INT key and one INT.
 
+and one more backlog kind, ``ONE_TRANSACTION``: the mixed table with every row in a single
+transaction, which capture must keep whole in one segment (the memory figure for a large
+transaction).
+
 Values come from a seeded ``random.Random``, so the same sizes and seed write the same bytes.
 Only inserts are written: the rows per second of an insert-only backlog is the figure the
 issue asks for, and every row event then maps to one change-log document and one mirror upsert.
@@ -42,6 +46,10 @@ VARIANTS: dict[str, dict[str, str]] = {
         "insert": "INSERT INTO {table} (id, v) VALUES (%s, %s)",
     },
 }
+
+ONE_TRANSACTION = "mixed1tx"
+"""The mixed table, written as one transaction of all its rows (not in ``VARIANTS``: it is
+measured once, at its own size, rather than at every backlog size)."""
 
 _EPOCH = datetime(2026, 1, 1)
 _WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
@@ -106,10 +114,14 @@ def _point(server: SourceServer) -> tuple[BinlogPoint, list[str]]:
 def write_backlog(server: SourceServer, variant: str, rows: int, seed: int = 2026) -> Backlog:
     """Create a fresh table and insert ``rows`` rows in 1,000-row transactions.
 
-    The table is created (and its schema too) before the start point is read, so the backlog's
-    range holds only the row transactions.
+    ``variant`` is a key of ``VARIANTS`` or ``ONE_TRANSACTION`` (mixed rows, all in one
+    transaction). The table is created (and its schema too) before the start point is read, so
+    the backlog's range holds only the row transactions.
     """
-    spec = VARIANTS[variant]
+    one_transaction = variant == ONE_TRANSACTION
+    shape = "mixed" if one_transaction else variant
+    spec = VARIANTS[shape]
+    per_transaction = rows if one_transaction else TRANSACTION_ROWS
     schema = f"bench_{variant}_{rows}"
     table = "items"
     server.execute(
@@ -118,7 +130,7 @@ def write_backlog(server: SourceServer, variant: str, rows: int, seed: int = 202
         f"CREATE TABLE `{schema}`.`{table}` ({spec['columns']})",
     )
     start, _ = _point(server)
-    make_row = _mixed_row if variant == "mixed" else _narrow_row
+    make_row = _mixed_row if shape == "mixed" else _narrow_row
     rng = random.Random(f"{seed}-{variant}")
     insert = spec["insert"].format(table=f"`{schema}`.`{table}`")
     transactions = 0
@@ -126,8 +138,8 @@ def write_backlog(server: SourceServer, variant: str, rows: int, seed: int = 202
         contextlib.closing(server.connect(autocommit=False)) as connection,
         connection.cursor() as cursor,
     ):
-        for first in range(1, rows + 1, TRANSACTION_ROWS):
-            last = min(first + TRANSACTION_ROWS, rows + 1)
+        for first in range(1, rows + 1, per_transaction):
+            last = min(first + per_transaction, rows + 1)
             cursor.executemany(insert, [make_row(i, rng) for i in range(first, last)])
             connection.commit()
             transactions += 1
