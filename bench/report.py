@@ -153,7 +153,7 @@ def summary_table(report: dict[str, Any]) -> str:
         f"{report['options']['runs']} runs; ratio = product / baseline",
         "reference: capture, the C tool (mariadb-binlog/mysqlbinlog -v); load, insert_many of"
         " every document the product wrote (change log + mirrors)",
-        f"{'source':<8}{'table':<8}{'rows':>9}  {'stage':<8}{'product':<28}"
+        f"{'source':<8}{'table':<10}{'rows':>9}  {'stage':<8}{'product':<28}"
         f"{'baseline':<28}{'ratio':>7}  {'reference':<28}{'ratio':>7}",
     ]
     for item in report["stages"]:
@@ -161,7 +161,7 @@ def summary_table(report: dict[str, Any]) -> str:
         reference = series.get("reference") or series.get("insert_many_all")
         ratio_ref = item.get("ratio_vs_reference", item.get("ratio_vs_insert_many_all"))
         lines.append(
-            f"{item['source']:<8}{item['variant']:<8}{item['rows']:>9,}  {item['stage']:<8}"
+            f"{item['source']:<8}{item['variant']:<10}{item['rows']:>9,}  {item['stage']:<8}"
             f"{_rate(series['product']['rows_per_second']):<28}"
             f"{_rate(series[item['baseline']]['rows_per_second']):<28}"
             f"{_number(item['ratio_vs_baseline']):>7}  "
@@ -170,12 +170,12 @@ def summary_table(report: dict[str, Any]) -> str:
         )
     lines += ["", "peak RSS, MiB: median (min-max); ratio = product / baseline"]
     lines.append(
-        f"{'source':<8}{'table':<8}{'rows':>9}  {'stage':<8}{'product':<22}"
+        f"{'source':<8}{'table':<10}{'rows':>9}  {'stage':<8}{'product':<22}"
         f"{'baseline':<22}{'ratio':>7}"
     )
     for item in report["memory"]:
         lines.append(
-            f"{item['source']:<8}{item['variant']:<8}{item['rows']:>9,}  {item['stage']:<8}"
+            f"{item['source']:<8}{item['variant']:<10}{item['rows']:>9,}  {item['stage']:<8}"
             f"{_rate(item['product_peak_rss_mib']):<22}{_rate(item['baseline_peak_rss_mib']):<22}"
             f"{_number(item['ratio_vs_baseline']):>7}"
         )
@@ -183,13 +183,13 @@ def summary_table(report: dict[str, Any]) -> str:
         "",
         "scaling: least-squares seconds per 100k rows, fixed = intercept (start-up) seconds,",
         "linearity = per-row time at the largest backlog / at the smallest (1.0 = linear)",
-        f"{'source':<8}{'table':<8}{'stage':<8}{'series':<12}{'s/100k':>9}{'fixed s':>9}"
+        f"{'source':<8}{'table':<10}{'stage':<8}{'series':<16}{'s/100k':>9}{'fixed s':>9}"
         f"{'linearity':>11}  sizes",
     ]
     for item in report["scaling"]:
         sizes = ", ".join(f"{point['rows']:,}" for point in item["points"])
         lines.append(
-            f"{item['source']:<8}{item['variant']:<8}{item['stage']:<8}{item['series']:<12}"
+            f"{item['source']:<8}{item['variant']:<10}{item['stage']:<8}{item['series']:<16}"
             f"{item['seconds_per_100k_rows']:>9.2f}{_number(item['fixed_seconds']):>9}"
             f"{_number(item['linearity']):>11}  {sizes}"
         )
