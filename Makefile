@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 ## demo: start local servers, run the pipeline through Dagster, print a summary, stop
 demo: install system-deps
-	$(BIN)/python -m cdc_pipeline.demo
+	$(BIN)/python -m devtools.demo
 
 ## test: install everything (apt packages, venv, MySQL 9.7 chroot) and run the whole suite
 test: install system-deps mysql-chroot

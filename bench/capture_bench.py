@@ -1,7 +1,7 @@
 """Capture throughput: rows per second from the binlog to committed WAL segments.
 
 What is measured, on one backlog's binlog range, in separate processes:
-    * ``product``: ``cdc_pipeline.core.capture.capture_once`` with the default
+    * ``product``: ``cdc_pipeline.core.capture.tick.capture_once`` with the default
       ``CaptureSettings`` bounds, called until it reports ``caught_up`` (every tick connects,
       checks the source, decodes, converts to Extended JSON, writes zstd Parquet, fsyncs,
       digests and renames, exactly as the sensor does);
@@ -28,7 +28,7 @@ from bench.child import run_child
 
 if TYPE_CHECKING:  # the measured children import only what their loop needs
     from bench.workload import Backlog
-    from cdc_pipeline.local_servers import SourceServer
+    from devtools.local_servers import SourceServer
 
 SOURCE_NAME = "bench"
 _ROW_MARKERS = (b"### INSERT INTO ", b"### UPDATE ", b"### DELETE FROM ")
@@ -55,7 +55,7 @@ def measure_product_capture(arguments: dict[str, Any]) -> dict[str, Any]:
     """capture_once until caught up; rows are the row events written into segments."""
     import pandas  # noqa: F401  (pyarrow imports it on the first write: keep it untimed)
 
-    from cdc_pipeline.core.capture import capture_once
+    from cdc_pipeline.core.capture.tick import capture_once
     from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 
     settings = CaptureSettings(
@@ -127,7 +127,7 @@ def measure_library_capture(arguments: dict[str, Any]) -> dict[str, Any]:
 # -- the reference: the server's own C decoder ----------------------------------------------------
 def reference_command(server: SourceServer, backlog: Backlog) -> list[str]:
     """``mariadb-binlog -v`` / ``mysqlbinlog -v`` over exactly the backlog's binlog range."""
-    from cdc_pipeline.local_servers import MySQLServer
+    from devtools.local_servers import MySQLServer
 
     positions = [
         "-v",

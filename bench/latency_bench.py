@@ -37,7 +37,7 @@ from bench.capture_bench import SOURCE_NAME, bare_connection
 from bench.child import run_child
 
 if TYPE_CHECKING:
-    from cdc_pipeline.local_servers import SourceServer
+    from devtools.local_servers import SourceServer
 
 SCHEMA = "bench_latency"
 
@@ -66,10 +66,10 @@ def measure_product_latency(arguments: dict[str, Any]) -> dict[str, Any]:
     """capture_once + run_load in a loop until every written transaction was seen in MongoDB."""
     import pandas  # noqa: F401  (pyarrow imports it on the first write: keep it out of the loop)
 
-    from cdc_pipeline.core.capture import capture_once
-    from cdc_pipeline.core.loader import run_load
+    from cdc_pipeline.core.capture.tick import capture_once
+    from cdc_pipeline.core.load.loader import run_load
     from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
-    from cdc_pipeline.core.wal import WalPaths
+    from cdc_pipeline.core.wal.segment import WalPaths
 
     staging = Path(arguments["staging"])
     settings = CaptureSettings(
@@ -230,7 +230,7 @@ def bench_latency(
     seed: int,
 ) -> dict[str, list[dict[str, Any]]]:
     """``runs`` rounds of a product phase then a stream phase; per run the latency summary."""
-    from cdc_pipeline.core.source import read_state
+    from cdc_pipeline.core.mysql.source import read_state
 
     results: dict[str, list[dict[str, Any]]] = {"product": [], "stream": []}
     client: pymongo.MongoClient[Any] = pymongo.MongoClient(mongo_uri)

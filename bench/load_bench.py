@@ -2,7 +2,7 @@
 
 What is measured, on the WAL that capture wrote for one backlog, in separate processes, each
 into a fresh database on the same MongoDB server:
-    * ``product``: ``cdc_pipeline.core.loader.run_load`` (the path every loader takes: validate
+    * ``product``: ``cdc_pipeline.core.load.loader.run_load`` (the path every loader takes: validate
       each segment, register schema versions, replace-upsert one ``row_changes`` document per
       row event and one mirror document per key, write the checkpoint after the data);
     * ``insert_many`` (the baseline): a bare pymongo ``insert_many`` of the same change-log
@@ -49,9 +49,9 @@ def measure_product_load(arguments: dict[str, Any]) -> dict[str, Any]:
     """run_load of a private copy of the WAL (copied before timing) into a fresh database."""
     import pandas  # noqa: F401  (pyarrow may import it on the first read: keep it untimed)
 
-    from cdc_pipeline.core.loader import run_load
+    from cdc_pipeline.core.load.loader import run_load
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal import WalPaths
+    from cdc_pipeline.core.wal.segment import WalPaths
 
     staging = Path(tempfile.mkdtemp(prefix="load-", dir=arguments["workdir"]))
     try:
@@ -111,7 +111,7 @@ def bench_load(
     """``runs`` rounds: the product loads into a fresh database, then ``insert_many`` copies
     its change log into another fresh one, and ``insert_many_all`` every collection it wrote
     into a third; all are dropped after the round."""
-    from cdc_pipeline.core.mongo_sink import BULK_CHUNK
+    from cdc_pipeline.core.load.sink import BULK_CHUNK
 
     timeout = task_timeout(backlog.rows)
     product: list[dict[str, Any]] = []

@@ -6,7 +6,7 @@ MongoDB stand-in nx-27017 unless ``--mongo-uri``), writes the same backlog (``be
 
     * capture: ``bench.capture_bench.measure_product_capture``, i.e. ``capture_once`` called
       until it reports ``caught_up`` (binlog -> Extended JSON -> zstd Parquet WAL segments);
-    * load: ``cdc_pipeline.core.loader.run_load`` of exactly those segments into a fresh
+    * load: ``cdc_pipeline.core.load.loader.run_load`` of exactly those segments into a fresh
       database (validate, register schema versions, ``MongoSink.apply``, checkpoint).
 
 For each it prints the wall seconds and rows/s (under the profiler: cProfile makes
@@ -365,9 +365,9 @@ def run_load(
     profile: bool,
 ) -> Phase:
     """run_load of the captured segments into a fresh database, in this process."""
-    from cdc_pipeline.core.loader import run_load as product_load
+    from cdc_pipeline.core.load.loader import run_load as product_load
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal import WalPaths
+    from cdc_pipeline.core.wal.segment import WalPaths
 
     settings = MongoSettings(uri=servers.mongo_uri, database=database, compat=servers.mongo_compat)
     paths = WalPaths(staging, SOURCE_NAME)
@@ -517,8 +517,8 @@ def _warm_imports() -> None:
     import pandas  # noqa: F401  (pyarrow imports it on the first write/read)
     import pyarrow.parquet  # noqa: F401
 
-    import cdc_pipeline.core.capture
-    import cdc_pipeline.core.loader  # noqa: F401
+    import cdc_pipeline.core.capture.tick
+    import cdc_pipeline.core.load.loader  # noqa: F401
 
 
 def main(argv: list[str] | None = None) -> int:

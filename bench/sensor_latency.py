@@ -49,7 +49,7 @@ from bench.latency_bench import SCHEMA, _paced_writer, _percentiles
 from bench.servers import started_servers
 
 if TYPE_CHECKING:
-    from cdc_pipeline.local_servers import SourceServer
+    from devtools.local_servers import SourceServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FORMAT = "cdc_pipeline-bench-sensor-latency/1"
@@ -80,7 +80,7 @@ def _daemon_environment(
 
 
 def _start_daemon(environment: dict[str, str], tick: float, log: Path) -> subprocess.Popen[bytes]:
-    from cdc_pipeline.local_servers import _die_with_parent
+    from devtools.local_servers import _die_with_parent
 
     with log.open("ab") as handle:
         return subprocess.Popen(
@@ -169,8 +169,8 @@ def bench_sensor_latency(
     seed: int,
 ) -> list[dict[str, Any]]:
     """``runs`` sensor phases, each on a fresh table, database, WAL and DAGSTER_HOME."""
-    from cdc_pipeline.core.mongo_sink import mirror_collection
-    from cdc_pipeline.core.wal import WalPaths, list_segments
+    from cdc_pipeline.core.load.sink import mirror_collection
+    from cdc_pipeline.core.wal.segment import WalPaths, list_segments
 
     results: list[dict[str, Any]] = []
     rows = int(options["rows_per_transaction"])

@@ -1,6 +1,6 @@
 """The servers the benchmarks run against, started as child processes and stopped afterwards.
 
-Measures nothing. Uses ``cdc_pipeline.local_servers`` as the demo and the test fixtures do: a
+Measures nothing. Uses ``devtools.local_servers`` as the demo and the test fixtures do: a
 local MariaDB 10.11 and/or MySQL 9.7 (the cached chroot), and the MongoDB stand-in nx-27017 unless
 ``--mongo-uri`` names a real MongoDB. Every server is bound to 127.0.0.1, dies with this process
 (``PR_SET_PDEATHSIG``) and is stopped by its own PID, its data folder deleted, on the way out.
@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from cdc_pipeline.local_servers import (
+from devtools.local_servers import (
     LocalServer,
     MariaDBServer,
     MySQLServer,

@@ -27,8 +27,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cdc_pipeline.core.source import read_state
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.mysql.source import read_state
+from devtools.local_servers import SourceServer
 
 TRANSACTION_ROWS = 1_000
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError, StagingError
-from cdc_pipeline.core.wal import WalPaths, partition_key
+from cdc_pipeline.core.wal.segment import WalPaths, partition_key
 
 if TYPE_CHECKING:
     from cdc_pipeline.core.settings import CaptureSettings
@@ -93,7 +93,7 @@ def _explain(error: BaseException, command: str) -> str | None:
     from pymongo.errors import OperationFailure
 
     from cdc_pipeline.core.errors import SourceSettingError
-    from cdc_pipeline.core.retry import SinkUnavailableError
+    from cdc_pipeline.core.load.retry import SinkUnavailableError
 
     if isinstance(error, SinkUnavailableError):
         again = (
@@ -201,7 +201,7 @@ def _quarantine_sentence(paths: WalPaths, segment: Path) -> str:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.doctor import run_doctor
+    from cdc_pipeline.core.audit.doctor import run_doctor
     from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 
     capture = CaptureSettings.from_env()
@@ -236,7 +236,7 @@ def _capture(args: argparse.Namespace) -> int:
         )
     settings = CaptureSettings.from_env()
     _check_staging(WalPaths(settings.staging_dir, settings.source_name), create=True, write=True)
-    from cdc_pipeline.core.capture import capture_once
+    from cdc_pipeline.core.capture.tick import capture_once
 
     result = capture_once(settings)
     print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
@@ -244,8 +244,8 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
     from cdc_pipeline.core.settings import CaptureSettings
-    from cdc_pipeline.core.snapshot import SnapshotProgress, run_snapshot
 
     settings = CaptureSettings.from_env()
     _check_staging(WalPaths(settings.staging_dir, settings.source_name), create=True, write=True)
@@ -274,7 +274,7 @@ def _wal_paths() -> WalPaths:
 
 
 def _load(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.loader import LoadHaltedError, run_load
+    from cdc_pipeline.core.load.loader import LoadHaltedError, run_load
     from cdc_pipeline.core.settings import MongoSettings, SourceUrl
 
     if not args.pending:
@@ -302,9 +302,9 @@ def _load(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.audit.status import read_status
     from cdc_pipeline.core.settings import MongoSettings, SourceUrl
-    from cdc_pipeline.core.status import read_status
-    from cdc_pipeline.core.wal import sequence_of_partition
+    from cdc_pipeline.core.wal.segment import sequence_of_partition
 
     url = os.environ.get("CDC_MYSQL_URL", "").strip()
     source_url = SourceUrl.parse(url) if url else None
@@ -339,11 +339,11 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _recapture(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.mongo_sink import open_sink
-    from cdc_pipeline.core.recapture import recapture_from
-    from cdc_pipeline.core.retry import RetryPolicy
+    from cdc_pipeline.core.load.retry import RetryPolicy
+    from cdc_pipeline.core.load.sink import open_sink
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal import sequence_of_partition
+    from cdc_pipeline.core.wal.recapture import recapture_from
+    from cdc_pipeline.core.wal.segment import sequence_of_partition
 
     paths = _wal_paths()
     text = args.from_partition.strip()
@@ -373,8 +373,8 @@ def _require_select(settings: CaptureSettings) -> None:
     import pymysql
 
     from cdc_pipeline.core.errors import SourceSettingError
-    from cdc_pipeline.core.grants import has_wildcard
-    from cdc_pipeline.core.source import connect, query_one
+    from cdc_pipeline.core.mysql.grants import has_wildcard
+    from cdc_pipeline.core.mysql.source import connect, query_one
 
     def quoted(name: str) -> str:
         return "`" + name.replace("`", "``") + "`"
@@ -402,7 +402,7 @@ def _require_select(settings: CaptureSettings) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.reconcile import reconcile
+    from cdc_pipeline.core.audit.reconcile.run import reconcile
     from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 
     capture = CaptureSettings.from_env()

@@ -26,10 +26,10 @@ import hypothesis
 import pymongo
 import pytest
 
-from cdc_pipeline.core.mongo_sink import MongoSink
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
-from cdc_pipeline.core.wal import WalPaths
-from cdc_pipeline.local_servers import (
+from cdc_pipeline.core.wal.segment import WalPaths
+from devtools.local_servers import (
     MariaDBServer,
     MySQLServer,
     NxMongoServer,

@@ -18,12 +18,17 @@ from bson import json_util
 from pymongo.database import Database
 
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.mongo_sink import CHECKPOINTS, ROW_CHANGES, MongoSink, mirror_field
-from cdc_pipeline.core.source_rows import describe_table, list_tables, mirror_id, row_documents
+from cdc_pipeline.core.load.sink import CHECKPOINTS, ROW_CHANGES, MongoSink, mirror_field
+from cdc_pipeline.core.mysql.source_rows import (
+    describe_table,
+    list_tables,
+    mirror_id,
+    row_documents,
+)
 from cdc_pipeline.core.values import decode_document
-from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest, read_rows
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest, read_rows
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
+from devtools.local_servers import SourceServer
 
 
 def _canonical(value: Any, exact_int_width: bool = True) -> str:

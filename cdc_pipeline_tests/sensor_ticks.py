@@ -6,7 +6,7 @@ import dagster as dg
 
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
-from cdc_pipeline.local_servers import SourceServer
+from devtools.local_servers import SourceServer
 
 
 def capture_sensor_tick(

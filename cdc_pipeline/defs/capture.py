@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CaptureLockedError, CdcError
-from cdc_pipeline.core.loader import breaker_of, pending_count
-from cdc_pipeline.core.retention import retention_from_env, retire_loaded, retired_partitions
-from cdc_pipeline.core.wal import WalPaths, partition_keys, sequence_of_partition
+from cdc_pipeline.core.load.loader import breaker_of, pending_count
+from cdc_pipeline.core.load.retention import retention_from_env, retire_loaded, retired_partitions
+from cdc_pipeline.core.wal.segment import WalPaths, partition_keys, sequence_of_partition
 from cdc_pipeline.defs.load import load_batch_job
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource

@@ -7,9 +7,9 @@ partitions of the segments it captured, and reports them as materialized.
 
 import dagster as dg
 
-from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.loader import SegmentLoad, run_load
-from cdc_pipeline.core.wal import WalPaths, partition_keys
+from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.load.loader import SegmentLoad, run_load
+from cdc_pipeline.core.wal.segment import WalPaths, partition_keys
 from cdc_pipeline.defs.load import load_metadata
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource

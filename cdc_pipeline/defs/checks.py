@@ -19,22 +19,22 @@ import os
 
 import dagster as dg
 
-from cdc_pipeline.core.continuity import check_chain, gather_chain
-from cdc_pipeline.core.duplicates import DuplicateReport, check_change_log, check_wal
+from cdc_pipeline.core.audit.duplicates import DuplicateReport, check_change_log, check_wal
+from cdc_pipeline.core.audit.headroom import headroom_for, retention_warn_seconds_from_env
+from cdc_pipeline.core.audit.lag import LagThresholds, judge_lag
+from cdc_pipeline.core.audit.reconcile.run import reconcile
+from cdc_pipeline.core.audit.status import read_status
+from cdc_pipeline.core.capture.snapshot_plan import describe_recovery, read_recoveries
 from cdc_pipeline.core.errors import CdcError
-from cdc_pipeline.core.headroom import headroom_for, retention_warn_seconds_from_env
-from cdc_pipeline.core.lag import LagThresholds, judge_lag
-from cdc_pipeline.core.mongo_sink import open_sink
-from cdc_pipeline.core.reconcile import reconcile
-from cdc_pipeline.core.retry import RetryPolicy
+from cdc_pipeline.core.load.retry import RetryPolicy
+from cdc_pipeline.core.load.sink import open_sink
 from cdc_pipeline.core.settings import (
     seconds_from_env,
     source_name_from_env,
     staging_dir_from_env,
 )
-from cdc_pipeline.core.snapshot_plan import describe_recovery, read_recoveries
-from cdc_pipeline.core.status import read_status
-from cdc_pipeline.core.wal import WalPaths
+from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
+from cdc_pipeline.core.wal.segment import WalPaths
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 CHECK_RETRY = RetryPolicy(deadline=5.0)

@@ -11,11 +11,17 @@ from typing import Any
 import dagster as dg
 
 from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.loader import SegmentLoad, breaker_of, pending_count, quarantine, run_load
-from cdc_pipeline.core.retry import SinkUnavailableError
+from cdc_pipeline.core.load.loader import (
+    SegmentLoad,
+    breaker_of,
+    pending_count,
+    quarantine,
+    run_load,
+)
+from cdc_pipeline.core.load.retry import SinkUnavailableError
 from cdc_pipeline.core.settings import SourceUrl, staging_dir_from_env
-from cdc_pipeline.core.validation import validate_segment
-from cdc_pipeline.core.wal import WalPaths, sequence_of_partition, source_of_partition
+from cdc_pipeline.core.wal.segment import WalPaths, sequence_of_partition, source_of_partition
+from cdc_pipeline.core.wal.validation import validate_segment
 from cdc_pipeline.defs.load_history import recent_loads
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource

@@ -7,8 +7,8 @@ the totals are the run's output metadata. Running it again after an interruption
 
 import dagster as dg
 
-from cdc_pipeline.core.snapshot import SnapshotProgress, run_snapshot
-from cdc_pipeline.core.wal import WalPaths, partition_keys
+from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
+from cdc_pipeline.core.wal.segment import WalPaths, partition_keys
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import SourceResource
 

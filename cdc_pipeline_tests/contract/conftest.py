@@ -27,8 +27,8 @@ import pymongo
 import pytest
 from pymongo.database import Database
 
-from cdc_pipeline.local_servers import LocalServer, new_data_dir
 from cdc_pipeline_tests.conftest import MongoTarget
+from devtools.local_servers import LocalServer, new_data_dir
 
 REPO = Path(__file__).resolve().parents[2]
 ENSURE_MONGOECO = REPO / "scripts" / "ensure_mongoeco.sh"

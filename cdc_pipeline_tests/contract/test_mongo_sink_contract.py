@@ -19,7 +19,7 @@ from bson import ObjectId, json_util
 from pymongo.database import Database
 from pymysqlreplication.constants import FIELD_TYPE
 
-from cdc_pipeline.core.mongo_sink import (
+from cdc_pipeline.core.load.sink import (
     CHECKPOINTS,
     DDL_HISTORY,
     ROW_CHANGES,
@@ -29,9 +29,9 @@ from cdc_pipeline.core.mongo_sink import (
     mirror_document,
 )
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
-from cdc_pipeline.core.validation import SCHEMA_VERSIONS, register_schema_versions
 from cdc_pipeline.core.values import decode_document, encode_document
-from cdc_pipeline.core.wal import Manifest
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.validation import SCHEMA_VERSIONS, register_schema_versions
 from cdc_pipeline_tests.contract.conftest import ContractBackend
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.breaker import BreakerState, SinkBreaker
 from cdc_pipeline.core.errors import StagingError
+from cdc_pipeline.core.load.breaker import BreakerState, SinkBreaker
 
 START = datetime(2024, 5, 1, 12, 3, 7, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cdc_pipeline.core.continuity import Link, check_chain
+from cdc_pipeline.core.wal.continuity import Link, check_chain
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 

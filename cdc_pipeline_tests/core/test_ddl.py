@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_pipeline.core.ddl import classify_ddl
+from cdc_pipeline.core.mysql.ddl import classify_ddl
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from cdc_pipeline.core.doctor import (
+from cdc_pipeline.core.audit.doctor import (
     Finding,
     check_staging,
     evaluate_source,
 )
-from cdc_pipeline.core.grants import parse_grant
 from cdc_pipeline.core.gtid import Flavor
+from cdc_pipeline.core.mysql.grants import parse_grant
 
 MYSQL_GOOD = {
     "log_bin": "ON",

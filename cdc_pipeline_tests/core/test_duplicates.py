@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cdc_pipeline.core.duplicates import check_wal
-from cdc_pipeline.core.wal import Manifest, SegmentWriter, WalPaths
+from cdc_pipeline.core.audit.duplicates import check_wal
+from cdc_pipeline.core.wal.segment import Manifest, SegmentWriter, WalPaths
 from cdc_pipeline_tests.core.test_retention import row
 
 

@@ -9,18 +9,18 @@ from typing import Any
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 
-from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.mongo_sink import MongoSink
-from cdc_pipeline.core.reconcile_compare import (
+from cdc_pipeline.core.audit.reconcile.compare import (
     Comparison,
     TableComparison,
     differing_fields,
     expected_document,
 )
-from cdc_pipeline.core.reconcile_report import ReconcileReport, StrayMirror, TableResult
-from cdc_pipeline.core.reconcile_strays import table_of_collection
-from cdc_pipeline.core.reconcile_touched import SegmentSpan, ddl_touches, touched_by
-from cdc_pipeline.core.source_rows import SourceTable
+from cdc_pipeline.core.audit.reconcile.report import ReconcileReport, StrayMirror, TableResult
+from cdc_pipeline.core.audit.reconcile.strays import table_of_collection
+from cdc_pipeline.core.audit.reconcile.touched import SegmentSpan, ddl_touches, touched_by
+from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.load.sink import MongoSink
+from cdc_pipeline.core.mysql.source_rows import SourceTable
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 

@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
-from cdc_pipeline.core import retention, wal
-from cdc_pipeline.core.capture import wal_end
+from cdc_pipeline.core.capture.tick import wal_end
 from cdc_pipeline.core.errors import CaptureLockedError, ConfigError, StagingError
-from cdc_pipeline.core.retention import (
+from cdc_pipeline.core.load import retention
+from cdc_pipeline.core.load.retention import (
     read_ledger,
     retention_from_env,
     retire_segments,
     retired_partitions,
 )
-from cdc_pipeline.core.wal import (
+from cdc_pipeline.core.wal import segment as wal
+from cdc_pipeline.core.wal.segment import (
     Manifest,
     SegmentWriter,
     WalPaths,

@@ -23,7 +23,7 @@ from pymongo.errors import (
 )
 
 from cdc_pipeline.core.errors import CdcError
-from cdc_pipeline.core.retry import (
+from cdc_pipeline.core.load.retry import (
     RETRYABLE_CODES,
     RetryPolicy,
     SinkUnavailableError,

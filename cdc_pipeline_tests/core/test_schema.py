@@ -13,8 +13,8 @@ import pytest
 from pymysqlreplication.column import Column
 from pymysqlreplication.constants import FIELD_TYPE
 
-from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.errors import SourceSettingError
+from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.schema import (
     ColumnSpec,
     TableSchema,

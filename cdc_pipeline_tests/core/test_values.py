@@ -21,8 +21,11 @@ from hypothesis import strategies as st
 from pymysqlreplication.constants import CHARSET, FIELD_TYPE
 from pymysqlreplication.row_event import TableMapEvent, find_charset
 
-from cdc_pipeline.core.decoder_fixes import _sync_column_info_with_labels, install_decoder_fixes
 from cdc_pipeline.core.errors import SourceSettingError
+from cdc_pipeline.core.mysql.decoder_fixes import (
+    _sync_column_info_with_labels,
+    install_decoder_fixes,
+)
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 from cdc_pipeline.core.values import (
     ValueConversionError,
@@ -607,7 +610,7 @@ def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[
 def test_decoding_decimals_as_strings_equals_converting_the_decoded_document(
     document: dict[str, Any],
 ) -> None:
-    from cdc_pipeline.core.mongo_sink import _decimals_to_strings
+    from cdc_pipeline.core.load.sink import _decimals_to_strings
 
     text = encode_document(document)
     expected = _decimals_to_strings(decode_document(text))

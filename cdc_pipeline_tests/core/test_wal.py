@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from cdc_pipeline.core.errors import CaptureLockedError, CorruptSegmentError, StagingError
-from cdc_pipeline.core.wal import (
+from cdc_pipeline.core.wal.segment import (
     Manifest,
     SegmentWriter,
     WalPaths,
@@ -130,7 +130,7 @@ def test_verification_refuses_a_damaged_segment(tmp_path: Path, damage: str) -> 
         rewritten = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
         pq.write_table(rewritten, path)
         # Even with a matching byte digest, the rows no longer match the manifest.
-        from cdc_pipeline.core.wal import file_sha256
+        from cdc_pipeline.core.wal.segment import file_sha256
 
         path.with_suffix(".sha256").write_text(file_sha256(path))
     with pytest.raises(CorruptSegmentError) as raised:
@@ -159,7 +159,7 @@ def test_the_staging_lock_refuses_a_second_process_and_dies_with_its_holder(tmp_
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path;"
-            "from cdc_pipeline.core.wal import WalPaths, capture_lock;"
+            "from cdc_pipeline.core.wal.segment import WalPaths, capture_lock;"
             f"ctx = capture_lock(WalPaths(Path({str(tmp_path)!r}), 'default')); ctx.__enter__();"
             "print('locked', flush=True); time.sleep(60)",
         ],
@@ -184,7 +184,7 @@ def test_row_digest_line_is_the_format_every_existing_segment_was_written_with()
     import json
     from datetime import UTC, datetime
 
-    from cdc_pipeline.core.wal import COLUMNS, _digest_line
+    from cdc_pipeline.core.wal.segment import COLUMNS, _digest_line
 
     row: dict[str, object] = {name: f'{name} ü ✓ "q"' for name in COLUMNS}
     row["row_index"] = 7

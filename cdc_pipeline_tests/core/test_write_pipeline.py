@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cdc_pipeline.core.write_pipeline import WritePipeline
+from cdc_pipeline.core.load.write_pipeline import WritePipeline
 
 
 def test_calls_run_in_submission_order_off_the_caller_thread() -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 import dagster as dg
 from pymongo import monitoring
 
-from cdc_pipeline.core import wal
+from cdc_pipeline.core.wal import segment as wal
 from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource

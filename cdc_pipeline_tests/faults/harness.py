@@ -31,12 +31,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal import WalPaths, list_segments, read_rows
-from cdc_pipeline.local_servers import SourceServer, _die_with_parent
-from cdc_pipeline.sample_workload import Workload
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_rows
 from cdc_pipeline_tests.audit import audit
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events, executed_gtids
 from cdc_pipeline_tests.conftest import MongoTarget
@@ -45,6 +43,8 @@ from cdc_pipeline_tests.pipeline_checks import (
     checkpoint_matches_source,
     mirror_differences,
 )
+from devtools.local_servers import SourceServer, _die_with_parent
+from devtools.sample_workload import Workload
 
 SOAK = float(os.environ.get("CDC_SOAK_FACTOR", "1"))
 """Multiplies every scenario's iteration count (``CDC_SOAK_FACTOR=10`` for a longer soak)."""

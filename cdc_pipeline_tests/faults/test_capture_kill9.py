@@ -21,10 +21,16 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest, read_rows, verify_segment
-from cdc_pipeline.local_servers import SourceServer
-from cdc_pipeline.sample_workload import Workload
+from cdc_pipeline.core.wal.segment import (
+    WalPaths,
+    list_segments,
+    read_manifest,
+    read_rows,
+    verify_segment,
+)
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
+from devtools.local_servers import SourceServer
+from devtools.sample_workload import Workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.local_servers import NxMongoServer, SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.faults.harness import (
     FaultPipeline,
@@ -26,6 +25,7 @@ from cdc_pipeline_tests.faults.harness import (
     seed_for,
     workload_for,
 )
+from devtools.local_servers import NxMongoServer, SourceServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -26,7 +26,6 @@ from pathlib import Path
 import pymysql
 import pytest
 
-from cdc_pipeline.local_servers import NxMongoServer, SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.faults.harness import (
     FaultPipeline,
@@ -36,6 +35,7 @@ from cdc_pipeline_tests.faults.harness import (
     workload_for,
 )
 from cdc_pipeline_tests.faults.proxy import SlowLink
+from devtools.local_servers import NxMongoServer, SourceServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.capture import capture_once, wal_end
-from cdc_pipeline.core.recapture import recapture_from
+from cdc_pipeline.core.capture.tick import capture_once, wal_end
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal.recapture import recapture_from
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.faults.harness import FaultPipeline, Outcome, seed_for, workload_for
+from devtools.local_servers import SourceServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.faults.harness import FaultPipeline, Outcome, seed_for, workload_for
+from devtools.local_servers import SourceServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.mongo_sink import CHECKPOINTS
+from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.load.sink import CHECKPOINTS
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.local_servers import SourceServer
-from cdc_pipeline.sample_workload import Workload
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import dump
+from devtools.local_servers import SourceServer
+from devtools.sample_workload import Workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,13 +17,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cdc_pipeline.core.breaker import SinkBreaker
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.load.breaker import SinkBreaker
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal import WalPaths, list_segments
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments
 from cdc_pipeline.definitions import defs
-from cdc_pipeline.local_servers import NxMongoServer, SourceServer
-from cdc_pipeline.sample_workload import Workload
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import (
@@ -32,6 +30,8 @@ from cdc_pipeline_tests.pipeline_checks import (
     mirror_differences,
 )
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
+from devtools.local_servers import NxMongoServer, SourceServer
+from devtools.sample_workload import Workload
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults, pytest.mark.mongo_kill]
 

@@ -14,8 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cdc_pipeline.core import wal
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import (
     BinlogPurgedError,
     CaptureLockedError,
@@ -25,8 +24,15 @@ from cdc_pipeline.core.errors import (
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.core.values import decode_document
-from cdc_pipeline.core.wal import WalPaths, capture_lock, list_segments, read_rows, verify_segment
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal import segment as wal
+from cdc_pipeline.core.wal.segment import (
+    WalPaths,
+    capture_lock,
+    list_segments,
+    read_rows,
+    verify_segment,
+)
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 
@@ -259,7 +265,7 @@ def test_an_explicit_start_position_captures_from_there(
 def test_a_different_server_is_refused_not_followed(
     source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
 ) -> None:
-    from cdc_pipeline.local_servers import MariaDBServer, MySQLServer, new_data_dir
+    from devtools.local_servers import MariaDBServer, MySQLServer, new_data_dir
 
     table = f"`{source_schema}`.t"
     source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
@@ -293,7 +299,9 @@ def test_a_purge_between_the_check_and_the_connect_is_caught_from_the_stream(
     source_server.execute(f"INSERT INTO {table} VALUES (1)")
     source_server.purge_binlogs()
     # Pretend the pre-connect check ran before the purge: the server's 1236 must still stop us.
-    monkeypatch.setattr("cdc_pipeline.core.capture._check_resumable", lambda start, state: None)
+    monkeypatch.setattr(
+        "cdc_pipeline.core.capture.tick._check_resumable", lambda start, state: None
+    )
     with pytest.raises(BinlogPurgedError) as raised:
         capture_once(capture_settings)
     assert "1236" in str(raised.value)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.local_servers import SourceServer
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

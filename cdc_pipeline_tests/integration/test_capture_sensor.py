@@ -14,13 +14,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.load import load_batch_job
-from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import checkpoint_matches_source, mirror_differences
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

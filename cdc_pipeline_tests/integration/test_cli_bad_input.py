@@ -16,9 +16,8 @@ import pytest
 from pymongo.errors import OperationFailure
 
 from cdc_pipeline import cli
-from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.wal import WalPaths, list_segments
-from cdc_pipeline.local_servers import MariaDBServer, SourceServer, free_port, new_data_dir
+from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments
 from cdc_pipeline_tests.conftest import MongoTarget, make_capture_settings
 from cdc_pipeline_tests.integration.test_cli_errors import (
     PROJECT,
@@ -26,6 +25,7 @@ from cdc_pipeline_tests.integration.test_cli_errors import (
     cdc_user,
     run_cli,
 )
+from devtools.local_servers import MariaDBServer, SourceServer, free_port, new_data_dir
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ import pytest
 
 from cdc_pipeline import cli
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal import WalPaths
-from cdc_pipeline.local_servers import SourceServer, free_port
+from cdc_pipeline.core.wal.segment import WalPaths
 from cdc_pipeline_tests.conftest import MongoTarget
+from devtools.local_servers import SourceServer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -29,14 +29,14 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def _capture_importable() -> bool:
     try:
-        importlib.import_module("cdc_pipeline.core.capture")
+        importlib.import_module("cdc_pipeline.core.capture.tick")
     except ImportError:
         return False
     return True
 
 
 needs_capture = pytest.mark.skipif(
-    not _capture_importable(), reason="cdc_pipeline.core.capture is not importable yet"
+    not _capture_importable(), reason="cdc_pipeline.core.capture.tick is not importable yet"
 )
 
 
@@ -235,7 +235,7 @@ class _FakeResult:
 
 
 def _fake_capture_module(capture_once: object) -> types.ModuleType:
-    module = types.ModuleType("cdc_pipeline.core.capture")
+    module = types.ModuleType("cdc_pipeline.core.capture.tick")
     module.capture_once = capture_once  # type: ignore[attr-defined]
     return module
 
@@ -250,7 +250,7 @@ def test_capture_once_prints_the_summary_or_json(
         return _FakeResult()
 
     monkeypatch.setitem(
-        sys.modules, "cdc_pipeline.core.capture", _fake_capture_module(capture_once)
+        sys.modules, "cdc_pipeline.core.capture.tick", _fake_capture_module(capture_once)
     )
     monkeypatch.setenv("CDC_MYSQL_URL", "mysql://cdc:pw@127.0.0.1:3306")
     monkeypatch.setenv("CDC_STAGING_DIR", str(tmp_path))
@@ -268,7 +268,7 @@ def test_an_unexpected_error_is_one_scrubbed_line_unless_debug(
         raise RuntimeError(f"boom\nwhile talking to {settings.source_url.password}")
 
     monkeypatch.setitem(
-        sys.modules, "cdc_pipeline.core.capture", _fake_capture_module(capture_once)
+        sys.modules, "cdc_pipeline.core.capture.tick", _fake_capture_module(capture_once)
     )
     monkeypatch.setenv("CDC_MYSQL_URL", "mysql://cdc:Unexp3cted-pw@127.0.0.1:3306")
     assert cli.main(["capture", "--once"]) == 1

@@ -15,16 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.doctor import Finding, check_mongo, check_source, run_doctor
+from cdc_pipeline.core.audit.doctor import Finding, check_mongo, check_source, run_doctor
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
-from cdc_pipeline.local_servers import (
+from cdc_pipeline_tests.conftest import SOURCE_FLAVORS, MongoTarget
+from devtools.local_servers import (
     MariaDBServer,
     MySQLServer,
     SourceServer,
     free_port,
     new_data_dir,
 )
-from cdc_pipeline_tests.conftest import SOURCE_FLAVORS, MongoTarget
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from cdc_pipeline.core.gtid import GtidSet, lost_gtids, unknown_to_server
-from cdc_pipeline.local_servers import MySQLServer, SourceServer
 from cdc_pipeline_tests.conftest import SOURCE_FLAVORS
+from devtools.local_servers import MySQLServer, SourceServer
 
 pytestmark = pytest.mark.integration
 

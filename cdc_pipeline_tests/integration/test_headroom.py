@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.audit.headroom import HeadroomReport, headroom_for
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.headroom import HeadroomReport, headroom_for
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal import WalPaths
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal.segment import WalPaths
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -17,13 +17,12 @@ from typing import Any
 
 import pytest
 
-from cdc_pipeline.core.capture import capture_once
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.loader import LoadHaltedError, load_pending, source_rebaseline
-from cdc_pipeline.core.mongo_sink import CHECKPOINTS, ROW_CHANGES, MongoSink
+from cdc_pipeline.core.load.loader import LoadHaltedError, load_pending, source_rebaseline
+from cdc_pipeline.core.load.sink import CHECKPOINTS, ROW_CHANGES, MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
-from cdc_pipeline.core.wal import WalPaths, list_segments
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import (
@@ -32,6 +31,7 @@ from cdc_pipeline_tests.pipeline_checks import (
     dump,
     mirror_differences,
 )
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -17,16 +17,16 @@ from typing import Any
 import pytest
 
 from cdc_pipeline import cli
-from cdc_pipeline.core.capture import capture_once
-from cdc_pipeline.core.loader import loader_lock, run_load, segment_rows
-from cdc_pipeline.core.mongo_sink import MIRROR_STATUS, MongoSink, id_filter
-from cdc_pipeline.core.reconcile import reconcile
-from cdc_pipeline.core.reconcile_attempt import CAPTURE_BEHIND, TOUCHED
-from cdc_pipeline.core.reconcile_report import ReconcileReport
+from cdc_pipeline.core.audit.reconcile.attempt import CAPTURE_BEHIND, TOUCHED
+from cdc_pipeline.core.audit.reconcile.report import ReconcileReport
+from cdc_pipeline.core.audit.reconcile.run import reconcile
+from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.load.loader import loader_lock, run_load, segment_rows
+from cdc_pipeline.core.load.sink import MIRROR_STATUS, MongoSink, id_filter
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
-from cdc_pipeline.core.wal import WalPaths, list_segments, read_manifest
-from cdc_pipeline.local_servers import SourceServer
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
 from cdc_pipeline_tests.conftest import MongoTarget
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 import pytest
 
-from cdc_pipeline.core.binlog import BinlogReader, Idle, RowImage
+from cdc_pipeline.core.mysql.binlog import BinlogReader, Idle, RowImage
+from cdc_pipeline.core.mysql.source import MariadbJsonColumns, read_state
+from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
 from cdc_pipeline.core.schema import TableSchema, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.snapshot_schema import table_schema_from_source
-from cdc_pipeline.core.source import MariadbJsonColumns, read_state
 from cdc_pipeline.core.values import ValueConversionError
-from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.integration.test_type_mapping import (
     CREATE_EVERY_TYPE,
     ROW_TYPICAL,
@@ -29,6 +28,7 @@ from cdc_pipeline_tests.integration.test_type_mapping import (
     _json_columns,
     _read_rows,
 )
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

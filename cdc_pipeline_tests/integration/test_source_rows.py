@@ -14,23 +14,22 @@ from typing import Any
 
 import pytest
 
-from cdc_pipeline.core.schema import with_json_columns
-from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.source import connect
-from cdc_pipeline.core.source_rows import (
+from cdc_pipeline.core.mysql.source import connect
+from cdc_pipeline.core.mysql.source_rows import (
     describe_table,
     list_tables,
     mirror_id,
     row_documents,
     row_hash,
 )
+from cdc_pipeline.core.schema import with_json_columns
+from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.values import (
     ValueConversionError,
     convert_row,
     decode_document,
     encode_document,
 )
-from cdc_pipeline.local_servers import SourceServer
 from cdc_pipeline_tests.integration.test_type_mapping import (
     COLUMN_ORDER,
     CREATE_EVERY_TYPE,
@@ -44,6 +43,7 @@ from cdc_pipeline_tests.integration.test_type_mapping import (
     _same,
     expected_rows,
 )
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ from pymysqlreplication.event import GtidEvent, HeartbeatLogEvent, MariadbGtidEv
 from pymysqlreplication.row_event import WriteRowsEvent
 
 from cdc_pipeline.core.gtid import GtidSet, parse_gtid
-from cdc_pipeline.local_servers import SourceServer
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import WriteRowsEvent
 
-from cdc_pipeline.core.decoder_fixes import install_decoder_fixes
+from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.schema import (
     TableSchema,
     schema_diff,
@@ -31,7 +31,7 @@ from cdc_pipeline.core.values import (
     decode_document,
     encode_document,
 )
-from cdc_pipeline.local_servers import SourceServer
+from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
 

@@ -26,9 +26,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
 from cdc_pipeline.definitions import defs
-from cdc_pipeline.local_servers import MariaDBServer, free_port
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
+from devtools.local_servers import MariaDBServer, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,0 +1,175 @@
+"""``cdc-pipeline status``: where the source, the WAL and MongoDB stand, and the lag between.
+
+Each part is read independently and a part that cannot be read is reported as such, so status
+works (and says what is down) during an outage of the source or the sink.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cdc_pipeline.core.capture.snapshot_plan import load_plan
+from cdc_pipeline.core.capture.tick import caught_up_at, wal_end
+from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.load.loader import breaker_of, sequence_of
+from cdc_pipeline.core.load.retry import RetryPolicy
+from cdc_pipeline.core.load.sink import open_sink
+from cdc_pipeline.core.mysql.source import connect, read_state
+from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+
+
+@dataclass
+class Status:
+    source: str
+    source_gtid: str | None = None
+    source_binlog: str | None = None
+    source_error: str | None = None
+    captured_gtid: str | None = None
+    last_segment: str | None = None
+    applied_gtid: str | None = None
+    applied_partition: str | None = None
+    sink_error: str | None = None
+    pending_segments: int = 0
+    lag_seconds: float | None = None
+    lag_transactions: int | None = None
+    unapplied_gtids: str = ""
+    oldest_pending: str | None = None
+    lag_basis: str = ""
+    breaker: str = "closed"
+    breaker_text: str = ""
+    snapshot: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def lines(self) -> list[str]:
+        lag = "unknown" if self.lag_seconds is None else f"{self.lag_seconds:.1f} s"
+        transactions = "unknown" if self.lag_transactions is None else f"{self.lag_transactions:,}"
+        return [
+            f"source      {self.source_gtid or self.source_error or '?'}"
+            + (f" ({self.source_binlog})" if self.source_binlog else ""),
+            f"captured    {self.captured_gtid or 'nothing yet'}"
+            + (f" (last segment {self.last_segment})" if self.last_segment else ""),
+            f"applied     {self.applied_gtid or self.sink_error or 'nothing yet'}"
+            + (f" (through {self.applied_partition})" if self.applied_partition else ""),
+            f"pending     {self.pending_segments} segments",
+            f"lag         {lag}, {transactions} transactions",
+            f"mongodb     {self.breaker_text}"
+            + (
+                " as the loader last saw it, but it could not be read now"
+                if self.sink_error and self.breaker == "closed"
+                else ""
+            ),
+        ] + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
+
+
+def _oldest_unapplied_age(
+    paths: WalPaths, pending: list[Path], applied_committed_at: str | None
+) -> tuple[float | None, str]:
+    """Seconds since the oldest transaction not yet applied committed, and how it is known.
+
+    Exact when that transaction is in a pending segment (its commit time is in the manifest).
+    When capture has not read it yet, its commit time is unknown, but it is later than both the
+    last applied commit and the last moment capture had everything the source had executed
+    (``caught_up.json``): the later of the two gives an upper bound on the age.
+    """
+    now = datetime.now(UTC)
+    oldest = next(
+        (m.first_committed_at for m in map(read_manifest, pending) if m.first_committed_at), None
+    )
+    if oldest:
+        return (now - datetime.fromisoformat(oldest)).total_seconds(), "oldest pending segment"
+    bounds = [datetime.fromisoformat(applied_committed_at)] if applied_committed_at else []
+    caught_up = caught_up_at(paths)
+    if caught_up is not None:
+        bounds.append(caught_up)
+    if not bounds:
+        return None, "unknown: nothing applied and capture never caught up"
+    return max(0.0, (now - max(bounds)).total_seconds()), "upper bound: not captured yet"
+
+
+def read_status(
+    paths: WalPaths, source_url: SourceUrl | None, mongo: MongoSettings | None
+) -> Status:
+    status = Status(source=paths.root.name)
+    source_executed: GtidSet | None = None
+    if source_url is not None:
+        try:
+            with connect(source_url) as connection:
+                state = read_state(connection)
+            source_executed = state.executed
+            status.source_gtid = str(state.executed)
+            status.source_binlog = f"{state.binlog_file}:{state.binlog_pos}"
+        except CdcError as error:
+            status.source_error = str(error)
+    end = wal_end(paths)
+    segments = list_segments(paths)
+    if end is not None:
+        status.captured_gtid = str(end.gtid)
+    if segments:
+        status.last_segment = segments[-1].name
+    applied: GtidSet | None = None
+    applied_sequence = 0
+    applied_committed_at: str | None = None
+    if mongo is not None:
+        try:
+            with open_sink(mongo, RetryPolicy(deadline=5.0)) as sink:
+                checkpoint = sink.read_checkpoint(paths.root.name)
+            if checkpoint is not None:
+                applied = GtidSet.parse(
+                    checkpoint.gtid, "mariadb" if checkpoint.flavor == "mariadb" else "mysql"
+                )
+                applied_sequence = checkpoint.last_sequence
+                applied_committed_at = checkpoint.last_committed_at
+                status.applied_gtid = checkpoint.gtid
+                status.applied_partition = checkpoint.last_partition
+        except CdcError as error:
+            status.sink_error = str(error)
+    if applied is None and status.sink_error is None and paths.origin.exists():
+        # Nothing loaded yet: everything since capture's origin is still to be applied.
+        origin = json.loads(paths.origin.read_text())
+        applied = GtidSet.parse(origin["gtid"], origin["flavor"])
+    pending = [path for path in segments if sequence_of(path) > applied_sequence]
+    status.pending_segments = len(pending)
+    if pending:
+        status.oldest_pending = read_manifest(pending[0]).partition_key
+    if source_executed is not None and applied is not None:
+        missing = source_executed - applied
+        status.lag_transactions = missing.count()
+        status.unapplied_gtids = missing.describe()
+        if not missing:
+            status.lag_seconds, status.lag_basis = 0.0, "everything executed is applied"
+        else:
+            status.lag_seconds, status.lag_basis = _oldest_unapplied_age(
+                paths, pending, applied_committed_at
+            )
+    status.snapshot = _snapshot_text(paths)
+    breaker = breaker_of(paths, mongo.breaker_probe_seconds if mongo else 60.0)
+    status.breaker = breaker.read().state
+    status.breaker_text = breaker.describe(status.pending_segments)
+    return status
+
+
+def _snapshot_text(paths: WalPaths) -> str:
+    """The newest snapshot's state in one line ("" when none was ever taken)."""
+    try:
+        plan = load_plan(paths)
+    except CdcError as error:
+        return str(error)
+    if plan is None:
+        return ""
+    rows = sum(int(record.get("rows_done", 0)) for record in plan.progress.values())
+    done = sum(bool(record.get("done")) for record in plan.progress.values())
+    text = (
+        f"{plan.snapshot_id} {plan.status}: {done} of {len(plan.table_names)} tables, {rows:,} rows"
+    )
+    if plan.status == "running":
+        text += " (interrupted or still running: 'cdc-pipeline snapshot' resumes it)"
+    return text

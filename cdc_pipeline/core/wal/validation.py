@@ -1,0 +1,198 @@
+"""Validate a WAL segment before anything of it is applied, and register its schema versions.
+
+Invariants:
+    * ``validate_segment`` reads the segment once more from disk, in one pass, and checks its
+      bytes, its rows against the manifest (checksum, counts), and every row against its
+      declared schema version (the exact ordered column names of its before/after images, the
+      op's images, the event id) and inside the segment's GTID range (``end_gtid -
+      start_gtid``: a row outside it was already staged by another segment, and applying it
+      again would replay old row images); a segment with any problem is reported, never
+      partly accepted;
+    * ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first record
+      wins, so re-running a load never rewrites history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pymongo import UpdateOne
+from pymongo.database import Database
+
+from cdc_pipeline.core.capture.snapshot_plan import snapshot_tag
+from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.problems import CappedProblems
+from cdc_pipeline.core.schema import TableSchema, schema_diff
+from cdc_pipeline.core.values import document_keys
+from cdc_pipeline.core.wal.segment import Manifest, verify_segment
+
+SCHEMA_VERSIONS = "cdc_schema_versions"
+
+
+@dataclass(kw_only=True)
+class ValidationReport(CappedProblems):
+    """The outcome of validating one segment; ``problems`` is capped (``core.problems``)."""
+
+    partition_key: str
+    rows_checked: int = 0
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    first_gtids: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"{self.partition_key}: {self.rows_checked:,} rows match their schema versions"
+        return (
+            f"{self.partition_key}: {self.problem_count} rows do not match their schema"
+            f" version, first: {self.problems[0]}"
+        )
+
+
+def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationReport) -> None:
+    where = f"event {row['event_id']}"
+    if row["op"] == "ddl":
+        if not row.get("statement"):
+            report.add(f"{where}: DDL row without its statement")
+        return
+    if row["event_id"] != f"{row['gtid']}#{row['row_index']}":
+        report.add(f"{where}: event id does not match gtid#row_index")
+    table = f"{row['schema']}.{row['table']}"
+    report.first_gtids.setdefault((table, row["schema_version"]), row["gtid"])
+    declared = manifest.schema_versions.get(table, {}).get(row["schema_version"])
+    if declared is None:
+        report.add(f"{where}: schema version {row['schema_version']} of {table} not in manifest")
+        return
+    columns = [column["name"] for column in declared["columns"]]
+    before = document_keys(row["before"])
+    after = document_keys(row["after"])
+    expected = {
+        "insert": (False, True),
+        "update": (True, True),
+        "delete": (True, False),
+        "snapshot": (False, True),
+    }
+    if (before is not None, after is not None) != expected.get(row["op"], (None, None)):
+        report.add(f"{where}: op {row['op']} with the wrong row images")
+    for image_name, image in (("before", before), ("after", after)):
+        if image is not None and image != columns:
+            report.add(
+                f"{where}: {image_name} has columns {image} but version"
+                f" {row['schema_version']} of {table} has {columns}"
+            )
+
+
+def _check_snapshot_row(
+    row: Mapping[str, Any], manifest: Manifest, report: ValidationReport
+) -> None:
+    """A snapshot segment holds op ``snapshot`` rows of its one table, tagged with its id."""
+    info = manifest.snapshot or {}
+    table = f"{row['schema']}.{row['table']}"
+    expected_gtid = snapshot_tag(info.get("id"), table)
+    if row["op"] != "snapshot" or table != info.get("table") or row["gtid"] != expected_gtid:
+        report.add(
+            f"event {row['event_id']}: a {row['op']} row of {table} in the snapshot segment of"
+            f" {info.get('table')} (snapshot {info.get('id')})"
+        )
+
+
+def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
+    """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted.
+
+    One read of the file: the row checks run inside ``verify_segment``'s pass, and the report
+    is returned only after the bytes, checksum and counts were found to match the manifest.
+    """
+    checker = _SegmentChecker()
+    manifest = verify_segment(path, checker)
+    return manifest, checker.report_for(manifest)
+
+
+class _SegmentChecker:
+    """``verify_segment``'s ``each_row``: checks rows against the manifest, builds the report."""
+
+    def __init__(self) -> None:
+        self.report: ValidationReport | None = None
+        self.in_range: dict[str, bool] = {}
+        self.covered: GtidSet | None = None
+
+    def report_for(self, manifest: Manifest) -> ValidationReport:
+        if self.report is None:
+            self.covered = manifest.covered()
+            self.report = self._start(manifest)
+        return self.report
+
+    @staticmethod
+    def _start(manifest: Manifest) -> ValidationReport:
+        report = ValidationReport(partition_key=manifest.partition_key)
+        for table, versions in manifest.schema_versions.items():
+            report.versions[table] = sorted(versions)
+            for version, data in versions.items():
+                try:
+                    if TableSchema.from_dict(data).version != version:
+                        report.add(
+                            f"{table}: manifest version {version} does not match its columns"
+                        )
+                except (KeyError, ValueError, TypeError) as error:
+                    report.add(f"{table}: manifest version {version} is malformed ({error})")
+        return report
+
+    def __call__(self, manifest: Manifest, row: dict[str, Any]) -> None:
+        report = self.report_for(manifest)
+        report.rows_checked += 1
+        gtid = row["gtid"]
+        if manifest.kind == "snapshot":
+            _check_snapshot_row(row, manifest, report)
+        elif not self.in_range.setdefault(gtid, self.covered is not None and gtid in self.covered):
+            report.add(
+                f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
+                f" range {manifest.start_gtid} .. {manifest.end_gtid}"
+            )
+        _check_row(row, manifest, report)
+
+
+def register_schema_versions(
+    database: Database[Any], manifest: Manifest, first_gtids: Mapping[tuple[str, str], str]
+) -> list[dict[str, Any]]:
+    """Record the segment's schema versions in ``cdc_schema_versions``; return the new ones.
+
+    Each new version carries its difference from the table's latest earlier version.
+    """
+    collection = database[SCHEMA_VERSIONS]
+    created: list[dict[str, Any]] = []
+    for table, versions in sorted(manifest.schema_versions.items()):
+        known = {
+            document["version"]: document
+            for document in collection.find({"source": manifest.source, "table": table})
+        }
+        previous_docs = sorted(known.values(), key=lambda d: (d["first_sequence"], d["order"]))
+        previous = TableSchema.from_dict(previous_docs[-1]["schema"]) if previous_docs else None
+        for order, (version, data) in enumerate(versions.items()):
+            if version in known:
+                previous = TableSchema.from_dict(known[version]["schema"])
+                continue
+            current = TableSchema.from_dict(data)
+            diff = schema_diff(previous, current)
+            document = {
+                "_id": f"{manifest.source}:{table}:{version}",
+                "source": manifest.source,
+                "table": table,
+                "version": version,
+                "columns": [
+                    {"name": column.name, "type": column.describe()} for column in current.columns
+                ],
+                "primary_key": list(current.primary_key),
+                "schema": data,
+                "first_gtid": first_gtids.get((table, version)),
+                "first_sequence": manifest.sequence,
+                "first_batch": manifest.partition_key,
+                "order": order,
+                "diff_from_previous": diff,
+            }
+            identity = document.pop("_id")
+            collection.bulk_write(
+                [UpdateOne({"_id": identity}, {"$setOnInsert": document}, upsert=True)]
+            )
+            created.append({"table": table, "version": version, "diff": diff})
+            previous = current
+    return created
