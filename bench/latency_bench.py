@@ -69,7 +69,7 @@ def measure_product_latency(arguments: dict[str, Any]) -> dict[str, Any]:
     from cdc_pipeline.core.capture.tick import capture_once
     from cdc_pipeline.core.load.loader import run_load
     from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
-    from cdc_pipeline.core.wal.segment import WalPaths
+    from cdc_pipeline.core.wal.staging import WalPaths
 
     staging = Path(arguments["staging"])
     settings = CaptureSettings(

@@ -51,7 +51,7 @@ def measure_product_load(arguments: dict[str, Any]) -> dict[str, Any]:
 
     from cdc_pipeline.core.load.loader import run_load
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal.segment import WalPaths
+    from cdc_pipeline.core.wal.staging import WalPaths
 
     staging = Path(tempfile.mkdtemp(prefix="load-", dir=arguments["workdir"]))
     try:

@@ -72,9 +72,9 @@ PARQUET = "pyarrow (Parquet write, from_pylist; segment_rows' to_pylist)"
 FILES = "fsync + file I/O"
 BSON = "BSON encoding/decoding (bson C)"
 PYMONGO = "pymongo (bulk ops, commands, pool)"
-COALESCE = "sink coalescing (_Phase.set, _key_text)"
+COALESCE = "sink coalescing (_Phase.set, key_text)"
 COMPAT = "sink nx-27017 compat (_decimals_to_strings)"
-SINK = "sink documents (apply, _change_document, _stage_mirror, mirror_document)"
+SINK = "sink documents (apply, change_document, _stage_mirror, mirror_document)"
 VALIDATION = "validate_segment + _check_row (incl. its to_pylist)"
 PLUMBING = "our binlog/segment plumbing (core.binlog, schema, segment_builder, capture)"
 OURS = "other cdc_pipeline (loader, gtid, settings...)"
@@ -84,13 +84,13 @@ _ENCODERS = {"encode_document", "_escape_keys", "_canonical_json"}
 _DECODERS = {"decode_document", "_unescape_pairs", "_unescape_pairs_decimal_text", "document_keys"}
 _DIGEST_FUNCTIONS = {"_digest_line", "file_sha256", "verify_segment", "append"}
 _PYARROW_CALLERS = {("core/wal.py", "_flush"), ("core/loader.py", "segment_rows")}
-_COALESCING = {"set", "_key_text"}
+_COALESCING = {"set", "key_text"}
 SHARED_HELPERS = (
     ("cdc_pipeline/core/values.py", "convert_row"),
     ("cdc_pipeline/core/values.py", "encode_document"),
     ("cdc_pipeline/core/values.py", "decode_document"),
     ("cdc_pipeline/core/wal.py", "_digest_line"),
-    ("cdc_pipeline/core/mongo_sink.py", "_key_text"),
+    ("cdc_pipeline/core/mongo_sink.py", "key_text"),
     ("cdc_pipeline/core/mongo_sink.py", "_decimals_to_strings"),
 )
 _PYMONGO_API = {
@@ -367,7 +367,7 @@ def run_load(
     """run_load of the captured segments into a fresh database, in this process."""
     from cdc_pipeline.core.load.loader import run_load as product_load
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal.segment import WalPaths
+    from cdc_pipeline.core.wal.staging import WalPaths
 
     settings = MongoSettings(uri=servers.mongo_uri, database=database, compat=servers.mongo_compat)
     paths = WalPaths(staging, SOURCE_NAME)

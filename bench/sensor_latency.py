@@ -169,8 +169,8 @@ def bench_sensor_latency(
     seed: int,
 ) -> list[dict[str, Any]]:
     """``runs`` sensor phases, each on a fresh table, database, WAL and DAGSTER_HOME."""
-    from cdc_pipeline.core.load.sink import mirror_collection
-    from cdc_pipeline.core.wal.segment import WalPaths, list_segments
+    from cdc_pipeline.core.load.documents import mirror_collection
+    from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 
     results: list[dict[str, Any]] = []
     rows = int(options["rows_per_transaction"])

@@ -54,9 +54,11 @@ from pymongo.database import Database
 from bench.machine import describe_machine
 from bench.servers import started_servers
 from cdc_pipeline.core.audit.duplicates import check_change_log, check_wal
-from cdc_pipeline.core.load.sink import MIRROR_STATUS, ROW_CHANGES, MongoSink
+from cdc_pipeline.core.load.documents import MIRROR_STATUS, ROW_CHANGES
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.pipeline_checks import (
     checkpoint_matches_source,

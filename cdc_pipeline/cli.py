@@ -13,28 +13,27 @@ reaches stdout or stderr. Every command takes ``--help``, and ``--json`` for wha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
-from urllib.parse import unquote, urlsplit
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
-from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError, StagingError
-from cdc_pipeline.core.wal.segment import WalPaths, partition_key
-
-if TYPE_CHECKING:
-    from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError
+from cdc_pipeline.core.settings import (
+    CaptureSettings,
+    MongoSettings,
+    mongo_settings_if_set,
+    mongo_where,
+    scrub_secrets,
+    source_name_from_env,
+    source_url_if_set,
+    staging_dir_from_env,
+)
+from cdc_pipeline.core.wal.staging import WalPaths, check_staging_folder
 
 PROG = "cdc-pipeline"
 EXIT_FAILED = 1
 EXIT_OPERATOR = 2
-_PRIVILEGE_ERRORS = frozenset({1044, 1142, 1143, 1227, 1370})
-"""MySQL/MariaDB errors meaning "this user lacks a privilege" (database, table, column, global,
-routine)."""
-_RECAPTURE_DOC = "docs/operations.md, 'A damaged segment'"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,151 +49,12 @@ def _fail(message: str) -> None:
     print(f"{PROG}: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _scrub(text: str) -> str:
-    """``text`` on one line, without the secrets of the CDC_* variables, at most 300 chars."""
-    secrets: list[str] = []
-    for name in ("CDC_MYSQL_URL", "CDC_MONGO_URI"):
-        value = os.environ.get(name, "").strip()
-        if value:
-            secrets.append(value)
-            with contextlib.suppress(ValueError):
-                password = urlsplit(value).password
-                if password:
-                    secrets += [password, unquote(password)]
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = " ".join(text.split())
-    return text if len(text) <= 300 else text[:297] + "..."
+def _print(args: argparse.Namespace, data: object, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
-def _mongo_where() -> str:
-    """The sink as operators may see it: the redacted URI, or the variable's name."""
-    from cdc_pipeline.core.settings import MongoSettings
-
-    try:
-        return MongoSettings.from_env().redacted()
-    except (CdcError, ValueError):
-        return "CDC_MONGO_URI"
-
-
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """``error`` and the errors it was raised from or while handling (also under ``from None``)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def _explain(error: BaseException, command: str) -> str | None:
-    """One sentence for a failure a person can fix, or None when it is not recognised."""
-    import pymysql
-    from pymongo.errors import OperationFailure
-
-    from cdc_pipeline.core.errors import SourceSettingError
-    from cdc_pipeline.core.load.retry import SinkUnavailableError
-
-    if isinstance(error, SinkUnavailableError):
-        again = (
-            ", then run 'cdc-pipeline load --pending' again: captured segments wait in the WAL"
-            if command == "load"
-            else ""
-        )
-        noun = "try" if error.attempts == 1 else "tries"
-        return (
-            f"MongoDB at {_mongo_where()} did not answer ({error.error_class},"
-            f" {error.attempts} {noun} in {error.elapsed_seconds:.1f} s); start it or correct"
-            f" the host and port in CDC_MONGO_URI{again}."
-        )
-    if isinstance(error, SourceSettingError):
-        return None  # already diagnosed, with its own fix
-    for cause in _chain(error):
-        code = cause.args[0] if cause.args else None
-        if isinstance(cause, pymysql.err.MySQLError) and code in _PRIVILEGE_ERRORS:
-            said = _scrub(str(cause.args[1]) if len(cause.args) > 1 else "access denied")
-            return (
-                f"the source refused a query for lack of a privilege (MySQL error {code}:"
-                f" {said.rstrip('.')}); grant it to the user of CDC_MYSQL_URL ('cdc-pipeline"
-                " doctor' prints the GRANT statements it needs)."
-            )
-        if isinstance(cause, OperationFailure) and cause.code in (13, 18):
-            what = "refused the credentials" if cause.code == 18 else "denied an operation"
-            return (
-                f"MongoDB at {_mongo_where()} {what} (code {cause.code}); correct the user and"
-                " password in CDC_MONGO_URI or grant that user readWrite on CDC_MONGO_DB."
-            )
-    return None
-
-
-# -- the staging folder and quarantined segments -------------------------------------------
-
-
-def _check_staging(paths: WalPaths, *, create: bool, write: bool) -> None:
-    """CDC_STAGING_DIR must be a folder, writable when the command writes. Only capture
-    (``create``) may create it, and never its missing parents: that is a typo or a disk that
-    is not mounted, and the WAL must not land elsewhere."""
-    root = paths.root.parent
-    if not root.exists() and not create:
-        raise StagingError(
-            f"CDC_STAGING_DIR {root} does not exist, so there is no WAL to read; point it at the"
-            " folder capture writes to, or run 'cdc-pipeline capture --once' first."
-        )
-    if not root.exists():
-        if not root.parent.exists():
-            raise StagingError(
-                f"CDC_STAGING_DIR {root} does not exist and neither does its parent"
-                f" {root.parent}; create it (mkdir -p {root}) or correct CDC_STAGING_DIR."
-            )
-        folders = [root.parent]
-    else:
-        folders = [root, paths.root] if paths.root.exists() else [root]
-    for folder in folders:
-        if not folder.is_dir():
-            raise StagingError(
-                f"CDC_STAGING_DIR needs {folder} to be a folder, but it is a file; point"
-                " CDC_STAGING_DIR at a folder."
-            )
-        if write and not os.access(folder, os.W_OK | os.X_OK):
-            raise StagingError(
-                f"{folder} is not writable by this user, and the WAL is written there; make it"
-                " writable or point CDC_STAGING_DIR at a writable folder."
-            )
-
-
-def _applied_on_disk(paths: WalPaths) -> int:
-    """The last segment known applied on this host: the loader's note, or what was retired."""
-    known = 0
-    for name, key in (("applied.json", "last_sequence"), ("retired.json", "through_sequence")):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            known = max(known, int(json.loads((paths.root / name).read_text())[key]))
-    return known
-
-
-def _quarantined(paths: WalPaths, applied: int) -> list[Path]:
-    """Segments validation set aside that were neither re-captured nor applied since: loading
-    halts at the first of them."""
-    if not paths.quarantine.is_dir():
-        return []
-    return [
-        path
-        for path in sorted(paths.quarantine.glob("seg-*.parquet"))
-        if int(path.stem.split("-")[1]) > applied and not (paths.segments / path.name).exists()
-    ]
-
-
-def _quarantine_sentence(paths: WalPaths, segment: Path) -> str:
-    key = partition_key(paths.root.name, int(segment.stem.split("-")[1]))
-    why = "failed verification"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        reason = str(json.loads(segment.with_suffix(".reason.json").read_text())["reason"])
-        said = reason.split(";")[0].removeprefix(f"segment {segment.name} ").strip()[:200]
-        why = said if said.startswith(("is ", "does ", "cannot ")) else f"{why} ({said})"
-    return (
-        f"segment {key} {why} and was quarantined in {paths.quarantine}, so nothing after it is"
-        f" loaded; stop the capture sensor, run 'cdc-pipeline recapture --from {key}', capture"
-        f" again and run 'cdc-pipeline load --pending' ({_RECAPTURE_DOC})."
-    )
+def _wal_paths() -> WalPaths:
+    return WalPaths(staging_dir_from_env(), source_name_from_env())
 
 
 # -- the commands ----------------------------------------------------------------------------
@@ -202,7 +62,6 @@ def _quarantine_sentence(paths: WalPaths, segment: Path) -> str:
 
 def _doctor(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.doctor import run_doctor
-    from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 
     capture = CaptureSettings.from_env()
     mongo: MongoSettings | None = None
@@ -227,28 +86,29 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _capture(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.settings import CaptureSettings
-
     if not args.once:
         raise ConfigError(
             "capture needs --once here; continuous capture runs as the Dagster sensor"
             " binlog_capture_sensor."
         )
     settings = CaptureSettings.from_env()
-    _check_staging(WalPaths(settings.staging_dir, settings.source_name), create=True, write=True)
+    check_staging_folder(
+        WalPaths(settings.staging_dir, settings.source_name), create=True, write=True
+    )
     from cdc_pipeline.core.capture.tick import capture_once
 
     result = capture_once(settings)
-    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
+    _print(args, result.to_dict(), result.summary())
     return 0
 
 
 def _snapshot(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
-    from cdc_pipeline.core.settings import CaptureSettings
 
     settings = CaptureSettings.from_env()
-    _check_staging(WalPaths(settings.staging_dir, settings.source_name), create=True, write=True)
+    check_staging_folder(
+        WalPaths(settings.staging_dir, settings.source_name), create=True, write=True
+    )
     patterns = tuple(part.strip() for part in (args.tables or "").split(",") if part.strip())
 
     def show(progress: SnapshotProgress) -> None:
@@ -256,183 +116,94 @@ def _snapshot(args: argparse.Namespace) -> int:
             print(progress.line(), flush=True)
 
     result = run_snapshot(settings, patterns, on_progress=show)
-    if args.json:
-        print(json.dumps(result.to_dict(), indent=2, default=str))
-    else:
-        print(result.summary())
-        print(
-            "the sensor loads the new segments (or run 'cdc-pipeline load --pending'); capture"
-            " goes on from the snapshot's position."
-        )
+    _print(
+        args,
+        result.to_dict(),
+        result.summary() + "\nthe sensor loads the new segments (or run 'cdc-pipeline load"
+        " --pending'); capture goes on from the snapshot's position.",
+    )
     return 0
 
 
-def _wal_paths() -> WalPaths:
-    from cdc_pipeline.core.settings import source_name_from_env, staging_dir_from_env
-
-    return WalPaths(staging_dir_from_env(), source_name_from_env())
-
-
 def _load(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.load.loader import LoadHaltedError, run_load
-    from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+    from cdc_pipeline.core.load.loader import run_load
 
     if not args.pending:
         raise ConfigError(
             "load needs --pending (load every captured segment after the checkpoint, in order);"
             " single partitions load through the Dagster job load_batch_job."
         )
-    url = os.environ.get("CDC_MYSQL_URL", "").strip()
-    source_url = SourceUrl.parse(url) if url else None
+    source_url = source_url_if_set()
     mongo = MongoSettings.from_env()
     paths = _wal_paths()
-    _check_staging(paths, create=False, write=True)
-    try:
-        # With the source URL, mirrors are rebuilt after column changes; without, marked stale.
-        result = run_load(paths, mongo, source_url=source_url)
-    except (CorruptSegmentError, LoadHaltedError) as error:
-        applied = _applied_on_disk(paths)
-        next_name = paths.segment(applied + 1).name
-        halted = [path for path in _quarantined(paths, applied) if path.name == next_name]
-        if halted:
-            raise CorruptSegmentError(_quarantine_sentence(paths, halted[0])) from error
-        raise
-    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.summary())
+    check_staging_folder(paths, create=False, write=True)
+    result = run_load(paths, mongo, source_url=source_url)
+    _print(args, result.to_dict(), result.summary())
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.status import read_status
-    from cdc_pipeline.core.settings import MongoSettings, SourceUrl
-    from cdc_pipeline.core.wal.segment import sequence_of_partition
 
-    url = os.environ.get("CDC_MYSQL_URL", "").strip()
-    source_url = SourceUrl.parse(url) if url else None
-    mongo = MongoSettings.from_env() if os.environ.get("CDC_MONGO_URI", "").strip() else None
+    source_url = source_url_if_set()
+    mongo = mongo_settings_if_set()
     paths = _wal_paths()
-    _check_staging(paths, create=False, write=False)
+    check_staging_folder(paths, create=False, write=False)
     status = read_status(paths, source_url, mongo)
-    applied = _applied_on_disk(paths)
-    if status.applied_partition:
-        applied = sequence_of_partition(status.applied_partition)
-    quarantined = _quarantined(paths, applied)
-    keys = [partition_key(paths.root.name, int(p.stem.split("-")[1])) for p in quarantined]
-    if args.json:
-        print(json.dumps({**status.to_dict(), "quarantined": keys}, indent=2, default=str))
-    else:
-        print("\n".join(status.lines()))
-        if keys:
-            print(f"quarantined {', '.join(keys)} (loading halts at {keys[0]})")
-    problems = [_quarantine_sentence(paths, quarantined[0])] if quarantined else []
-    if status.source_error:
-        problems.append(f"status is partial: {status.source_error}")
-    if status.sink_error:
-        problems.append(
-            f"status is partial: MongoDB at {_mongo_where()} could not be read, so what was"
-            " applied is unknown; start MongoDB or correct CDC_MONGO_URI (details above)."
-        )
-    if not problems:
+    _print(args, status.to_dict(), "\n".join(status.lines()))
+    if not status.problems:
         return 0
-    more = len(problems) - 1
-    _fail(problems[0] + (f" ({more} more problem{'s' * (more > 1)} above)" if more else ""))
+    more = len(status.problems) - 1
+    _fail(status.problems[0] + (f" ({more} more problem{'s' * (more > 1)} above)" if more else ""))
     return EXIT_FAILED
 
 
 def _recapture(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.load.retry import RetryPolicy
-    from cdc_pipeline.core.load.sink import open_sink
-    from cdc_pipeline.core.settings import MongoSettings
+    from cdc_pipeline.core.load.sink import read_checkpoint
     from cdc_pipeline.core.wal.recapture import recapture_from
-    from cdc_pipeline.core.wal.segment import sequence_of_partition
+    from cdc_pipeline.core.wal.staging import sequence_from_text
 
     paths = _wal_paths()
-    text = args.from_partition.strip()
     try:
-        sequence = int(text) if text.isdigit() else sequence_of_partition(text)
-    except (ValueError, IndexError):
+        sequence = sequence_from_text(args.from_partition)
+    except ValueError:
         raise ConfigError(
-            f"--from takes a partition key like {paths.root.name}-000000000042 or a segment"
-            f" number, not {text!r}."
+            f"--from takes a partition key like {paths.source}-000000000042 or a segment"
+            f" number, not {args.from_partition.strip()!r}."
         ) from None
     mongo = MongoSettings.from_env()
-    _check_staging(paths, create=False, write=True)
-    with open_sink(mongo, RetryPolicy(deadline=min(10.0, mongo.retry_seconds))) as sink:
-        checkpoint = sink.read_checkpoint(paths.root.name)
+    check_staging_folder(paths, create=False, write=True)
+    checkpoint = read_checkpoint(mongo, paths.source, min(10.0, mongo.retry_seconds))
     result = recapture_from(paths, sequence, checkpoint.last_sequence if checkpoint else 0)
+    data = {"moved": result.moved, "folder": str(result.folder or "")}
     if args.json:
-        print(json.dumps({"moved": result.moved, "folder": str(result.folder or "")}, indent=2))
+        print(json.dumps(data, indent=2))
     else:
         print(result.summary())
     return 0
 
 
-def _require_select(settings: CaptureSettings) -> None:
-    """Verify reads every captured table, and a table the user may not read is hidden from it
-    (its mirror would look like a stray): probe SELECT on each schema CDC_INCLUDE_TABLES names
-    (a name that does not exist still answers "denied" first), refuse with the GRANT."""
-    import pymysql
-
-    from cdc_pipeline.core.errors import SourceSettingError
-    from cdc_pipeline.core.mysql.grants import has_wildcard
-    from cdc_pipeline.core.mysql.source import connect, query_one
-
-    def quoted(name: str) -> str:
-        return "`" + name.replace("`", "``") + "`"
-
-    with connect(settings.source_url) as connection:
-        for pattern in settings.include_tables:
-            schema, _, table = pattern.partition(".")
-            if has_wildcard(schema):
-                continue
-            probe = "cdc_pipeline_select_probe" if has_wildcard(table) else table
-            try:
-                query_one(connection, f"SELECT 1 FROM {quoted(schema)}.{quoted(probe)} LIMIT 0")
-            except pymysql.err.MySQLError as error:
-                code = error.args[0] if error.args else None
-                if code not in _PRIVILEGE_ERRORS:
-                    continue  # 1146: no such table (yet); verify reports what it finds
-                current = str((query_one(connection, "SELECT CURRENT_USER()") or ("",))[0])
-                user, _, host = current.rpartition("@")
-                account = f"'{user or settings.source_url.user}'@'{host or '%'}'"
-                raise SourceSettingError(
-                    f"the source user {account} may not read {pattern} (MySQL error {code}), so"
-                    f" verify cannot compare it; run GRANT SELECT ON {quoted(schema)}.* TO"
-                    f" {account};"
-                ) from None
-
-
 def _verify(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.reconcile.run import reconcile
-    from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
+    from cdc_pipeline.core.mysql.grants import require_select
+    from cdc_pipeline.core.wal.ledger import quarantine_halt
 
     capture = CaptureSettings.from_env()
     mongo = MongoSettings.from_env()
     paths = WalPaths(capture.staging_dir, capture.source_name)
-    _check_staging(paths, create=False, write=True)
-    quarantined = _quarantined(paths, _applied_on_disk(paths))
-    if quarantined:
-        raise CorruptSegmentError(_quarantine_sentence(paths, quarantined[0]))
-    _require_select(capture)
+    check_staging_folder(paths, create=False, write=True)
+    halted = quarantine_halt(paths)
+    if halted:
+        raise CorruptSegmentError(halted)
+    require_select(capture.source_url, capture.include_tables)
     report = reconcile(
         paths, capture.source_url, mongo, capture.include_tables, wait_seconds=args.wait
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
-    if report.passed and report.complete:
-        return 0
-    findings = []
-    for state, verb in (("different", "differ"), ("stale", "are stale")):
-        names = [result.name for result in report.tables if result.state == state]
-        if names:
-            findings.append(f"{len(names)} {verb} ({', '.join(names)})")
-    if report.strays:
-        strays = [stray.collection for stray in report.strays]
-        findings.append(f"{len(strays)} stray mirror collections ({', '.join(strays)})")
-    skipped = [result for result in report.tables if result.state == "skipped"]
-    if skipped:
-        findings.append(f"{len(skipped)} skipped ({skipped[0].name}: {skipped[0].reason})")
+    findings = report.findings()
     if not findings:
-        findings = report.problems[:1]
-    _fail(_scrub("verify: " + "; ".join(findings)))
+        return 0
+    _fail(scrub_secrets("verify: " + findings))
     return EXIT_FAILED
 
 
@@ -566,14 +337,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        explained = _explain(error, args.command)
+        from cdc_pipeline.core.audit.explain import explain_failure
+
+        hint = (
+            ", then run 'cdc-pipeline load --pending' again: captured segments wait in the WAL"
+            if args.command == "load"
+            else ""
+        )
+        explained = explain_failure(error, mongo_where(), hint)
         if explained is not None:
             _fail(explained)
             return EXIT_OPERATOR
         if isinstance(error, CdcError):
             _fail(str(error))
             return EXIT_OPERATOR
-        reason = f"{type(error).__name__}: {_scrub(str(error))}"
+        reason = f"{type(error).__name__}: {scrub_secrets(str(error))}"
         _fail(f"unexpected error {reason}; rerun with --debug for the traceback")
         return EXIT_FAILED
 

@@ -9,12 +9,12 @@ import dagster as dg
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.catch_up import catch_up_job
 from cdc_pipeline.defs.checks import GLOBAL_CHECKS, audit_job, audit_schedule
-from cdc_pipeline.defs.load import load_batch_job, mongo_batch, wal_segment
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.load import load_batch_job, load_segment
+from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
 from cdc_pipeline.defs.snapshot import snapshot_job
 
 defs = dg.Definitions(
-    assets=[wal_segment, mongo_batch],
+    assets=[load_segment],
     asset_checks=GLOBAL_CHECKS,
     jobs=[load_batch_job, catch_up_job, audit_job, snapshot_job],
     sensors=[binlog_capture_sensor],
@@ -22,5 +22,6 @@ defs = dg.Definitions(
     resources={
         "source": SourceResource(url=dg.EnvVar("CDC_MYSQL_URL")),
         "mongo": MongoSinkResource(uri=dg.EnvVar("CDC_MONGO_URI")),
+        "audit": AuditResource(),
     },
 )

@@ -28,7 +28,7 @@ import pytest
 
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.wal.staging import WalPaths
 from devtools.local_servers import (
     MariaDBServer,
     MySQLServer,
@@ -115,6 +115,7 @@ class MongoTarget:
             database,
             mirror_style=self.mirror_style,
             decimals_as_strings=self.server is not None,
+            native_rename=self.server is None,
             **kwargs,
         )
 

@@ -18,15 +18,13 @@ from bson import json_util
 from pymongo.database import Database
 
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.load.sink import CHECKPOINTS, ROW_CHANGES, MongoSink, mirror_field
-from cdc_pipeline.core.mysql.source_rows import (
-    describe_table,
-    list_tables,
-    mirror_id,
-    row_documents,
-)
+from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES, mirror_field, mirror_id
+from cdc_pipeline.core.load.sink import MongoSink
+from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
+from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.values import decode_document
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest, read_rows
+from cdc_pipeline.core.wal.segment import read_manifest, read_rows
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
 from devtools.local_servers import SourceServer
 
@@ -64,7 +62,7 @@ def mirror_differences(
                 continue
             expected = {}
             for document in row_documents(connection, described):
-                identity = mirror_id(described, document)
+                identity = mirror_id(described.key_of(document))
                 identity = sink.stored(identity)
                 mirrored = {"_id": identity}
                 mirrored.update((mirror_field(k), v) for k, v in sink.stored(document).items())

@@ -178,7 +178,7 @@ def _summary(
 ) -> None:
     from cdc_pipeline.core.audit.status import read_status
     from cdc_pipeline.core.settings import MongoSettings
-    from cdc_pipeline.core.wal.segment import WalPaths
+    from cdc_pipeline.core.wal.staging import WalPaths
 
     settings = MongoSettings.from_env()
     status = read_status(

@@ -45,3 +45,42 @@ class StagingError(CdcError):
 
 class CorruptSegmentError(CdcError):
     """A WAL segment fails verification (unreadable, checksum or manifest mismatch)."""
+
+
+class ValueConversionError(CdcError):
+    """A binlog value cannot be converted without loss; the message names column and cause."""
+
+
+class SinkUnavailableError(CdcError):
+    """MongoDB stayed unreachable for a whole retry budget; the WAL keeps the data."""
+
+    def __init__(self, error_class: str, attempts: int, elapsed_seconds: float):
+        noun = "attempt" if attempts == 1 else "attempts"
+        super().__init__(
+            f"MongoDB is unreachable ({error_class}) after {attempts} {noun} over"
+            f" {elapsed_seconds:.1f} s; the segment stays in the WAL and will be loaded when it"
+            " returns."
+        )
+        self.error_class = error_class
+        self.attempts = attempts
+        self.elapsed_seconds = elapsed_seconds
+
+
+class SinkWriteError(CdcError):
+    """MongoDB refused a write for a reason retrying cannot fix."""
+
+
+class LoadHaltedError(CdcError):
+    """Loading stopped at a position it must not skip (a gap, a quarantined segment)."""
+
+
+class LoaderBusyError(CdcError):
+    """Another loader held the source's loader lock for longer than we would wait."""
+
+
+class RecaptureRefusedError(CdcError):
+    """The segments cannot be set aside for re-capture (the message says why and what to do)."""
+
+
+class SnapshotError(CdcError):
+    """The snapshot cannot go on; what it committed stays, and running it again resumes."""

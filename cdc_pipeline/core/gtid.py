@@ -417,6 +417,12 @@ class GtidSet:
         return parsed
 
 
+def as_flavor(name: str) -> Flavor:
+    """The flavor a stored ``flavor`` field names: ``mariadb``, else ``mysql`` (files written by
+    this project hold one of the two; anything else is read as MySQL, as it always was)."""
+    return "mariadb" if name == "mariadb" else "mysql"
+
+
 def _check_flavor(flavor: str) -> Flavor:
     for known in _FLAVORS:
         if flavor == known:

@@ -1,7 +1,11 @@
-"""Configuration from the environment (names and defaults in ../shared/CONTRACT.md).
+"""Configuration: every setting's variable name, default and check (../shared/CONTRACT.md).
 
-Read at run time, never at import time. Invariants: a ``SourceUrl`` never shows its password in
-``repr``/``str``/error messages; every malformed value raises ``ConfigError`` naming the variable.
+This is the only module that reads the environment (the Dagster resources and the CLI pass
+``os.environ`` or their own values through the ``from_env`` functions here); everything else
+takes the plain objects built here. Read at run time, never at import time.
+
+Invariants: a ``SourceUrl`` never shows its password in ``repr``/``str``/error messages; every
+malformed value raises ``ConfigError`` naming the variable.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from cdc_pipeline.core.errors import ConfigError
+from cdc_pipeline.core.errors import (
+    ConfigError,
+)
 
 DEFAULT_SERVER_ID = 4_270_001
 """Replica server id of the capture reader (CDC_SERVER_ID); unique per reader on a source."""
@@ -94,16 +101,12 @@ class CaptureSettings:
     heartbeat_seconds: float = 1.0
     row_group_size: int = 5_000
 
-    @property
-    def source_staging_dir(self) -> Path:
-        return self.staging_dir / self.source_name
-
     def includes(self, schema: str, table: str) -> bool:
         return table_included(schema, table, self.include_tables)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
-        env = os.environ if environ is None else environ
+        env = _environ(environ)
         url = env.get("CDC_MYSQL_URL", "").strip()
         if not url:
             raise ConfigError(
@@ -123,11 +126,11 @@ class CaptureSettings:
             source_url=SourceUrl.parse(url),
             staging_dir=staging_dir_from_env(env),
             source_name=source_name,
-            server_id=_int(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
+            server_id=int_from_env(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
             include_tables=patterns,
             start_position=env.get("CDC_START_POSITION", "current").strip() or "current",
-            max_events_per_segment=_int(env, "CDC_SEGMENT_MAX_EVENTS", 50_000, low=1),
-            max_seconds_per_tick=float(_int(env, "CDC_TICK_MAX_SECONDS", 20, low=1)),
+            max_events_per_segment=int_from_env(env, "CDC_SEGMENT_MAX_EVENTS", 50_000, low=1),
+            max_seconds_per_tick=float(int_from_env(env, "CDC_TICK_MAX_SECONDS", 20, low=1)),
         )
 
 
@@ -154,6 +157,12 @@ class MongoSettings:
     def decimals_as_strings(self) -> bool:
         return self.compat == "nx-27017"
 
+    @property
+    def native_rename(self) -> bool:
+        """Whether ``renameCollection`` works within the database (nx-27017 renames act on its
+        admin database, so mirrors are copied there instead)."""
+        return self.compat != "nx-27017"
+
     def redacted(self) -> str:
         parts = urlsplit(self.uri)
         host = parts.hostname or "?"
@@ -162,7 +171,7 @@ class MongoSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MongoSettings:
-        env = os.environ if environ is None else environ
+        env = _environ(environ)
         uri = env.get("CDC_MONGO_URI", "").strip()
         if not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ConfigError(
@@ -179,8 +188,8 @@ class MongoSettings:
             uri=uri,
             database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc",
             compat=compat,
-            retry_seconds=float(_int(env, "CDC_MONGO_RETRY_SECONDS", 30, low=1)),
-            breaker_probe_seconds=float(_int(env, "CDC_BREAKER_PROBE_SECONDS", 60, low=1)),
+            retry_seconds=float(int_from_env(env, "CDC_MONGO_RETRY_SECONDS", 30, low=1)),
+            breaker_probe_seconds=float(int_from_env(env, "CDC_BREAKER_PROBE_SECONDS", 60, low=1)),
         )
 
 
@@ -207,20 +216,74 @@ def _check_mongo_uri(uri: str) -> None:
 
 def staging_dir_from_env(environ: Mapping[str, str] | None = None) -> Path:
     """The WAL root (CDC_STAGING_DIR), default ``.cdc_staging`` under the project."""
-    env = os.environ if environ is None else environ
+    env = _environ(environ)
     return Path(env.get("CDC_STAGING_DIR") or PROJECT_ROOT / ".cdc_staging")
 
 
 def source_name_from_env(environ: Mapping[str, str] | None = None) -> str:
     """CDC_SOURCE_NAME (default ``default``), checked like ``CaptureSettings.from_env`` does."""
-    env = os.environ if environ is None else environ
+    env = _environ(environ)
     name = env.get("CDC_SOURCE_NAME", "default").strip() or "default"
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"CDC_SOURCE_NAME '{name}' may only hold letters, digits, '-' and '_'.")
     return name
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int = 2**63) -> int:
+def _environ(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+SOURCE_VARIABLES = {
+    "url": "CDC_MYSQL_URL",
+    "source_name": "CDC_SOURCE_NAME",
+    "staging_dir": "CDC_STAGING_DIR",
+    "server_id": "CDC_SERVER_ID",
+    "include_tables": "CDC_INCLUDE_TABLES",
+    "start_position": "CDC_START_POSITION",
+    "segment_max_events": "CDC_SEGMENT_MAX_EVENTS",
+    "tick_max_seconds": "CDC_TICK_MAX_SECONDS",
+    "retention_hours": "CDC_RETENTION_HOURS",
+}
+"""The source's settings (``CaptureSettings``, retention): field name -> environment variable."""
+
+MONGO_VARIABLES = {
+    "uri": "CDC_MONGO_URI",
+    "database": "CDC_MONGO_DB",
+    "compat": "CDC_MONGO_COMPAT",
+    "retry_seconds": "CDC_MONGO_RETRY_SECONDS",
+    "breaker_probe_seconds": "CDC_BREAKER_PROBE_SECONDS",
+}
+"""The sink's settings (``MongoSettings``): field name -> environment variable."""
+
+AUDIT_VARIABLES = {
+    "lag_warn_seconds": "CDC_LAG_WARN_SECONDS",
+    "lag_error_seconds": "CDC_LAG_ERROR_SECONDS",
+    "lag_warn_transactions": "CDC_LAG_WARN_TRANSACTIONS",
+    "retention_warn_seconds": "CDC_RETENTION_WARN_SECONDS",
+    "reconcile_wait_seconds": "CDC_RECONCILE_WAIT_SECONDS",
+}
+"""The checks' thresholds (``AuditSettings``): field name -> environment variable."""
+
+
+def overlay(
+    variables: Mapping[str, str],
+    values: Mapping[str, object],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment with the values given for some settings (by field name) in place of
+    their variables; None means "not given, keep the environment's". The result goes through
+    the same ``from_env`` checks as the environment itself."""
+    merged = dict(_environ(environ))
+    for name, value in values.items():
+        if value is not None:
+            merged[variables[name]] = str(value)
+    return merged
+
+
+def int_from_env(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int = 2**63
+) -> int:
+    """A whole number from ``env[name]`` within ``[low, high]``, else ``default``."""
     text = env.get(name, "").strip()
     if not text:
         return default
@@ -245,3 +308,131 @@ def seconds_from_env(env: Mapping[str, str], name: str, default: float) -> float
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name} must be a number of seconds, 0 or more, got '{text}'.")
     return value
+
+
+RETENTION_VARIABLE = "CDC_RETENTION_HOURS"
+
+DEFAULT_RETENTION_HOURS = 24.0
+
+
+def retention_from_env(environ: Mapping[str, str] | None = None) -> timedelta:
+    """``CDC_RETENTION_HOURS`` (default 24; 0 retires a segment as soon as it is loaded)."""
+    env = _environ(environ)
+    text = env.get(RETENTION_VARIABLE, "").strip()
+    if not text:
+        return timedelta(hours=DEFAULT_RETENTION_HOURS)
+    try:
+        hours = float(text)
+    except ValueError:
+        hours = -1.0
+    if not 0 <= hours < 1_000_000:
+        raise ConfigError(
+            f"{RETENTION_VARIABLE} must be a number of hours >= 0 (0 deletes a segment as soon"
+            f" as it is loaded), got '{text}'."
+        )
+    return timedelta(hours=hours)
+
+
+DEFAULT_WARN_SECONDS = 6 * 3600.0
+
+WARN_VARIABLE = "CDC_RETENTION_WARN_SECONDS"
+
+
+def retention_warn_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """CDC_RETENTION_WARN_SECONDS: warn when the file at risk expires sooner (default 6 h)."""
+    env = _environ(environ)
+    return seconds_from_env(env, WARN_VARIABLE, DEFAULT_WARN_SECONDS)
+
+
+@dataclass(frozen=True)
+class LagThresholds:
+    """``CDC_LAG_WARN_SECONDS`` (300), ``CDC_LAG_ERROR_SECONDS`` (3600) and
+    ``CDC_LAG_WARN_TRANSACTIONS`` (100,000)."""
+
+    warn_seconds: float = 300.0
+    error_seconds: float = 3600.0
+    warn_transactions: int = 100_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LagThresholds:
+        warn = seconds_from_env(environ, "CDC_LAG_WARN_SECONDS", cls.warn_seconds)
+        error = seconds_from_env(environ, "CDC_LAG_ERROR_SECONDS", cls.error_seconds)
+        transactions = int_from_env(
+            environ, "CDC_LAG_WARN_TRANSACTIONS", cls.warn_transactions, low=0
+        )
+        if error < warn:
+            raise ConfigError(
+                f"CDC_LAG_ERROR_SECONDS ({error:g}) is below CDC_LAG_WARN_SECONDS ({warn:g});"
+                " set the error threshold at or above the warning one."
+            )
+        return cls(warn, error, transactions)
+
+
+RECONCILE_WAIT_VARIABLE = "CDC_RECONCILE_WAIT_SECONDS"
+DEFAULT_RECONCILE_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    """What the global checks judge against: lag thresholds, binlog retention headroom
+    (``CDC_RETENTION_WARN_SECONDS``) and how long reconciliation waits for a busy table
+    (``CDC_RECONCILE_WAIT_SECONDS``)."""
+
+    lag: LagThresholds = field(default_factory=LagThresholds)
+    retention_warn_seconds: float = DEFAULT_WARN_SECONDS
+    reconcile_wait_seconds: float = DEFAULT_RECONCILE_WAIT_SECONDS
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuditSettings:
+        env = _environ(environ)
+        return cls(
+            lag=LagThresholds.from_env(env),
+            retention_warn_seconds=retention_warn_seconds_from_env(env),
+            reconcile_wait_seconds=seconds_from_env(
+                env, RECONCILE_WAIT_VARIABLE, DEFAULT_RECONCILE_WAIT_SECONDS
+            ),
+        )
+
+
+def source_url_if_set(environ: Mapping[str, str] | None = None) -> SourceUrl | None:
+    """``CDC_MYSQL_URL`` parsed, or None when it is not set (commands that can do without)."""
+    text = _environ(environ).get("CDC_MYSQL_URL", "").strip()
+    return SourceUrl.parse(text) if text else None
+
+
+def mongo_settings_if_set(environ: Mapping[str, str] | None = None) -> MongoSettings | None:
+    """``MongoSettings.from_env``, or None when ``CDC_MONGO_URI`` is not set."""
+    env = _environ(environ)
+    return MongoSettings.from_env(env) if env.get("CDC_MONGO_URI", "").strip() else None
+
+
+def mongo_where(environ: Mapping[str, str] | None = None) -> str:
+    """The sink as operators may see it: the redacted URI, or the variable's name."""
+    try:
+        return MongoSettings.from_env(environ).redacted()
+    except (ConfigError, ValueError):
+        return "CDC_MONGO_URI"
+
+
+SECRET_VARIABLES = ("CDC_MYSQL_URL", "CDC_MONGO_URI")
+
+
+def scrub_secrets(text: str, environ: Mapping[str, str] | None = None, limit: int = 300) -> str:
+    """``text`` on one line, without the values of the secret variables (whole, their passwords
+    raw and percent-decoded), at most ``limit`` characters: safe to print."""
+    env = _environ(environ)
+    secrets: list[str] = []
+    for name in SECRET_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            secrets.append(value)
+            try:
+                password = urlsplit(value).password
+            except ValueError:
+                password = None
+            if password:
+                secrets += [password, unquote(password)]
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -57,7 +57,7 @@ from bson.int64 import Int64
 from bson.json_util import CANONICAL_JSON_OPTIONS
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 
-from cdc_pipeline.core.errors import CdcError, SourceSettingError
+from cdc_pipeline.core.errors import SourceSettingError, ValueConversionError
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 
 if TYPE_CHECKING:
@@ -76,10 +76,6 @@ _ZERO_DATE_SOURCES = frozenset(
 _EWKB_SRID_FLAG = 0x20000000
 _TIME_LIMIT_US = (838 * 3600 + 59 * 60 + 59) * 1_000_000
 _DECODE_OPTIONS = CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=_UTC)
-
-
-class ValueConversionError(CdcError):
-    """A binlog value cannot be converted without loss; the message names column and cause."""
 
 
 # --- scalar conversions -------------------------------------------------------------------------

@@ -32,11 +32,12 @@ import dagster as dg
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CaptureLockedError, CdcError
-from cdc_pipeline.core.load.loader import breaker_of, pending_count
-from cdc_pipeline.core.load.retention import retention_from_env, retire_loaded, retired_partitions
-from cdc_pipeline.core.wal.segment import WalPaths, partition_keys, sequence_of_partition
+from cdc_pipeline.core.load.breaker import breaker_of
+from cdc_pipeline.core.load.retention import retire_loaded, retired_partitions
+from cdc_pipeline.core.wal.ledger import pending_count
+from cdc_pipeline.core.wal.staging import partition_keys, sequence_of_partition
 from cdc_pipeline.defs.load import load_batch_job
-from cdc_pipeline.defs.partitions import cdc_batches_partitions
+from cdc_pipeline.defs.partitions import cdc_batches_partitions, unregistered_keys
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 CAPTURE_INTERVAL_SECONDS = 30
@@ -78,9 +79,9 @@ def binlog_capture_sensor(
     context: dg.SensorEvaluationContext, source: SourceResource, mongo: MongoSinkResource
 ) -> dg.SensorResult | dg.SkipReason:
     settings = source.capture_settings()
-    retention = retention_from_env()  # a bad value fails the tick before capture
+    retention = source.retention()  # a bad value fails the tick before capture
     mongo_settings = mongo.mongo_settings()
-    paths = WalPaths(settings.staging_dir, settings.source_name)
+    paths = source.wal_paths()
     capture_error: CdcError | None = None
     try:
         result = capture_once(settings)
@@ -101,12 +102,11 @@ def binlog_capture_sensor(
         in_flight = sequences_in_flight(context.instance, settings.source_name)
         retirement = retire_loaded(paths, mongo_settings, retention, keep=in_flight)
         message += "; " + retirement.summary()
-    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
+    registered = context.instance.get_dynamic_partitions(cdc_batches_partitions.name)
     for key in retired_partitions(paths, registered):  # also those a killed tick left behind
         context.instance.delete_dynamic_partition(cdc_batches_partitions.name, key)
-        registered.discard(key)
+    new_keys = unregistered_keys(context.instance, paths)
     all_keys = partition_keys(paths)
-    new_keys = [key for key in all_keys if key not in registered]
     run_requests: list[dg.RunRequest] = []
     previous = _cursor(context.cursor)
     resumed_at = previous.get("resumed_at")

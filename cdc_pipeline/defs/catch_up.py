@@ -9,9 +9,9 @@ import dagster as dg
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.loader import SegmentLoad, run_load
-from cdc_pipeline.core.wal.segment import WalPaths, partition_keys
-from cdc_pipeline.defs.load import load_metadata
-from cdc_pipeline.defs.partitions import cdc_batches_partitions
+from cdc_pipeline.core.wal.validation import ValidatedSegment
+from cdc_pipeline.defs.load import MONGO_BATCH, load_metadata, log_segment_materializations
+from cdc_pipeline.defs.partitions import cdc_batches_partitions, register_segments
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 MAX_TICKS = 10_000
@@ -22,7 +22,7 @@ def catch_up(
     context: dg.OpExecutionContext, source: SourceResource, mongo: MongoSinkResource
 ) -> dg.Output[None]:
     settings = source.capture_settings()
-    paths = WalPaths(settings.staging_dir, settings.source_name)
+    paths = source.wal_paths()
     captured = 0
     for _ in range(MAX_TICKS):
         result = capture_once(settings)
@@ -32,20 +32,22 @@ def catch_up(
         context.log.info(result.summary())
         if result.error:
             raise dg.Failure(description=result.error)
-    keys = partition_keys(paths)
+    register_segments(context.instance, paths)
     registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
-    new_keys = [key for key in keys if key not in registered]
-    if new_keys:
-        context.instance.add_dynamic_partitions(cdc_batches_partitions.name, new_keys)
+
+    def validated(segment: ValidatedSegment) -> None:
+        log_segment_materializations(context, segment, registered)
 
     def report(load: SegmentLoad) -> None:
         context.log_event(
             dg.AssetMaterialization(
-                asset_key="mongo_batch", partition=load.partition_key, metadata=load_metadata(load)
+                asset_key=MONGO_BATCH, partition=load.partition_key, metadata=load_metadata(load)
             )
         )
 
-    loaded = run_load(paths, mongo.mongo_settings(), None, report, settings.source_url)
+    loaded = run_load(
+        paths, mongo.mongo_settings(), None, report, settings.source_url, on_validated=validated
+    )
     context.log.info(loaded.summary())
     return dg.Output(
         None,

@@ -15,34 +15,22 @@ Each check is an asset check of a partitioned asset but looks at the whole pipel
 unpartitioned in ``audit_job`` (and from the UI); its severity says how urgent a failure is.
 """
 
-import os
-
 import dagster as dg
 
 from cdc_pipeline.core.audit.duplicates import DuplicateReport, check_change_log, check_wal
-from cdc_pipeline.core.audit.headroom import headroom_for, retention_warn_seconds_from_env
-from cdc_pipeline.core.audit.lag import LagThresholds, judge_lag
+from cdc_pipeline.core.audit.headroom import headroom_for
+from cdc_pipeline.core.audit.lag import judge_lag
 from cdc_pipeline.core.audit.reconcile.run import reconcile
 from cdc_pipeline.core.audit.status import read_status
 from cdc_pipeline.core.capture.snapshot_plan import describe_recovery, read_recoveries
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.retry import RetryPolicy
-from cdc_pipeline.core.load.sink import open_sink
-from cdc_pipeline.core.settings import (
-    seconds_from_env,
-    source_name_from_env,
-    staging_dir_from_env,
-)
+from cdc_pipeline.core.load.sink import open_sink, read_checkpoint
 from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
-from cdc_pipeline.core.wal.segment import WalPaths
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
 
-CHECK_RETRY = RetryPolicy(deadline=5.0)
+CHECK_DEADLINE = 5.0
 """Checks report an unreachable MongoDB quickly rather than wait out an outage."""
-
-
-def _paths() -> WalPaths:
-    return WalPaths(staging_dir_from_env(), source_name_from_env())
 
 
 def _capped(values: list[str]) -> dg.MetadataValue:
@@ -57,16 +45,15 @@ def _capped(values: list[str]) -> dg.MetadataValue:
         " applied checkpoint in MongoDB equals the end of the segment it names."
     ),
 )
-def gtid_continuity(mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    paths = _paths()
+def gtid_continuity(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
+    paths = source.wal_paths()
     links, origin, flavor, notes = gather_chain(paths)
     if flavor is None:
         return dg.AssetCheckResult(passed=True, metadata={"segments": 0, "note": "nothing yet"})
     checkpoint = None
     sink_note = ""
     try:
-        with open_sink(mongo.mongo_settings(), CHECK_RETRY) as sink:
-            checkpoint = sink.read_checkpoint(paths.root.name)
+        checkpoint = read_checkpoint(mongo.mongo_settings(), paths.source, CHECK_DEADLINE)
     except CdcError as error:
         sink_note = f"checkpoint not checked: {error}"
     known = {link.sequence for link in links}
@@ -111,13 +98,13 @@ def gtid_continuity(mongo: MongoSinkResource) -> dg.AssetCheckResult:
         " segment, once. Covers the segments still on disk."
     ),
 )
-def no_duplicate_events(mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    paths = _paths()
+def no_duplicate_events(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
+    paths = source.wal_paths()
     report = check_wal(paths, DuplicateReport())
     sink_note = ""
     try:
-        with open_sink(mongo.mongo_settings(), CHECK_RETRY) as sink:
-            checkpoint = sink.read_checkpoint(paths.root.name)
+        with open_sink(mongo.mongo_settings(), RetryPolicy(deadline=CHECK_DEADLINE)) as sink:
+            checkpoint = sink.read_checkpoint(paths.source)
             applied_through = checkpoint.last_sequence if checkpoint else 0
             check_change_log(sink.database, paths, applied_through, report)
     except CdcError as error:
@@ -148,9 +135,12 @@ def no_duplicate_events(mongo: MongoSinkResource) -> dg.AssetCheckResult:
         " past CDC_LAG_ERROR_SECONDS (3600)."
     ),
 )
-def replication_lag(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    thresholds = LagThresholds.from_env(os.environ)
-    status = read_status(_paths(), source.capture_settings().source_url, mongo.mongo_settings())
+def replication_lag(
+    source: SourceResource, mongo: MongoSinkResource, audit: AuditResource
+) -> dg.AssetCheckResult:
+    thresholds = audit.audit_settings().lag
+    settings = source.capture_settings()
+    status = read_status(source.wal_paths(), settings.source_url, mongo.mongo_settings())
     verdict = judge_lag(status, thresholds)
     figures: dict[str, float | int] = {}
     if status.lag_seconds is not None:
@@ -185,10 +175,11 @@ def replication_lag(source: SourceResource, mongo: MongoSinkResource) -> dg.Asse
         " transactions capture never read (it names them)."
     ),
 )
-def binlog_retention_headroom(source: SourceResource) -> dg.AssetCheckResult:
-    warn_seconds = retention_warn_seconds_from_env()
+def binlog_retention_headroom(source: SourceResource, audit: AuditResource) -> dg.AssetCheckResult:
+    warn_seconds = audit.audit_settings().retention_warn_seconds
     try:
-        report = headroom_for(_paths(), source.capture_settings().source_url, warn_seconds)
+        source_url = source.capture_settings().source_url
+        report = headroom_for(source.wal_paths(), source_url, warn_seconds)
     except CdcError as error:
         return dg.AssetCheckResult(
             passed=False,
@@ -223,16 +214,17 @@ def binlog_retention_headroom(source: SourceResource) -> dg.AssetCheckResult:
     ),
 )
 def source_sink_reconciliation(
-    source: SourceResource, mongo: MongoSinkResource
+    source: SourceResource, mongo: MongoSinkResource, audit: AuditResource
 ) -> dg.AssetCheckResult:
     settings = source.capture_settings()
+    wait_seconds = audit.audit_settings().reconcile_wait_seconds
     try:
         report = reconcile(
-            _paths(),
+            source.wal_paths(),
             settings.source_url,
             mongo.mongo_settings(),
             settings.include_tables,
-            wait_seconds=seconds_from_env(os.environ, "CDC_RECONCILE_WAIT_SECONDS", 60.0),
+            wait_seconds=wait_seconds,
         )
     except CdcError as error:
         return dg.AssetCheckResult(

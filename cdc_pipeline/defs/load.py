@@ -1,107 +1,62 @@
 """The partitioned side: one run of ``load_batch_job`` per WAL segment (partition of cdc_batches).
 
-Two assets per partition: ``wal_segment`` validates the segment (its blocking check
-``schema_versions_valid`` stops the run before anything is written when the segment is damaged
-or its rows do not match their schema versions), then ``mongo_batch`` loads it, with every
-pending predecessor first. Thin wiring: the work is in ``core.validation`` and ``core.loader``.
+One step materializes two assets per partition: ``wal_segment`` (the segment, validated: its
+blocking check ``schema_versions_valid`` fails when the segment is damaged or its rows do not
+match their schema versions, and nothing of it is written), then ``mongo_batch`` (the segment
+applied, with every pending predecessor first). The segment is read from disk once: validated
+and applied from that one read (``core.load.loader``). Thin wiring: the work is in ``core``.
 """
 
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.load.loader import (
-    SegmentLoad,
-    breaker_of,
-    pending_count,
-    quarantine,
-    run_load,
-)
-from cdc_pipeline.core.load.retry import SinkUnavailableError
-from cdc_pipeline.core.settings import SourceUrl, staging_dir_from_env
-from cdc_pipeline.core.wal.segment import WalPaths, sequence_of_partition, source_of_partition
-from cdc_pipeline.core.wal.validation import validate_segment
+from cdc_pipeline.core.errors import CdcError, CorruptSegmentError, SinkUnavailableError
+from cdc_pipeline.core.load.breaker import breaker_of
+from cdc_pipeline.core.load.loader import SegmentLoad, run_load
+from cdc_pipeline.core.wal.ledger import pending_count
+from cdc_pipeline.core.wal.staging import WalPaths, sequence_of_partition, source_of_partition
+from cdc_pipeline.core.wal.validation import ValidatedSegment, validate_segment
 from cdc_pipeline.defs.load_history import recent_loads
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
 SCHEMA_CHECK = "schema_versions_valid"
+WAL_SEGMENT = dg.AssetKey("wal_segment")
+MONGO_BATCH = dg.AssetKey("mongo_batch")
 
 
-def wal_paths(partition_key: str) -> WalPaths:
-    return WalPaths(staging_dir_from_env(), source_of_partition(partition_key))
-
-
-@dg.asset(
-    name="wal_segment",
-    partitions_def=cdc_batches_partitions,
-    group_name="cdc",
-    kinds={"parquet"},
-    check_specs=[
-        dg.AssetCheckSpec(
-            SCHEMA_CHECK,
-            asset="wal_segment",
-            blocking=True,
-            description=(
-                "The segment's bytes and rows match what capture wrote, and every row has"
-                " exactly the columns of its declared schema version. Blocking: a failing"
-                " segment is quarantined and nothing of it is loaded."
-            ),
-        )
-    ],
-    description=(
-        "One WAL segment: a bounded slice of the source binlog captured by binlog_capture_sensor"
-        " into a Parquet file. Materializing it validates the file."
-    ),
-)
-def wal_segment(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    key = context.partition_key
-    paths = wal_paths(key)
-    path = paths.segment(sequence_of_partition(key))
-    try:
-        manifest, report = validate_segment(path)
-    except CorruptSegmentError as error:
-        if path.exists():
-            quarantine(paths, path, str(error))
-        return dg.MaterializeResult(
-            metadata={"segment": dg.MetadataValue.path(str(path))},
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name=SCHEMA_CHECK,
-                    passed=False,
-                    metadata={"problem": str(error), "quarantined": path.name},
-                )
-            ],
-        )
-    if not report.ok:
-        quarantine(paths, path, report.summary())
+def wal_segment_metadata(validated: ValidatedSegment) -> dict[str, Any]:
+    """What a validated segment holds, for its ``wal_segment`` materialization."""
+    manifest = validated.manifest
     per_table = {table: dict(ops) for table, ops in sorted(manifest.counts.items())}
-    return dg.MaterializeResult(
+    return {
+        "rows": manifest.row_count,
+        "ddl statements": manifest.ddl_count,
+        "transactions": manifest.transaction_count,
+        "gtid range": f"{manifest.first_gtid} .. {manifest.last_gtid}",
+        "end gtid state": manifest.end_gtid,
+        "binlog end": f"{manifest.end_binlog_file}:{manifest.end_binlog_pos}",
+        "rows by table and op": dg.MetadataValue.json(per_table),
+        "first committed at": manifest.first_committed_at or "",
+        "last committed at": manifest.last_committed_at or "",
+        "segment": dg.MetadataValue.path(str(validated.segment.path)),
+    }
+
+
+def _check_result(validated: ValidatedSegment) -> dg.AssetCheckResult:
+    report = validated.report
+    return dg.AssetCheckResult(
+        asset_key=WAL_SEGMENT,
+        check_name=SCHEMA_CHECK,
+        passed=report.ok,
         metadata={
-            "rows": manifest.row_count,
-            "ddl statements": manifest.ddl_count,
-            "transactions": manifest.transaction_count,
-            "gtid range": f"{manifest.first_gtid} .. {manifest.last_gtid}",
-            "end gtid state": manifest.end_gtid,
-            "binlog end": f"{manifest.end_binlog_file}:{manifest.end_binlog_pos}",
-            "rows by table and op": dg.MetadataValue.json(per_table),
-            "first committed at": manifest.first_committed_at or "",
-            "last committed at": manifest.last_committed_at or "",
-            "segment": dg.MetadataValue.path(str(path)),
+            "rows checked": report.rows_checked,
+            "problems": report.problem_count,
+            "first problems": dg.MetadataValue.json(report.problems),
+            "schema versions": dg.MetadataValue.json(report.versions),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=SCHEMA_CHECK,
-                passed=report.ok,
-                metadata={
-                    "rows checked": report.rows_checked,
-                    "problems": report.problem_count,
-                    "first problems": dg.MetadataValue.json(report.problems),
-                    "schema versions": dg.MetadataValue.json(report.versions),
-                },
-            )
-        ],
     )
 
 
@@ -125,31 +80,122 @@ def load_metadata(load: SegmentLoad) -> dict[str, Any]:
     }
 
 
-@dg.asset(
-    name="mongo_batch",
+def log_segment_materializations(
+    context: dg.OpExecutionContext, validated: ValidatedSegment, registered: set[str]
+) -> None:
+    """A ``wal_segment`` materialization for a segment validated on the way (a predecessor
+    loaded by this run, or every segment of ``catch_up_job``), so the UI shows it validated."""
+    key = validated.manifest.partition_key
+    if validated.ok and key in registered:
+        context.log_event(
+            dg.AssetMaterialization(
+                asset_key=WAL_SEGMENT, partition=key, metadata=wal_segment_metadata(validated)
+            )
+        )
+
+
+def _segment_result(validated: ValidatedSegment) -> dg.MaterializeResult:
+    return dg.MaterializeResult(
+        asset_key=WAL_SEGMENT,
+        metadata=wal_segment_metadata(validated),
+        check_results=[_check_result(validated)],
+    )
+
+
+def _already_applied_result(paths: WalPaths, sequence: int) -> dg.MaterializeResult:
+    """For a re-run of a partition loaded before: validate what is still on disk (reported,
+    never quarantined: it is applied already); a retired segment was validated at its load."""
+    path = paths.segment(sequence)
+    if path.exists():
+        try:
+            return _segment_result(validate_segment(path))
+        except CorruptSegmentError as error:
+            problem = str(error)
+        return dg.MaterializeResult(
+            asset_key=WAL_SEGMENT,
+            metadata={"segment": dg.MetadataValue.path(str(path))},
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=WAL_SEGMENT,
+                    check_name=SCHEMA_CHECK,
+                    passed=False,
+                    metadata={"problem": problem},
+                )
+            ],
+        )
+    return dg.MaterializeResult(
+        asset_key=WAL_SEGMENT,
+        metadata={"segment": "retired (validated when it was loaded)"},
+        check_results=[
+            dg.AssetCheckResult(
+                asset_key=WAL_SEGMENT,
+                check_name=SCHEMA_CHECK,
+                passed=True,
+                metadata={"note": "applied before this run and since retired"},
+            )
+        ],
+    )
+
+
+@dg.multi_asset(
+    name="load_segment",
     partitions_def=cdc_batches_partitions,
     group_name="cdc",
-    kinds={"mongodb"},
-    deps=["wal_segment"],
-    description=(
-        "The segment applied to MongoDB: row_changes, the mirror collections, DDL effects and the"
-        " cdc_checkpoints document (written after the data). Loads every pending earlier segment"
-        " first, so the checkpoint never skips a gap; re-running changes nothing."
-    ),
+    specs=[
+        dg.AssetSpec(
+            WAL_SEGMENT,
+            kinds={"parquet"},
+            description=(
+                "One WAL segment: a bounded slice of the source binlog captured by"
+                " binlog_capture_sensor into a Parquet file. Materializing it validates the file."
+            ),
+        ),
+        dg.AssetSpec(
+            MONGO_BATCH,
+            deps=[WAL_SEGMENT],
+            kinds={"mongodb"},
+            skippable=True,
+            description=(
+                "The segment applied to MongoDB: row_changes, the mirror collections, DDL"
+                " effects and the cdc_checkpoints document (written after the data). Loads every"
+                " pending earlier segment first, so the checkpoint never skips a gap; re-running"
+                " changes nothing."
+            ),
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=WAL_SEGMENT,
+            blocking=True,
+            description=(
+                "The segment's bytes and rows match what capture wrote, and every row has"
+                " exactly the columns of its declared schema version. Blocking: a failing"
+                " segment is quarantined and nothing of it is loaded."
+            ),
+        )
+    ],
 )
-def mongo_batch(
-    context: dg.AssetExecutionContext, mongo: MongoSinkResource, source: SourceResource
-) -> dg.MaterializeResult:
+def load_segment(
+    context: dg.AssetExecutionContext, source: SourceResource, mongo: MongoSinkResource
+) -> Iterator[dg.MaterializeResult]:
     key = context.partition_key
-    paths = wal_paths(key)
-    existing = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
+    sequence = sequence_of_partition(key)
+    paths = source.wal_paths(source_of_partition(key))
+    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
+    validations: dict[str, ValidatedSegment] = {}
+
+    def on_validated(validated: ValidatedSegment) -> None:
+        validations[validated.manifest.partition_key] = validated
+        if validated.manifest.partition_key != key:
+            log_segment_materializations(context, validated, registered)
 
     def report_predecessor(load: SegmentLoad) -> None:
         # A predecessor loaded by this run gets its own materialization, so the UI is truthful.
-        if load.partition_key != key and load.partition_key in existing:
+        if load.partition_key != key and load.partition_key in registered:
             context.log_event(
                 dg.AssetMaterialization(
-                    asset_key="mongo_batch",
+                    asset_key=MONGO_BATCH,
                     partition=load.partition_key,
                     metadata={**load_metadata(load), "loaded by run of": key},
                 )
@@ -160,36 +206,40 @@ def mongo_batch(
         result = run_load(
             paths,
             mongo_settings,
-            sequence_of_partition(key),
+            sequence,
             report_predecessor,
-            SourceUrl.parse(source.url),  # to rebuild mirrors after column changes
+            source.capture_settings().source_url,  # to rebuild mirrors after column changes
+            on_validated,
         )
     except SinkUnavailableError as error:
+        breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
         raise dg.Failure(
-            description=(
-                f"{error} "
-                + breaker_of(paths, mongo_settings.breaker_probe_seconds).describe(
-                    pending_count(paths)
-                )
-                + "."
-            ),
+            description=f"{error} {breaker.describe(pending_count(paths))}.",
             allow_retries=False,
         ) from None
+    except CdcError as error:
+        if key in validations:
+            yield _segment_result(validations[key])  # a failed blocking check: named in the UI
+        raise dg.Failure(description=str(error), allow_retries=False) from None
     own = [load for load in result.loaded if load.partition_key == key]
+    if key in validations:
+        yield _segment_result(validations[key])
+    else:
+        yield _already_applied_result(paths, sequence)
     metadata: dict[str, Any] = load_metadata(own[0]) if own else {"already applied": True}
     metadata["segments loaded by this run"] = len(result.loaded)
     metadata["checkpoint"] = result.checkpoint.last_partition if result.checkpoint else ""
     newest = {**metadata, "partition": key} if own else None
     metadata["recent loads"] = dg.MetadataValue.md(recent_loads(context.instance, newest))
     context.log.info(result.summary())
-    return dg.MaterializeResult(metadata=metadata)
+    yield dg.MaterializeResult(asset_key=MONGO_BATCH, metadata=metadata)
 
 
 load_batch_job = dg.define_asset_job(
     name="load_batch_job",
     # The segment's own blocking check runs with it; the global audit checks do not (they read
     # all of the WAL and MongoDB, and belong to audit_job).
-    selection=dg.AssetSelection.assets(wal_segment, mongo_batch).without_checks()
-    | dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey("wal_segment"), SCHEMA_CHECK)),
+    selection=dg.AssetSelection.assets(WAL_SEGMENT, MONGO_BATCH).without_checks()
+    | dg.AssetSelection.checks(dg.AssetCheckKey(WAL_SEGMENT, SCHEMA_CHECK)),
     description="Validates and loads one WAL segment (one cdc_batches partition) into MongoDB.",
 )

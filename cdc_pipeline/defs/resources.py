@@ -1,38 +1,173 @@
-"""Dagster resources: the connection settings of the source and of the sink.
+"""Dagster resources: every setting of the source, the sink and the checks, as typed fields.
 
 Secrets (the source URL with its password, the MongoDB URI) reach Dagster only through
-``dg.EnvVar``, so run configs shown in the UI carry the variable's name, never its value. The
-non-secret settings (staging folder, source name, bounds) are read from the environment when a
-tick or run needs them, with the defaults of ../shared/CONTRACT.md.
+``dg.EnvVar``, so run configs shown in the UI carry the variable's name, never its value. Every
+other setting is a field of its resource, listed with its description in the UI's resource
+view: a value given in ``definitions.py`` (or a run config) wins; a field left unset takes its
+``CDC_*`` variable, else the default of ../shared/CONTRACT.md. The names, defaults and checks
+live in ``core.settings``; the resources pass plain settings objects down to ``core``.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
+from datetime import timedelta
 
 import dagster as dg
 from pydantic import Field
 
-from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
+from cdc_pipeline.core.settings import (
+    AUDIT_VARIABLES,
+    MONGO_VARIABLES,
+    SOURCE_VARIABLES,
+    AuditSettings,
+    CaptureSettings,
+    MongoSettings,
+    overlay,
+    retention_from_env,
+    source_name_from_env,
+    staging_dir_from_env,
+)
+from cdc_pipeline.core.wal.staging import WalPaths
+
+
+def _unset(variable: str, default: str) -> str:
+    return f"unset: ${variable}, else {default}"
 
 
 class SourceResource(dg.ConfigurableResource):
-    """The MySQL or MariaDB server whose binlog is captured."""
+    """The MySQL or MariaDB server whose binlog is captured, and the staging folder of its WAL."""
 
     url: str = Field(description="mysql://user:password@host:port, from CDC_MYSQL_URL")
+    source_name: str | None = Field(
+        default=None,
+        description="names the staging sub-folder, partitions and checkpoint ("
+        + _unset("CDC_SOURCE_NAME", "default")
+        + ")",
+    )
+    staging_dir: str | None = Field(
+        default=None,
+        description="root of the Parquet WAL (" + _unset("CDC_STAGING_DIR", ".cdc_staging") + ")",
+    )
+    server_id: int | None = Field(
+        default=None,
+        description="replica server id of the binlog reader ("
+        + _unset("CDC_SERVER_ID", "4270001")
+        + ")",
+    )
+    include_tables: str | None = Field(
+        default=None,
+        description="comma-separated schema.table patterns ("
+        + _unset("CDC_INCLUDE_TABLES", "every table outside the system schemas")
+        + ")",
+    )
+    start_position: str | None = Field(
+        default=None,
+        description="where an empty WAL starts: current, earliest or a GTID state ("
+        + _unset("CDC_START_POSITION", "current")
+        + ")",
+    )
+    segment_max_events: int | None = Field(
+        default=None,
+        description="row events after which a tick stops at the next commit ("
+        + _unset("CDC_SEGMENT_MAX_EVENTS", "50000")
+        + ")",
+    )
+    tick_max_seconds: int | None = Field(
+        default=None,
+        description="seconds after which a tick stops at the next commit ("
+        + _unset("CDC_TICK_MAX_SECONDS", "20")
+        + ")",
+    )
+    retention_hours: float | None = Field(
+        default=None,
+        description="keep loaded segments this long, 0: delete once loaded ("
+        + _unset("CDC_RETENTION_HOURS", "24")
+        + ")",
+    )
+
+    def _environ(self) -> dict[str, str]:
+        fields = {name: getattr(self, name) for name in SOURCE_VARIABLES}
+        return overlay(SOURCE_VARIABLES, fields)
 
     def capture_settings(self) -> CaptureSettings:
-        """Capture settings: this resource's URL plus the CDC_* variables of the environment."""
-        environ = {**os.environ, "CDC_MYSQL_URL": self.url}
-        settings = CaptureSettings.from_env(environ)
-        return replace(settings, source_url=SourceUrl.parse(self.url))
+        """Capture settings: this resource's values over the CDC_* variables."""
+        return CaptureSettings.from_env(self._environ())
+
+    def wal_paths(self, source_name: str | None = None) -> WalPaths:
+        """The WAL of this source (or of ``source_name``, as a partition key names it); needs
+        no URL."""
+        environ = self._environ()
+        return WalPaths(staging_dir_from_env(environ), source_name or source_name_from_env(environ))
+
+    def retention(self) -> timedelta:
+        return retention_from_env(self._environ())
 
 
 class MongoSinkResource(dg.ConfigurableResource):
     """The MongoDB database the change log and mirror collections are loaded into."""
 
     uri: str = Field(description="a MongoDB URI, from CDC_MONGO_URI")
+    database: str | None = Field(
+        default=None, description="the target database (" + _unset("CDC_MONGO_DB", "cdc") + ")"
+    )
+    compat: str | None = Field(
+        default=None,
+        description="standard, or nx-27017 for the test stand-in ("
+        + _unset("CDC_MONGO_COMPAT", "standard")
+        + ")",
+    )
+    retry_seconds: int | None = Field(
+        default=None,
+        description="how long one load retries transient MongoDB errors ("
+        + _unset("CDC_MONGO_RETRY_SECONDS", "30")
+        + ")",
+    )
+    breaker_probe_seconds: int | None = Field(
+        default=None,
+        description="while MongoDB is down, the least time between two probe loads ("
+        + _unset("CDC_BREAKER_PROBE_SECONDS", "60")
+        + ")",
+    )
 
     def mongo_settings(self) -> MongoSettings:
-        return MongoSettings.from_env({**os.environ, "CDC_MONGO_URI": self.uri})
+        fields = {name: getattr(self, name) for name in MONGO_VARIABLES}
+        return MongoSettings.from_env(overlay(MONGO_VARIABLES, fields))
+
+
+class AuditResource(dg.ConfigurableResource):
+    """What the global checks judge against."""
+
+    lag_warn_seconds: float | None = Field(
+        default=None,
+        description="replication_lag warns past this ("
+        + _unset("CDC_LAG_WARN_SECONDS", "300")
+        + ")",
+    )
+    lag_error_seconds: float | None = Field(
+        default=None,
+        description="replication_lag errors past this ("
+        + _unset("CDC_LAG_ERROR_SECONDS", "3600")
+        + ")",
+    )
+    lag_warn_transactions: int | None = Field(
+        default=None,
+        description="replication_lag warns when more transactions are missing ("
+        + _unset("CDC_LAG_WARN_TRANSACTIONS", "100000")
+        + ")",
+    )
+    retention_warn_seconds: float | None = Field(
+        default=None,
+        description="binlog_retention_headroom warns when the needed binlog expires sooner ("
+        + _unset("CDC_RETENTION_WARN_SECONDS", "21600")
+        + ")",
+    )
+    reconcile_wait_seconds: float | None = Field(
+        default=None,
+        description="how long source_sink_reconciliation waits for a busy table ("
+        + _unset("CDC_RECONCILE_WAIT_SECONDS", "60")
+        + ")",
+    )
+
+    def audit_settings(self) -> AuditSettings:
+        fields = {name: getattr(self, name) for name in AUDIT_VARIABLES}
+        return AuditSettings.from_env(overlay(AUDIT_VARIABLES, fields))

@@ -8,8 +8,7 @@ the totals are the run's output metadata. Running it again after an interruption
 import dagster as dg
 
 from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
-from cdc_pipeline.core.wal.segment import WalPaths, partition_keys
-from cdc_pipeline.defs.partitions import cdc_batches_partitions
+from cdc_pipeline.defs.partitions import register_segments
 from cdc_pipeline.defs.resources import SourceResource
 
 
@@ -30,11 +29,7 @@ def take_snapshot(
 
     result = run_snapshot(settings, patterns, on_progress=progress)
     context.log.info(result.summary())
-    paths = WalPaths(settings.staging_dir, settings.source_name)
-    registered = set(context.instance.get_dynamic_partitions(cdc_batches_partitions.name))
-    new_keys = [key for key in partition_keys(paths) if key not in registered]
-    if new_keys:
-        context.instance.add_dynamic_partitions(cdc_batches_partitions.name, new_keys)
+    register_segments(context.instance, source.wal_paths())
     return dg.Output(
         None,
         metadata={

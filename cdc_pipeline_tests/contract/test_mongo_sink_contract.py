@@ -19,19 +19,21 @@ from bson import ObjectId, json_util
 from pymongo.database import Database
 from pymysqlreplication.constants import FIELD_TYPE
 
-from cdc_pipeline.core.load.sink import (
+from cdc_pipeline.core.load.documents import (
     CHECKPOINTS,
     DDL_HISTORY,
     ROW_CHANGES,
+    SCHEMA_VERSIONS,
     Checkpoint,
-    MongoSink,
-    _insert_document,
     mirror_document,
+    upsert_by_id,
 )
+from cdc_pipeline.core.load.mirror_ddl import rename_collection
+from cdc_pipeline.core.load.schema_versions import register_schema_versions
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 from cdc_pipeline.core.values import decode_document, encode_document
 from cdc_pipeline.core.wal.segment import Manifest
-from cdc_pipeline.core.wal.validation import SCHEMA_VERSIONS, register_schema_versions
 from cdc_pipeline_tests.contract.conftest import ContractBackend
 
 pytestmark = pytest.mark.integration
@@ -267,7 +269,7 @@ def test_a_replace_upsert_keeps_the_key_as_id(
     keys: list[Any] = [7, "k", {"order_id": 10, "line_no": 2}]
     for version in ("first", "second"):  # the first upsert inserts, the second replaces
         documents = [mirror_document(key, {"v": version}, _meta(1, "lines")) for key in keys]
-        sink._bulk(name, [_insert_document(document) for document in documents])
+        sink.bulk(name, [upsert_by_id(document) for document in documents])
         stored = list(contract_db[name].find())
         assert _texts(stored) == _texts(documents)
         assert not any(isinstance(document["_id"], ObjectId) for document in stored)
@@ -367,12 +369,12 @@ def test_a_rename_replaces_its_target_and_a_second_one_is_a_no_op(
     contract_db[old].insert_many([dict(document) for document in moved])
     contract_db[new].insert_many([{"_id": 1, "v": "replaced"}, {"_id": 9, "v": "dropped"}])
 
-    sink._rename(old, new)
+    rename_collection(sink, old, new)
 
     assert old not in contract_db.list_collection_names()
     assert _texts(contract_db[new].find()) == _texts(moved)
     first = _dump(contract_db)
-    sink._rename(old, new)  # a replay: the old name is gone, the rename already happened
+    rename_collection(sink, old, new)  # a replay: the old name is gone, the rename already happened
     assert _dump(contract_db) == first
 
 
@@ -384,6 +386,6 @@ def test_a_rename_whose_source_is_gone_changes_nothing(
     contract_db[new].insert_one({"_id": 1, "v": "kept"})
     first = _dump(contract_db)
 
-    sink._rename(sink.mirror("shop", "items"), new)
+    rename_collection(sink, sink.mirror("shop", "items"), new)
 
     assert _dump(contract_db) == first

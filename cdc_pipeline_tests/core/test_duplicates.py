@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cdc_pipeline.core.audit.duplicates import check_wal
-from cdc_pipeline.core.wal.segment import Manifest, SegmentWriter, WalPaths
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.staging import WalPaths
+from cdc_pipeline.core.wal.writer import SegmentWriter
 from cdc_pipeline_tests.core.test_retention import row
 
 

@@ -13,19 +13,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cdc_pipeline.core.audit.headroom import (
-    DEFAULT_WARN_SECONDS,
     HeadroomReport,
     assess_headroom,
     expiry_from_variables,
     headroom_for,
-    retention_warn_seconds_from_env,
 )
-from cdc_pipeline.core.capture.tick import WalEnd
 from cdc_pipeline.core.errors import ConfigError
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.mysql.source import SourceState
-from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.settings import (
+    DEFAULT_WARN_SECONDS,
+    SourceUrl,
+    retention_warn_seconds_from_env,
+)
+from cdc_pipeline.core.wal.ledger import WalEnd
+from cdc_pipeline.core.wal.staging import WalPaths
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

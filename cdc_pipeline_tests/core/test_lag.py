@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from cdc_pipeline.core.audit.lag import LagThresholds, judge_lag
+from cdc_pipeline.core.audit.lag import judge_lag
 from cdc_pipeline.core.audit.status import Status
 from cdc_pipeline.core.errors import ConfigError
+from cdc_pipeline.core.settings import LagThresholds
 
 THRESHOLDS = LagThresholds(warn_seconds=300, error_seconds=3600, warn_transactions=1000)
 

@@ -16,11 +16,11 @@ from cdc_pipeline.core.audit.reconcile.compare import (
     expected_document,
 )
 from cdc_pipeline.core.audit.reconcile.report import ReconcileReport, StrayMirror, TableResult
-from cdc_pipeline.core.audit.reconcile.strays import table_of_collection
 from cdc_pipeline.core.audit.reconcile.touched import SegmentSpan, ddl_touches, touched_by
 from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.load.documents import table_of_collection
 from cdc_pipeline.core.load.sink import MongoSink
-from cdc_pipeline.core.mysql.source_rows import SourceTable
+from cdc_pipeline.core.mysql.catalog import SourceTable
 
 UUID = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 

@@ -10,26 +10,21 @@ from typing import Any
 
 import pytest
 
-from cdc_pipeline.core.capture.tick import wal_end
 from cdc_pipeline.core.errors import CaptureLockedError, ConfigError, StagingError
-from cdc_pipeline.core.load import retention
-from cdc_pipeline.core.load.retention import (
-    read_ledger,
-    retention_from_env,
-    retire_segments,
-    retired_partitions,
-)
-from cdc_pipeline.core.wal import segment as wal
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
-    SegmentWriter,
+from cdc_pipeline.core.wal import ledger as ledger_module
+from cdc_pipeline.core.load.retention import retire_segments, retired_partitions
+from cdc_pipeline.core.settings import retention_from_env
+from cdc_pipeline.core.wal.ledger import read_ledger, wal_end
+from cdc_pipeline.core.wal.segment import Manifest, read_manifest, verify_segment
+from cdc_pipeline.core.wal.staging import (
     WalPaths,
     capture_lock,
     list_segments,
     partition_key,
-    verify_segment,
     write_json_atomically,
 )
+from cdc_pipeline.core.wal import writer as segment_writer
+from cdc_pipeline.core.wal.writer import SegmentWriter
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 ROWS_PER_SEGMENT = 3
@@ -90,7 +85,7 @@ def write_segment(
         last_gtid=f"0-1-{last}",
     )
     with monkeypatch.context() as patch:
-        patch.setattr(wal, "datetime", _FrozenClock(created_at))  # manifest.created_at
+        patch.setattr(segment_writer, "datetime", _FrozenClock(created_at))  # manifest.created_at
         return writer.commit(manifest)
 
 
@@ -211,13 +206,13 @@ def test_the_ledger_records_the_end_and_the_chain(
     assert (data["first_sequence"], data["first_start_gtid"]) == (1, "0-1-0")
     assert (data["retired_count"], data["break_count"], data["breaks"]) == (3, 0, [])
     # The next segment on disk starts exactly where the ledger ends.
-    assert wal.read_manifest(paths.segment(4)).start_gtid == data["end_gtid"]
+    assert read_manifest(paths.segment(4)).start_gtid == data["end_gtid"]
 
 
 def test_the_chain_stays_small_and_breaks_are_kept_as_evidence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(retention, "CHAIN_LIMIT", 3)
+    monkeypatch.setattr(ledger_module, "CHAIN_LIMIT", 3)
     paths = make_wal(tmp_path, monkeypatch, count=5)
     write_segment(paths, 6, T0, monkeypatch, start=100)  # does not start at 5's end (0-1-15)
     write_segment(paths, 7, T0, monkeypatch, start=103)

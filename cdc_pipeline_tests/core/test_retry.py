@@ -22,11 +22,10 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
-from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.errors import CdcError, SinkUnavailableError
 from cdc_pipeline.core.load.retry import (
     RETRYABLE_CODES,
     RetryPolicy,
-    SinkUnavailableError,
     call_with_retries,
     is_transient,
 )

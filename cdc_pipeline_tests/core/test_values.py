@@ -21,14 +21,13 @@ from hypothesis import strategies as st
 from pymysqlreplication.constants import CHARSET, FIELD_TYPE
 from pymysqlreplication.row_event import TableMapEvent, find_charset
 
-from cdc_pipeline.core.errors import SourceSettingError
+from cdc_pipeline.core.errors import SourceSettingError, ValueConversionError
 from cdc_pipeline.core.mysql.decoder_fixes import (
     _sync_column_info_with_labels,
     install_decoder_fixes,
 )
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 from cdc_pipeline.core.values import (
-    ValueConversionError,
     convert_row,
     decode_document,
     document_keys,

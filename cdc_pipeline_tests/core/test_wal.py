@@ -14,17 +14,9 @@ import pandas as pd
 import pytest
 
 from cdc_pipeline.core.errors import CaptureLockedError, CorruptSegmentError, StagingError
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
-    SegmentWriter,
-    WalPaths,
-    capture_lock,
-    list_segments,
-    partition_keys,
-    read_manifest,
-    read_rows,
-    verify_segment,
-)
+from cdc_pipeline.core.wal.segment import Manifest, read_manifest, read_rows, verify_segment
+from cdc_pipeline.core.wal.staging import WalPaths, capture_lock, list_segments, partition_keys
+from cdc_pipeline.core.wal.writer import SegmentWriter
 
 
 def row(index: int) -> dict[str, object]:
@@ -159,7 +151,7 @@ def test_the_staging_lock_refuses_a_second_process_and_dies_with_its_holder(tmp_
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path;"
-            "from cdc_pipeline.core.wal.segment import WalPaths, capture_lock;"
+            "from cdc_pipeline.core.wal.staging import WalPaths, capture_lock;"
             f"ctx = capture_lock(WalPaths(Path({str(tmp_path)!r}), 'default')); ctx.__enter__();"
             "print('locked', flush=True); time.sleep(60)",
         ],
@@ -178,13 +170,13 @@ def test_the_staging_lock_refuses_a_second_process_and_dies_with_its_holder(tmp_
         pass
 
 
-def test_row_digest_line_is_the_format_every_existing_segment_was_written_with() -> None:
+def test_rowdigest_line_is_the_format_every_existing_segment_was_written_with() -> None:
     """Segments on disk carry checksums over this exact text: it must never change silently.
     The expected line is the format as first written (``json.dumps`` with these options)."""
     import json
     from datetime import UTC, datetime
 
-    from cdc_pipeline.core.wal.segment import COLUMNS, _digest_line
+    from cdc_pipeline.core.wal.segment import COLUMNS, digest_line
 
     row: dict[str, object] = {name: f'{name} ü ✓ "q"' for name in COLUMNS}
     row["row_index"] = 7
@@ -193,4 +185,4 @@ def test_row_digest_line_is_the_format_every_existing_segment_was_written_with()
     values = [row[name] for name in COLUMNS]
     values[COLUMNS.index("committed_at")] = 1795867200123456
     expected = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    assert _digest_line(row) == expected
+    assert digest_line(row) == expected

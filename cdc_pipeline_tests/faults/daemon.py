@@ -32,7 +32,9 @@ from pathlib import Path
 import dagster as dg
 from pymongo import monitoring
 
-from cdc_pipeline.core.wal import segment as wal
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.staging import write_json_atomically
+from cdc_pipeline.core.wal.writer import SegmentWriter
 from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
@@ -82,16 +84,16 @@ class LoadWriteMarks(monitoring.CommandListener):  # type: ignore[misc]
 
 def mark_segment_commits() -> None:
     """Wrap ``SegmentWriter.commit`` so the phase says ``commit`` while a segment is committed."""
-    original = wal.SegmentWriter.commit
+    original = SegmentWriter.commit
 
-    def commit(self: wal.SegmentWriter, manifest: wal.Manifest) -> Path:
+    def commit(self: SegmentWriter, manifest: Manifest) -> Path:
         note_phase(PHASE_FILE, "commit")
         try:
             return original(self, manifest)
         finally:
             note_phase(PHASE_FILE, "capture")
 
-    wal.SegmentWriter.commit = commit  # type: ignore[method-assign]
+    SegmentWriter.commit = commit  # type: ignore[method-assign]
 
 
 def fail_dead_runs(instance: dg.DagsterInstance) -> int:
@@ -140,7 +142,7 @@ def main() -> int:
                 continue
             if isinstance(result, dg.SensorResult):
                 if result.cursor is not None:
-                    wal.write_json_atomically(cursor_file, {"cursor": result.cursor})
+                    write_json_atomically(cursor_file, {"cursor": result.cursor})
                 for request in result.run_requests or []:
                     key_tag = {"dagster/run_key": request.run_key or ""}
                     if instance.get_runs(filters=dg.RunsFilter(tags=key_tag), limit=1):

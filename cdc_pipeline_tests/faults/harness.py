@@ -34,7 +34,8 @@ import pytest
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_rows
+from cdc_pipeline.core.wal.segment import read_rows
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.audit import audit
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events, executed_gtids
 from cdc_pipeline_tests.conftest import MongoTarget

@@ -21,13 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.wal.segment import (
-    WalPaths,
-    list_segments,
-    read_manifest,
-    read_rows,
-    verify_segment,
-)
+from cdc_pipeline.core.wal.segment import read_manifest, read_rows, verify_segment
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from devtools.local_servers import SourceServer
 from devtools.sample_workload import Workload

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.capture.tick import capture_once, wal_end
+from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.recapture import recapture_from
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.binlog_oracle import executed_gtids

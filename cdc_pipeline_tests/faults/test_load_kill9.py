@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.load.sink import CHECKPOINTS
+from cdc_pipeline.core.load.documents import CHECKPOINTS
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import dump

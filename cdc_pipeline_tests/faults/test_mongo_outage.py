@@ -20,7 +20,7 @@ import pytest
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.breaker import SinkBreaker
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline.definitions import defs
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.conftest import MongoTarget

@@ -17,7 +17,7 @@ from pymongo.errors import OperationFailure
 
 from cdc_pipeline import cli
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.conftest import MongoTarget, make_capture_settings
 from cdc_pipeline_tests.integration.test_cli_errors import (
     PROJECT,

@@ -18,7 +18,7 @@ import pytest
 
 from cdc_pipeline import cli
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline_tests.conftest import MongoTarget
 from devtools.local_servers import SourceServer, free_port
 

@@ -12,7 +12,7 @@ import pytest
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.segment import WalPaths, file_digest_path
+from cdc_pipeline.core.wal.staging import WalPaths, file_digest_path
 from cdc_pipeline_tests.audit import audit as run_audit
 from cdc_pipeline_tests.conftest import MongoTarget
 from devtools.local_servers import SourceServer

@@ -12,7 +12,7 @@ from cdc_pipeline.core.audit.headroom import HeadroomReport, headroom_for
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.wal.staging import WalPaths
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.errors import CorruptSegmentError
-from cdc_pipeline.core.load.loader import LoadHaltedError, load_pending, source_rebaseline
-from cdc_pipeline.core.load.sink import CHECKPOINTS, ROW_CHANGES, MongoSink
+from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError
+from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES
+from cdc_pipeline.core.load.loader import load_pending
+from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import (

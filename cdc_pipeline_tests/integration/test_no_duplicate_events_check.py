@@ -11,16 +11,12 @@ import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.load.documents import ROW_CHANGES
 from cdc_pipeline.core.load.loader import run_load
-from cdc_pipeline.core.load.sink import ROW_CHANGES
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.segment import (
-    SegmentWriter,
-    WalPaths,
-    list_segments,
-    read_manifest,
-    read_rows,
-)
+from cdc_pipeline.core.wal.segment import read_manifest, read_rows
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
+from cdc_pipeline.core.wal.writer import SegmentWriter
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.conftest import MongoTarget
 from devtools.local_servers import SourceServer

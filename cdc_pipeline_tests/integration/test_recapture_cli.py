@@ -11,7 +11,8 @@ from cdc_pipeline.cli import main
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.conftest import MongoTarget
 from devtools.local_servers import SourceServer
 

@@ -21,10 +21,12 @@ from cdc_pipeline.core.audit.reconcile.attempt import CAPTURE_BEHIND, TOUCHED
 from cdc_pipeline.core.audit.reconcile.report import ReconcileReport
 from cdc_pipeline.core.audit.reconcile.run import reconcile
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.load.loader import loader_lock, run_load, segment_rows
-from cdc_pipeline.core.load.sink import MIRROR_STATUS, MongoSink, id_filter
+from cdc_pipeline.core.load.documents import MIRROR_STATUS, id_filter
+from cdc_pipeline.core.load.loader import run_load
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.segment import read_verified
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments, loader_lock
 from cdc_pipeline_tests.conftest import MongoTarget
 from devtools.local_servers import SourceServer
 
@@ -296,7 +298,8 @@ def test_writes_of_a_crashed_load_ahead_of_the_checkpoint_are_not_compared(
     pipeline.capture_all()
     segment = list_segments(pipeline.paths)[-1]
     with pipeline.target.client(tz_aware=True) as client, loader_lock(pipeline.paths):
-        pipeline.sink(client).apply(segment_rows(segment), read_manifest(segment))
+        verified = read_verified(segment)
+        pipeline.sink(client).apply(verified.rows(), verified.manifest)
     report = pipeline.reconcile(wait_seconds=1.5)
     assert states(report) == {"big": "skipped", "composite": "equal", "plain": "equal"}
     pipeline.load()

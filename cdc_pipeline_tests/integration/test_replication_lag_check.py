@@ -11,9 +11,9 @@ from dataclasses import replace
 import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.load.loader import run_load, sequence_of
+from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, partition_key
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments, partition_key, sequence_of
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
 from cdc_pipeline_tests.conftest import MongoTarget

@@ -8,7 +8,7 @@ import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline_tests.audit import audit, value
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
 from cdc_pipeline_tests.conftest import MongoTarget

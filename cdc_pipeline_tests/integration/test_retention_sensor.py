@@ -19,11 +19,12 @@ import dagster as dg
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
+from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES
 from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.load.retention import retire_segments
-from cdc_pipeline.core.load.sink import CHECKPOINTS, ROW_CHANGES
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, partition_key, read_manifest
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments, partition_key
 from cdc_pipeline.defs.capture import loader_tags
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick

@@ -29,11 +29,12 @@ from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
 from cdc_pipeline.core.capture.snapshot_plan import load_plan, read_recoveries
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import BinlogPurgedError
+from cdc_pipeline.core.load.documents import MIRROR_STATUS, ROW_CHANGES
 from cdc_pipeline.core.load.loader import run_load
-from cdc_pipeline.core.load.sink import MIRROR_STATUS, ROW_CHANGES
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import (
@@ -396,8 +397,9 @@ def test_validation_refuses_a_foreign_row_in_a_snapshot_segment(tmp_path: Path) 
     """A snapshot segment holds rows of its one table only; anything else is reported."""
     from datetime import UTC, datetime
 
-    from cdc_pipeline.core.wal.segment import Manifest, SegmentWriter
+    from cdc_pipeline.core.wal.segment import Manifest
     from cdc_pipeline.core.wal.validation import validate_segment
+    from cdc_pipeline.core.wal.writer import SegmentWriter
 
     paths = WalPaths(tmp_path, "default")
     paths.ensure()

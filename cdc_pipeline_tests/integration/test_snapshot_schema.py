@@ -15,12 +15,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from cdc_pipeline.core.errors import ValueConversionError
 from cdc_pipeline.core.mysql.binlog import BinlogReader, Idle, RowImage
-from cdc_pipeline.core.mysql.source import MariadbJsonColumns, read_state
+from cdc_pipeline.core.mysql.catalog import MariadbJsonColumns
+from cdc_pipeline.core.mysql.source import read_state
 from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
 from cdc_pipeline.core.schema import TableSchema, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import ValueConversionError
 from cdc_pipeline_tests.integration.test_type_mapping import (
     CREATE_EVERY_TYPE,
     ROW_TYPICAL,

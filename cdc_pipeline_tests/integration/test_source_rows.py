@@ -14,22 +14,14 @@ from typing import Any
 
 import pytest
 
+from cdc_pipeline.core.errors import ValueConversionError
+from cdc_pipeline.core.load.documents import mirror_id
+from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect
-from cdc_pipeline.core.mysql.source_rows import (
-    describe_table,
-    list_tables,
-    mirror_id,
-    row_documents,
-    row_hash,
-)
+from cdc_pipeline.core.mysql.source_rows import row_documents, row_hash
 from cdc_pipeline.core.schema import with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import (
-    ValueConversionError,
-    convert_row,
-    decode_document,
-    encode_document,
-)
+from cdc_pipeline.core.values import convert_row, decode_document, encode_document
 from cdc_pipeline_tests.integration.test_type_mapping import (
     COLUMN_ORDER,
     CREATE_EVERY_TYPE,
@@ -93,7 +85,7 @@ def test_every_contract_type_reads_as_the_binlog_path_converts_it(
         assert list(document) == COLUMN_ORDER
         _same(document, expected[document["id"]], f"{flavor} row {document['id']}")
         assert decode_document(encode_document(document)) == document
-        assert mirror_id(table, document) == document["id"]
+        assert mirror_id(table.key_of(document)) == document["id"]
 
 
 TRICKY = """
@@ -184,7 +176,7 @@ def test_composite_key_documents_come_in_key_order_with_key_ordered_ids(
     documents = list(row_documents(source, table, batch_size=2))
     assert [document["c"] for document in documents] == [5, 3, 2, 1, 4]
     assert all(list(document) == ["a", "b", "c"] for document in documents)
-    ids = [mirror_id(table, document) for document in documents]
+    ids = [mirror_id(table.key_of(document)) for document in documents]
     assert ids[0] == {"b": "x", "a": 3}
     assert all(list(key) == ["b", "a"] for key in ids)
 
@@ -284,7 +276,7 @@ def test_tables_are_listed_by_pattern_and_a_table_without_key_is_streamed(
         {"v": 3, "w": "c"},
     ]
     with pytest.raises(ValueError, match="no primary key"):
-        mirror_id(table, documents[0])
+        mirror_id(table.key_of(documents[0]))
     with pytest.raises(ValueError, match="no primary key"):
         list(row_documents(source, table, after_key=(1,)))
     assert row_hash(documents[1]) == row_hash(documents[2]) != row_hash(documents[3])

@@ -27,6 +27,7 @@ from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.mysql.grants import account_name, has_wildcard, parse_grant, select_covers
 from cdc_pipeline.core.mysql.source import connect, detect_flavor, query_all, query_one
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.staging import WalPaths
 
 MIN_FREE_BYTES = 100_000_000
 """Below this much free space in the staging folder, the staging check fails (100 MB)."""
@@ -451,4 +452,5 @@ def run_doctor(
         )
     else:
         findings += check_mongo(mongo)
-    return findings + check_staging(capture.source_staging_dir, capture.staging_dir.parent)
+    root = WalPaths(capture.staging_dir, capture.source_name).root
+    return findings + check_staging(root, capture.staging_dir.parent)

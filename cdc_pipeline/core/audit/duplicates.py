@@ -27,12 +27,12 @@ from typing import Any
 import pyarrow.parquet as pq
 from pymongo.database import Database
 
-from cdc_pipeline.core.capture.snapshot_plan import snapshot_tag
 from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.load.sink import ROW_CHANGES
+from cdc_pipeline.core.load.documents import ROW_CHANGES
 from cdc_pipeline.core.problems import CappedProblems
-from cdc_pipeline.core.wal.segment import Manifest, WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.segment import Manifest, read_manifest, snapshot_tag
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 
 
 @dataclass

@@ -22,20 +22,17 @@ Invariants:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cdc_pipeline.core.capture.tick import WalEnd, wal_end
 from cdc_pipeline.core.gtid import lost_gtids, unknown_to_server
 from cdc_pipeline.core.mysql.source import SourceState, connect, query_all, query_one, read_state
-from cdc_pipeline.core.settings import SourceUrl, seconds_from_env
-from cdc_pipeline.core.wal.segment import WalPaths, read_manifest
-
-DEFAULT_WARN_SECONDS = 6 * 3600.0
-WARN_VARIABLE = "CDC_RETENTION_WARN_SECONDS"
+from cdc_pipeline.core.settings import SourceUrl
+from cdc_pipeline.core.wal.ledger import WalEnd, wal_end
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths
 
 
 @dataclass
@@ -94,12 +91,6 @@ class HeadroomReport:
             f"{self.state}: {reason} [captured {self.captured_file}:{self.captured_pos},"
             f" source {self.source_file}:{self.source_pos}, {self.bytes_behind:,} bytes behind]"
         )
-
-
-def retention_warn_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
-    """CDC_RETENTION_WARN_SECONDS: warn when the file at risk expires sooner (default 6 h)."""
-    env = os.environ if environ is None else environ
-    return seconds_from_env(env, WARN_VARIABLE, DEFAULT_WARN_SECONDS)
 
 
 def _file_number(name: str) -> int:

@@ -11,37 +11,13 @@ as healthy; a warning or error names the transactions not applied and the oldest
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from cdc_pipeline.core.audit.status import Status
-from cdc_pipeline.core.errors import ConfigError
-from cdc_pipeline.core.settings import _int, seconds_from_env
+from cdc_pipeline.core.settings import LagThresholds
 
 LagState = Literal["ok", "warn", "error"]
-
-
-@dataclass(frozen=True)
-class LagThresholds:
-    """``CDC_LAG_WARN_SECONDS`` (300), ``CDC_LAG_ERROR_SECONDS`` (3600) and
-    ``CDC_LAG_WARN_TRANSACTIONS`` (100,000)."""
-
-    warn_seconds: float = 300.0
-    error_seconds: float = 3600.0
-    warn_transactions: int = 100_000
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> LagThresholds:
-        warn = seconds_from_env(environ, "CDC_LAG_WARN_SECONDS", cls.warn_seconds)
-        error = seconds_from_env(environ, "CDC_LAG_ERROR_SECONDS", cls.error_seconds)
-        transactions = _int(environ, "CDC_LAG_WARN_TRANSACTIONS", cls.warn_transactions, low=0)
-        if error < warn:
-            raise ConfigError(
-                f"CDC_LAG_ERROR_SECONDS ({error:g}) is below CDC_LAG_WARN_SECONDS ({warn:g});"
-                " set the error threshold at or above the warning one."
-            )
-        return cls(warn, error, transactions)
 
 
 @dataclass

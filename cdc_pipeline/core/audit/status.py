@@ -6,22 +6,30 @@ works (and says what is down) during an outage of the source or the sink.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.core.capture.snapshot_plan import load_plan
-from cdc_pipeline.core.capture.tick import caught_up_at, wal_end
 from cdc_pipeline.core.errors import CdcError
-from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.load.loader import breaker_of, sequence_of
-from cdc_pipeline.core.load.retry import RetryPolicy
-from cdc_pipeline.core.load.sink import open_sink
+from cdc_pipeline.core.gtid import GtidSet, as_flavor
+from cdc_pipeline.core.load.breaker import breaker_of
+from cdc_pipeline.core.load.sink import read_checkpoint
 from cdc_pipeline.core.mysql.source import connect, read_state
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.ledger import applied_on_disk, wal_end
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import (
+    WalPaths,
+    caught_up_at,
+    list_segments,
+    partition_key,
+    quarantine_sentence,
+    quarantined_after,
+    read_origin,
+    sequence_of,
+)
 
 
 @dataclass
@@ -45,29 +53,47 @@ class Status:
     breaker_text: str = ""
     snapshot: str = ""
     notes: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    """Partitions whose segments validation set aside; loading halts at the first."""
+    problems: list[str] = field(default_factory=list)
+    """One sentence per part that could not be read or needs the operator (first: the most
+    urgent); empty when all is well."""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        data = dict(self.__dict__)
+        data.pop("problems")
+        return data
 
     def lines(self) -> list[str]:
         lag = "unknown" if self.lag_seconds is None else f"{self.lag_seconds:.1f} s"
         transactions = "unknown" if self.lag_transactions is None else f"{self.lag_transactions:,}"
-        return [
-            f"source      {self.source_gtid or self.source_error or '?'}"
-            + (f" ({self.source_binlog})" if self.source_binlog else ""),
-            f"captured    {self.captured_gtid or 'nothing yet'}"
-            + (f" (last segment {self.last_segment})" if self.last_segment else ""),
-            f"applied     {self.applied_gtid or self.sink_error or 'nothing yet'}"
-            + (f" (through {self.applied_partition})" if self.applied_partition else ""),
-            f"pending     {self.pending_segments} segments",
-            f"lag         {lag}, {transactions} transactions",
-            f"mongodb     {self.breaker_text}"
+        return (
+            [
+                f"source      {self.source_gtid or self.source_error or '?'}"
+                + (f" ({self.source_binlog})" if self.source_binlog else ""),
+                f"captured    {self.captured_gtid or 'nothing yet'}"
+                + (f" (last segment {self.last_segment})" if self.last_segment else ""),
+                f"applied     {self.applied_gtid or self.sink_error or 'nothing yet'}"
+                + (f" (through {self.applied_partition})" if self.applied_partition else ""),
+                f"pending     {self.pending_segments} segments",
+                f"lag         {lag}, {transactions} transactions",
+                f"mongodb     {self.breaker_text}"
+                + (
+                    " as the loader last saw it, but it could not be read now"
+                    if self.sink_error and self.breaker == "closed"
+                    else ""
+                ),
+            ]
+            + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
             + (
-                " as the loader last saw it, but it could not be read now"
-                if self.sink_error and self.breaker == "closed"
-                else ""
-            ),
-        ] + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
+                [
+                    f"quarantined {', '.join(self.quarantined)} (loading halts at"
+                    f" {self.quarantined[0]})"
+                ]
+                if self.quarantined
+                else []
+            )
+        )
 
 
 def _oldest_unapplied_age(
@@ -98,7 +124,7 @@ def _oldest_unapplied_age(
 def read_status(
     paths: WalPaths, source_url: SourceUrl | None, mongo: MongoSettings | None
 ) -> Status:
-    status = Status(source=paths.root.name)
+    status = Status(source=paths.source)
     source_executed: GtidSet | None = None
     if source_url is not None:
         try:
@@ -120,22 +146,19 @@ def read_status(
     applied_committed_at: str | None = None
     if mongo is not None:
         try:
-            with open_sink(mongo, RetryPolicy(deadline=5.0)) as sink:
-                checkpoint = sink.read_checkpoint(paths.root.name)
+            checkpoint = read_checkpoint(mongo, paths.source, deadline=5.0)
             if checkpoint is not None:
-                applied = GtidSet.parse(
-                    checkpoint.gtid, "mariadb" if checkpoint.flavor == "mariadb" else "mysql"
-                )
+                applied = GtidSet.parse(checkpoint.gtid, as_flavor(checkpoint.flavor))
                 applied_sequence = checkpoint.last_sequence
                 applied_committed_at = checkpoint.last_committed_at
                 status.applied_gtid = checkpoint.gtid
                 status.applied_partition = checkpoint.last_partition
         except CdcError as error:
             status.sink_error = str(error)
-    if applied is None and status.sink_error is None and paths.origin.exists():
+    origin = read_origin(paths)
+    if applied is None and status.sink_error is None and origin is not None:
         # Nothing loaded yet: everything since capture's origin is still to be applied.
-        origin = json.loads(paths.origin.read_text())
-        applied = GtidSet.parse(origin["gtid"], origin["flavor"])
+        applied = GtidSet.parse(origin.gtid, as_flavor(origin.flavor))
     pending = [path for path in segments if sequence_of(path) > applied_sequence]
     status.pending_segments = len(pending)
     if pending:
@@ -154,7 +177,25 @@ def read_status(
     breaker = breaker_of(paths, mongo.breaker_probe_seconds if mongo else 60.0)
     status.breaker = breaker.read().state
     status.breaker_text = breaker.describe(status.pending_segments)
+    _add_problems(status, paths, applied_sequence or applied_on_disk(paths), mongo)
     return status
+
+
+def _add_problems(
+    status: Status, paths: WalPaths, applied_sequence: int, mongo: MongoSettings | None
+) -> None:
+    quarantined = quarantined_after(paths, applied_sequence)
+    status.quarantined = [partition_key(paths.source, sequence_of(path)) for path in quarantined]
+    if quarantined:
+        status.problems.append(quarantine_sentence(paths, quarantined[0]))
+    if status.source_error:
+        status.problems.append(f"status is partial: {status.source_error}")
+    if status.sink_error:
+        where = mongo.redacted() if mongo is not None else "CDC_MONGO_URI"
+        status.problems.append(
+            f"status is partial: MongoDB at {where} could not be read, so what was applied is"
+            " unknown; start MongoDB or correct CDC_MONGO_URI (details above)."
+        )
 
 
 def _snapshot_text(paths: WalPaths) -> str:

@@ -16,7 +16,7 @@ from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.values import encode_document
-from cdc_pipeline.core.wal.segment import SegmentWriter
+from cdc_pipeline.core.wal.writer import SegmentWriter
 
 
 @dataclass

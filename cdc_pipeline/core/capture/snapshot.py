@@ -39,43 +39,31 @@ from cdc_pipeline.core.capture.snapshot_plan import (
     load_plan,
     record_recovery,
     save_plan,
-    snapshot_tag,
 )
 from cdc_pipeline.core.capture.snapshot_point import SnapshotPoint, open_snapshot_point
-from cdc_pipeline.core.capture.tick import (
-    capture_locked,
-    check_source_settings,
-    wal_end,
-)
-from cdc_pipeline.core.errors import CdcError, SourceHistoryError
+from cdc_pipeline.core.capture.tick import capture_locked, check_source_settings
+from cdc_pipeline.core.errors import SnapshotError, SourceHistoryError
 from cdc_pipeline.core.gtid import GtidSet, lost_gtids
+from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect, query_all, read_state
-from cdc_pipeline.core.mysql.source_rows import (
-    SourceTable,
-    describe_table,
-    list_tables,
-    row_documents,
-)
+from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.values import decode_document, encode_document
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
-    SegmentWriter,
+from cdc_pipeline.core.wal.ledger import wal_end
+from cdc_pipeline.core.wal.segment import Manifest, read_manifest, snapshot_tag
+from cdc_pipeline.core.wal.staging import (
+    Origin,
     WalPaths,
     capture_lock,
     list_segments,
-    read_manifest,
     remove_stale_temp_files,
-    write_json_atomically,
+    write_origin,
 )
+from cdc_pipeline.core.wal.writer import SegmentWriter
 
 SNAPSHOT_OP = "snapshot"
 _TABLE_DEFINITION_CHANGED = 1412
-
-
-class SnapshotError(CdcError):
-    """The snapshot cannot go on; what it committed stays, and running it again resumes."""
 
 
 @dataclass
@@ -348,18 +336,14 @@ def _bring_stream_to(
     snapshot segment of this read view starts."""
     end = wal_end(paths)
     if end is None:
-        write_json_atomically(
-            paths.origin,
-            {
-                "gtid": str(point.gtid),
-                "flavor": point.flavor,
-                "binlog_file": point.binlog_file,
-                "binlog_pos": point.binlog_pos,
-                "start_position": f"snapshot {result.snapshot_id}",
-                "server_uuid": "",
-                "decided_at": datetime.now(UTC).isoformat(),
-            },
+        origin = Origin(
+            str(point.gtid),
+            point.flavor,
+            point.binlog_file,
+            point.binlog_pos,
+            f"snapshot {result.snapshot_id}",
         )
+        write_origin(paths, origin)
         return point.gtid
     if end.gtid.flavor != point.flavor:
         raise SourceHistoryError(

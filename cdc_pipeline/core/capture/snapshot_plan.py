@@ -13,16 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cdc_pipeline.core.errors import StagingError
-from cdc_pipeline.core.wal.segment import WalPaths, write_json_atomically
-
-PLAN_NAME = "snapshot.json"
-
-
-def snapshot_tag(snapshot_id: object, table: object) -> str:
-    """What a snapshot row carries in its ``gtid`` field (``table`` is ``schema.table``): the
-    row was read by snapshot ``snapshot_id``, not replicated. The one definition, used by the
-    writer, validation and the duplicate check."""
-    return f"snapshot:{snapshot_id}:{table}"
+from cdc_pipeline.core.wal.staging import WalPaths, write_json_atomically
 
 
 @dataclass
@@ -38,13 +29,9 @@ class SnapshotPlan:
     """Per table: ``rows_done``, ``segments``, ``last_key`` (encoded), ``done``."""
 
 
-def plan_path(paths: WalPaths) -> Any:
-    return paths.root / PLAN_NAME
-
-
 def load_plan(paths: WalPaths) -> SnapshotPlan | None:
     """The latest snapshot's plan, or None if this source never took one."""
-    path = plan_path(paths)
+    path = paths.snapshot_plan
     if not path.exists():
         return None
     try:
@@ -58,10 +45,7 @@ def load_plan(paths: WalPaths) -> SnapshotPlan | None:
 
 
 def save_plan(paths: WalPaths, plan: SnapshotPlan) -> None:
-    write_json_atomically(plan_path(paths), asdict(plan))
-
-
-RECOVERIES_NAME = "recoveries.json"
+    write_json_atomically(paths.snapshot_plan, asdict(plan))
 
 
 def record_recovery(paths: WalPaths, entry: dict[str, Any]) -> None:
@@ -70,14 +54,14 @@ def record_recovery(paths: WalPaths, entry: dict[str, Any]) -> None:
     entries = {item["sequence"]: item for item in read_recoveries(paths)}
     entries[entry["sequence"]] = entry
     write_json_atomically(
-        paths.root / RECOVERIES_NAME, {"recoveries": [entries[key] for key in sorted(entries)]}
+        paths.recoveries, {"recoveries": [entries[key] for key in sorted(entries)]}
     )
 
 
 def read_recoveries(paths: WalPaths) -> list[dict[str, Any]]:
     """Every recorded recovery, oldest first (empty when none, or the file is unreadable)."""
     try:
-        data = json.loads((paths.root / RECOVERIES_NAME).read_text())
+        data = json.loads(paths.recoveries.read_text())
         return list(data["recoveries"])
     except (OSError, ValueError, KeyError, TypeError):
         return []

@@ -31,14 +31,13 @@ import pymysql
 
 from cdc_pipeline.core.errors import SourceSettingError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.mysql.grants import PRIVILEGE_ERRORS
 from cdc_pipeline.core.mysql.source import (
     current_binlog_position,
     detect_flavor,
     query_all,
     query_one,
 )
-
-_NEEDS_PRIVILEGE = {1227, 1044, 1045, 1142}
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def _mysql_point(connection: Any) -> SnapshotPoint:
 
 def _privilege_error(error: Exception, privilege: str, flavor: str) -> Exception:
     code = error.args[0] if error.args else None
-    if code in _NEEDS_PRIVILEGE:
+    if code in PRIVILEGE_ERRORS:
         return SourceSettingError(
             f"the source user may not fix a snapshot position on {flavor} (it needs the"
             f" {privilege} privilege); run GRANT {privilege} ON *.* TO the CDC user."

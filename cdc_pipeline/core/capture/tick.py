@@ -16,7 +16,6 @@ Invariants:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,52 +33,33 @@ from cdc_pipeline.core.errors import (
     StagingError,
 )
 from cdc_pipeline.core.gtid import (
-    Flavor,
     GtidError,
     GtidSet,
     lost_gtids,
     parse_gtid,
     unknown_to_server,
 )
-from cdc_pipeline.core.load.retention import read_ledger
 from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImage, TxBegin, TxCommit
-from cdc_pipeline.core.mysql.source import (
-    MariadbJsonColumns,
-    SourceState,
-    connect,
-    query_one,
-    read_state,
-)
+from cdc_pipeline.core.mysql.catalog import MariadbJsonColumns
+from cdc_pipeline.core.mysql.source import SourceState, connect, query_one, read_state
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
-    SegmentWriter,
+from cdc_pipeline.core.wal.ledger import WalEnd, wal_end
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.staging import (
+    Origin,
     WalPaths,
     capture_lock,
-    list_segments,
-    read_manifest,
+    note_caught_up,
     remove_stale_temp_files,
-    write_json_atomically,
+    write_origin,
 )
+from cdc_pipeline.core.wal.writer import SegmentWriter
 
 REQUIRED_SETTINGS = {
     "binlog_format": "ROW",
     "binlog_row_image": "FULL",
     "binlog_row_metadata": "FULL",
 }
-
-
-CAUGHT_UP_NAME = "caught_up.json"
-
-
-@dataclass
-class WalEnd:
-    """Where the WAL ends: the state the next segment starts from."""
-
-    sequence: int  # of the last segment, 0 when none
-    gtid: GtidSet
-    binlog_file: str
-    binlog_pos: int
 
 
 @dataclass
@@ -137,40 +117,6 @@ class CaptureResult:
         }
 
 
-def wal_end(paths: WalPaths) -> WalEnd | None:
-    """The end of the WAL from disk: the last segment's manifest, else the end recorded in
-    ``retired.json`` (every segment retired or moved to quarantine), else ``origin.json``."""
-    segments = list_segments(paths)
-    if segments:
-        manifest = read_manifest(segments[-1])
-        flavor: Flavor = "mariadb" if manifest.flavor == "mariadb" else "mysql"
-        return WalEnd(
-            manifest.sequence,
-            GtidSet.parse(manifest.end_gtid, flavor),
-            manifest.end_binlog_file,
-            manifest.end_binlog_pos,
-        )
-    ledger = read_ledger(paths)
-    if ledger is not None:
-        ledger_flavor: Flavor = "mariadb" if ledger.flavor == "mariadb" else "mysql"
-        return WalEnd(
-            ledger.through_sequence,
-            GtidSet.parse(ledger.end_gtid, ledger_flavor),
-            ledger.end_binlog_file,
-            ledger.end_binlog_pos,
-        )
-    if paths.origin.exists():
-        origin = json.loads(paths.origin.read_text())
-        origin_flavor: Flavor = "mariadb" if origin["flavor"] == "mariadb" else "mysql"
-        return WalEnd(
-            0,
-            GtidSet.parse(origin["gtid"], origin_flavor),
-            origin["binlog_file"],
-            origin["binlog_pos"],
-        )
-    return None
-
-
 def _decide_origin(settings: CaptureSettings, state: SourceState, paths: WalPaths) -> WalEnd:
     """First start: fix where capture begins and write it down before reading anything."""
     choice = settings.start_position.strip()
@@ -189,17 +135,9 @@ def _decide_origin(settings: CaptureSettings, state: SourceState, paths: WalPath
                 f" state: {error}"
             ) from None
         binlog_file, binlog_pos = "", 0
-    write_json_atomically(
-        paths.origin,
-        {
-            "gtid": str(start),
-            "flavor": state.flavor,
-            "binlog_file": binlog_file,
-            "binlog_pos": binlog_pos,
-            "start_position": choice,
-            "server_uuid": state.server_uuid,
-            "decided_at": datetime.now(UTC).isoformat(),
-        },
+    write_origin(
+        paths,
+        Origin(str(start), state.flavor, binlog_file, binlog_pos, choice, state.server_uuid),
     )
     return WalEnd(0, start, binlog_file, binlog_pos)
 
@@ -296,33 +234,13 @@ def capture_locked(
     )
     if end.gtid.issuperset(target):
         if stop_at is None:
-            note_caught_up(paths, state.executed, read_at)
+            note_caught_up(paths, str(state.executed), read_at)
         result.seconds = clock() - started
         return result
     result = _read_segment(settings, paths, state, end, target, result, started, clock)
     if result.stopped_because == "caught_up" and stop_at is None:
-        note_caught_up(paths, state.executed, read_at)
+        note_caught_up(paths, str(state.executed), read_at)
     return result
-
-
-def note_caught_up(paths: WalPaths, executed: GtidSet, read_at: datetime) -> None:
-    """Record that the WAL holds everything the source had executed at ``read_at``.
-
-    Every transaction the WAL lacks therefore committed after ``read_at``: the replication-lag
-    check uses this as a bound on the age of transactions capture has not read yet.
-    """
-    write_json_atomically(
-        paths.root / CAUGHT_UP_NAME, {"gtid": str(executed), "source_read_at": read_at.isoformat()}
-    )
-
-
-def caught_up_at(paths: WalPaths) -> datetime | None:
-    """When capture last had everything the source had executed (None: never, or unreadable)."""
-    try:
-        data = json.loads((paths.root / CAUGHT_UP_NAME).read_text())
-        return datetime.fromisoformat(str(data["source_read_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def _read_segment(

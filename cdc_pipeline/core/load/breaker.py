@@ -23,8 +23,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from cdc_pipeline.core.errors import StagingError
-from cdc_pipeline.core.wal.segment import write_json_atomically
+from cdc_pipeline.core.errors import (
+    StagingError,
+)
+from cdc_pipeline.core.wal.staging import (
+    WalPaths,
+    write_json_atomically,
+)
 
 
 @dataclass
@@ -204,3 +209,8 @@ class SinkBreaker:
             f"MongoDB down since {clock_text} UTC ({down_for}),"
             f" {pending_segments} {noun} waiting; {probe_text}"
         )
+
+
+def breaker_of(paths: WalPaths, probe_seconds: float = 60.0) -> SinkBreaker:
+    """The MongoDB circuit breaker of a source (state in its staging folder)."""
+    return SinkBreaker(paths.breaker, probe_seconds)

@@ -10,57 +10,43 @@ Invariants:
       already-applied segment changes nothing;
     * a missing or refused segment stops loading at that position: nothing after a gap is ever
       applied, so the checkpoint never moves past a hole;
-    * a segment that fails validation is moved to ``quarantine/`` (kept, never deleted) before
-      anything of it is written;
+    * each segment is read from disk once: validated, then applied from the same read; one
+      that fails validation is moved to ``quarantine/`` (kept, never deleted) before anything
+      of it is written;
     * the checkpoint moves only after all of a segment's writes succeeded, and only forward;
     * one loader per source at a time (an ``flock`` on ``loader.lock``; a second loader waits).
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
-from cdc_pipeline.core.errors import CdcError, CorruptSegmentError
-from cdc_pipeline.core.load.breaker import SinkBreaker
-from cdc_pipeline.core.load.retry import SinkUnavailableError
-from cdc_pipeline.core.load.sink import (
-    ApplyReport,
-    Checkpoint,
-    MongoSink,
-    Rebaseline,
-    open_sink,
-)
-from cdc_pipeline.core.mysql.source import connect
-from cdc_pipeline.core.mysql.source_rows import describe_table, mirror_id, row_documents
+from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError, SinkUnavailableError
+from cdc_pipeline.core.load.breaker import breaker_of
+from cdc_pipeline.core.load.documents import Checkpoint
+from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.load.schema_versions import register_schema_versions
+from cdc_pipeline.core.load.sink import ApplyReport, MongoSink, open_sink
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
+from cdc_pipeline.core.wal.ledger import read_ledger
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.staging import (
     WalPaths,
-    file_digest_path,
+    is_quarantined,
     list_segments,
+    loader_lock,
+    note_applied,
     partition_key,
-    write_json_atomically,
+    quarantine,
+    quarantine_sentence,
+    sequence_of,
 )
-from cdc_pipeline.core.wal.validation import register_schema_versions, validate_segment
-
-
-class LoadHaltedError(CdcError):
-    """Loading stopped at a position it must not skip (a gap, a quarantined segment)."""
-
-
-class LoaderBusyError(CdcError):
-    """Another loader held the source's loader lock for longer than we would wait."""
+from cdc_pipeline.core.wal.validation import ValidatedSegment, validate_segment
 
 
 @dataclass
@@ -124,75 +110,6 @@ class LoadResult:
         }
 
 
-def sequence_of(path: Path) -> int:
-    return int(path.stem.split("-")[1])
-
-
-def note_applied(paths: WalPaths, manifest: Manifest) -> None:
-    """A local copy of the checkpoint's position, for status and the sensor while MongoDB is
-    down. Informational only: MongoDB's ``cdc_checkpoints`` stays the truth."""
-    write_json_atomically(
-        paths.root / "applied.json",
-        {
-            "last_sequence": manifest.sequence,
-            "last_partition": manifest.partition_key,
-            "gtid": manifest.end_gtid,
-            "last_committed_at": manifest.last_committed_at,
-            "at": datetime.now(UTC).isoformat(),
-        },
-    )
-
-
-def pending_count(paths: WalPaths) -> int:
-    """Segments on disk after the last one this host saw applied (``applied.json``)."""
-    try:
-        applied = int(json.loads((paths.root / "applied.json").read_text())["last_sequence"])
-    except (OSError, ValueError, KeyError, TypeError):
-        applied = 0
-    return sum(1 for path in list_segments(paths) if sequence_of(path) > applied)
-
-
-@contextlib.contextmanager
-def loader_lock(paths: WalPaths, timeout: float = 600.0) -> Iterator[None]:
-    """Hold the source's loader lock, waiting up to ``timeout`` s for another loader to finish."""
-    paths.ensure()
-    with (paths.root / "loader.lock").open("a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise LoaderBusyError(
-                        f"another loader has held {paths.root}/loader.lock for {timeout:.0f} s;"
-                        " check for a stuck 'cdc-pipeline load' or load run."
-                    ) from None
-                time.sleep(0.2)
-        yield
-
-
-def quarantine(paths: WalPaths, segment: Path, reason: str) -> Path:
-    """Move a refused segment (and its digest) into ``quarantine/`` with the reason beside it."""
-    paths.ensure()
-    target = paths.quarantine / segment.name
-    digest = file_digest_path(segment)
-    write_json_atomically(
-        target.with_suffix(".reason.json"),
-        {"segment": segment.name, "reason": reason, "at": datetime.now(UTC).isoformat()},
-    )
-    if digest.exists():
-        shutil.move(str(digest), str(target.with_suffix(".sha256")))
-    shutil.move(str(segment), str(target))
-    return target
-
-
-def segment_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """A segment's rows in order, a batch at a time (memory stays bounded)."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=5_000):
-        yield from batch.to_pylist()
-
-
 def _lag_seconds(manifest: Manifest) -> float | None:
     if not manifest.last_committed_at:
         return None
@@ -201,28 +118,25 @@ def _lag_seconds(manifest: Manifest) -> float | None:
 
 
 def _halt_at_gap(paths: WalPaths, expected: int) -> LoadHaltedError:
-    missing = paths.segment(expected).name
-    if (paths.quarantine / missing).exists():
+    key = partition_key(paths.source, expected)
+    if is_quarantined(paths, expected):
         return LoadHaltedError(
-            f"loading halts at {partition_key(paths.root.name, expected)}: its segment is"
-            " quarantined; re-capture it (docs/operations.md, 'A damaged segment'), then load"
-            " again."
+            quarantine_sentence(paths, paths.quarantine / paths.segment(expected).name)
         )
     return LoadHaltedError(
-        f"loading halts at {partition_key(paths.root.name, expected)}: segment {missing} is"
-        " missing from the WAL; nothing after it is applied. Restore it, or re-capture from the"
-        " previous segment's end (docs/operations.md)."
+        f"loading halts at {key}: segment {paths.segment(expected).name} is missing from the"
+        " WAL; nothing after it is applied. Restore it, or re-capture from the previous"
+        " segment's end (docs/operations.md)."
     )
 
 
 def _refuse_reset_sink(paths: WalPaths, checkpoint: Checkpoint | None) -> None:
     """A sink behind segments that retention already deleted cannot be caught up from the WAL."""
-    ledger_file = paths.root / "retired.json"
-    if not ledger_file.exists():
+    ledger = read_ledger(paths)
+    if ledger is None:
         return
-    through = int(json.loads(ledger_file.read_text()).get("through_sequence", 0))
     applied = checkpoint.last_sequence if checkpoint else 0
-    if applied < through:
+    if applied < ledger.through_sequence:
         holds = (
             "no checkpoint"
             if checkpoint is None
@@ -230,8 +144,8 @@ def _refuse_reset_sink(paths: WalPaths, checkpoint: Checkpoint | None) -> None:
         )
         raise LoadHaltedError(
             f"MongoDB holds {holds} but segments up to"
-            f" {partition_key(paths.root.name, through)} were already loaded and retired: the"
-            " database was reset or replaced; re-baseline it with a snapshot"
+            f" {partition_key(paths.source, ledger.through_sequence)} were already loaded and"
+            " retired: the database was reset or replaced; re-baseline it with a snapshot"
             " (docs/operations.md) rather than load a partial history."
         )
 
@@ -242,60 +156,78 @@ def load_pending(
     through_sequence: int | None = None,
     on_loaded: Callable[[SegmentLoad], None] | None = None,
     lock_timeout: float = 600.0,
+    on_validated: Callable[[ValidatedSegment], None] | None = None,
 ) -> LoadResult:
-    """Apply every segment after the checkpoint, up to ``through_sequence`` (None: all)."""
-    source = paths.root.name
+    """Apply every segment after the checkpoint, up to ``through_sequence`` (None: all).
+
+    ``on_validated`` sees each segment's validation (passed or not) before anything of it is
+    applied; ``on_loaded`` sees each segment once its checkpoint is written.
+    """
     with loader_lock(paths, lock_timeout):
-        checkpoint = sink.read_checkpoint(source)
-        result = LoadResult(source, checkpoint=checkpoint)
+        checkpoint = sink.read_checkpoint(paths.source)
+        result = LoadResult(paths.source, checkpoint=checkpoint)
         applied = checkpoint.last_sequence if checkpoint else 0
         _refuse_reset_sink(paths, checkpoint)
         limit = through_sequence if through_sequence is not None else float("inf")
-        segments = [p for p in list_segments(paths) if sequence_of(p) > applied]
-        quarantined_next = paths.quarantine / paths.segment(applied + 1).name
-        if quarantined_next.exists() and not paths.segment(applied + 1).exists():
+        if is_quarantined(paths, applied + 1):
             raise _halt_at_gap(paths, applied + 1)  # loud even when nothing follows it
-        for path in segments:
+        for path in list_segments(paths):
             sequence = sequence_of(path)
+            if sequence <= applied:
+                continue
             if sequence > limit:
                 break
             if sequence != applied + 1:
                 raise _halt_at_gap(paths, applied + 1)
-            loaded, manifest = _load_one(paths, sink, path, result.checkpoint)
+            loaded, manifest = _load_one(paths, sink, path, result.checkpoint, on_validated)
             result.checkpoint = sink.write_checkpoint(manifest)  # after all its data
-            note_applied(paths, manifest)
+            note_applied(paths, sequence, manifest.end_gtid, manifest.last_committed_at)
             result.loaded.append(loaded)
             applied = sequence
             if on_loaded is not None:
-                on_loaded(result.loaded[-1])
+                on_loaded(loaded)
         if through_sequence is not None and applied < through_sequence:
             raise _halt_at_gap(paths, applied + 1)
         result.pending_after = sum(1 for p in list_segments(paths) if sequence_of(p) > applied)
         return result
 
 
+def _validated(
+    paths: WalPaths, path: Path, on_validated: Callable[[ValidatedSegment], None] | None
+) -> ValidatedSegment:
+    """The segment read and validated once; a damaged or invalid one is quarantined (kept,
+    never deleted) before anything of it is written, and loading stops there."""
+    try:
+        validated = validate_segment(path)
+    except CorruptSegmentError as error:
+        target = quarantine(paths, path, str(error))
+        raise CorruptSegmentError(quarantine_sentence(paths, target)) from None
+    if on_validated is not None:
+        on_validated(validated)
+    if not validated.ok:
+        target = quarantine(paths, path, validated.report.summary())
+        raise CorruptSegmentError(quarantine_sentence(paths, target))
+    return validated
+
+
 def _load_one(
-    paths: WalPaths, sink: MongoSink, path: Path, checkpoint: Checkpoint | None
+    paths: WalPaths,
+    sink: MongoSink,
+    path: Path,
+    checkpoint: Checkpoint | None,
+    on_validated: Callable[[ValidatedSegment], None] | None,
 ) -> tuple[SegmentLoad, Manifest]:
     started = time.monotonic()
-    try:
-        manifest, report = validate_segment(path)
-    except CorruptSegmentError as error:
-        quarantine(paths, path, str(error))
-        raise
-    if not report.ok:
-        quarantine(paths, path, report.summary())
-        raise CorruptSegmentError(
-            f"segment {path.name} failed validation and was quarantined: {report.summary()}"
-        )
+    validated = _validated(paths, path, on_validated)
+    manifest = validated.manifest
     if checkpoint is not None and manifest.start_gtid != checkpoint.gtid:
         raise LoadHaltedError(
             f"loading halts at {manifest.partition_key}: it starts at {manifest.start_gtid} but"
             f" MongoDB holds everything through {checkpoint.gtid}; the WAL does not chain here"
             " (see the gtid_continuity check)."
         )
-    new_versions = register_schema_versions(sink.database, manifest, report.first_gtids)
-    applied = sink.apply(segment_rows(path), manifest)
+    new_versions = register_schema_versions(sink.database, manifest, validated.report.first_gtids)
+    applied = sink.apply(validated.rows(), manifest)
     load = SegmentLoad(
         partition_key=manifest.partition_key,
         sequence=manifest.sequence,
@@ -312,54 +244,19 @@ def _load_one(
     return load, manifest
 
 
-def breaker_of(paths: WalPaths, probe_seconds: float = 60.0) -> SinkBreaker:
-    """The MongoDB circuit breaker of a source (state in its staging folder)."""
-    return SinkBreaker(paths.root / "sink_breaker.json", probe_seconds)
-
-
-@contextlib.contextmanager
-def source_rebaseline(url: SourceUrl | None) -> Iterator[Rebaseline | None]:
-    """Re-reads a source table for a mirror rebuild after a column change (None: no source).
-
-    Each call reads the table's rows as they are now. That is enough for an exact mirror:
-    every later change of a row is in the WAL after the DDL and is applied after the rebuild,
-    so each key ends at its last change, or at the value read if it never changed again.
-    """
-    if url is None:
-        yield None
-        return
-    with contextlib.ExitStack() as stack:
-        connection: Any = None
-
-        def rows(schema: str, table: str) -> Iterator[tuple[Any, dict[str, Any]]] | None:
-            nonlocal connection
-            if connection is None:
-                connection = stack.enter_context(connect(url))
-            try:
-                described = describe_table(connection, schema, table)
-            except ValueError:
-                return None
-            if not described.primary_key:
-                return iter(())
-            return (
-                (mirror_id(described, document), document)
-                for document in row_documents(connection, described)
-            )
-
-        yield rows
-
-
 def run_load(
     paths: WalPaths,
     mongo: MongoSettings,
     through_sequence: int | None = None,
     on_loaded: Callable[[SegmentLoad], None] | None = None,
     source_url: SourceUrl | None = None,
+    on_validated: Callable[[ValidatedSegment], None] | None = None,
 ) -> LoadResult:
     """``load_pending`` against ``mongo``, keeping the breaker: the path every loader takes.
 
     A load that exhausts its retries opens the breaker (the sensor then sends one probe per
-    interval instead of a run per segment); any successful load closes it.
+    interval instead of a run per segment); any successful load closes it. With
+    ``source_url``, mirrors are rebuilt after column changes; without, they are marked stale.
     """
     breaker = breaker_of(paths, mongo.breaker_probe_seconds)
     try:
@@ -367,7 +264,9 @@ def run_load(
             source_rebaseline(source_url) as rebaseline,
             open_sink(mongo, rebaseline=rebaseline) as sink,
         ):
-            result = load_pending(paths, sink, through_sequence, on_loaded)
+            result = load_pending(
+                paths, sink, through_sequence, on_loaded, on_validated=on_validated
+            )
     except SinkUnavailableError as error:
         breaker.record_failure(str(error))
         raise

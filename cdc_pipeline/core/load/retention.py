@@ -18,157 +18,41 @@ Invariants:
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Collection, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError, StagingError
-from cdc_pipeline.core.load.retry import RetryPolicy, SinkUnavailableError
-from cdc_pipeline.core.load.sink import open_sink
+from cdc_pipeline.core.errors import (
+    CdcError,
+    CorruptSegmentError,
+    SinkUnavailableError,
+    StagingError,
+)
+from cdc_pipeline.core.load.sink import read_checkpoint
 from cdc_pipeline.core.settings import MongoSettings
-from cdc_pipeline.core.wal.segment import (
-    Manifest,
+from cdc_pipeline.core.wal.ledger import RetiredLedger, read_ledger
+from cdc_pipeline.core.wal.segment import Manifest, read_manifest
+from cdc_pipeline.core.wal.staging import (
     WalPaths,
     capture_lock,
     file_digest_path,
     fsync_dir,
     list_segments,
+    orphan_digests,
     partition_key,
-    read_manifest,
+    read_origin,
+    sequence_of,
     sequence_of_partition,
     source_of_partition,
     write_json_atomically,
 )
 
-RETENTION_VARIABLE = "CDC_RETENTION_HOURS"
-DEFAULT_RETENTION_HOURS = 24.0
-LEDGER_NAME = "retired.json"
-LEDGER_FORMAT = 1
-CHAIN_LIMIT = 100
-"""Links of the retired chain kept verbatim; older ones survive as first start + breaks."""
-BREAKS_LIMIT = 20
 MAX_SEGMENTS_PER_CALL = 1_000
 """Bounds one call (and one sensor tick) when retention first meets a long backlog."""
 CHECKPOINT_DEADLINE_SECONDS = 3.0
-
-
-def retention_from_env(environ: Mapping[str, str] | None = None) -> timedelta:
-    """``CDC_RETENTION_HOURS`` (default 24; 0 retires a segment as soon as it is loaded)."""
-    env = os.environ if environ is None else environ
-    text = env.get(RETENTION_VARIABLE, "").strip()
-    if not text:
-        return timedelta(hours=DEFAULT_RETENTION_HOURS)
-    try:
-        hours = float(text)
-    except ValueError:
-        hours = -1.0
-    if not 0 <= hours < 1_000_000:
-        raise ConfigError(
-            f"{RETENTION_VARIABLE} must be a number of hours >= 0 (0 deletes a segment as soon"
-            f" as it is loaded), got '{text}'."
-        )
-    return timedelta(hours=hours)
-
-
-@dataclass(frozen=True)
-class ChainLink:
-    """One retired segment's place in the GTID chain."""
-
-    sequence: int
-    start_gtid: str
-    end_gtid: str
-
-
-@dataclass
-class RetiredLedger:
-    """``retired.json``: the end of what was retired, and the evidence that it chained.
-
-    ``breaks`` lists (capped at ``BREAKS_LIMIT``, counted in ``break_count``) every retired
-    segment whose sequence or ``start_gtid`` did not follow its predecessor (the first one is
-    compared with ``origin.json``), so a continuity check still sees them after the files are gone.
-    """
-
-    source: str
-    flavor: str
-    through_sequence: int
-    end_gtid: str
-    end_binlog_file: str
-    end_binlog_pos: int
-    server_uuid: str
-    first_sequence: int
-    first_start_gtid: str
-    retired_count: int = 0
-    break_count: int = 0
-    breaks: list[dict[str, Any]] = field(default_factory=list)
-    chain: list[ChainLink] = field(default_factory=list)
-    updated_at: str = ""
-    format_version: int = LEDGER_FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["chain"] = [[link.sequence, link.start_gtid, link.end_gtid] for link in self.chain]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RetiredLedger:
-        values = {key: data[key] for key in cls.__dataclass_fields__ if key in data}
-        values["chain"] = [ChainLink(int(s), str(a), str(b)) for s, a, b in data.get("chain", [])]
-        return cls(**values)
-
-    def add(self, manifest: Manifest, origin_gtid: str | None = None) -> None:
-        """Append a retired segment; it becomes the ledger's end. A link that does not follow
-        its predecessor (or, for the first, ``origin_gtid`` when known) is noted in ``breaks``."""
-        if self.retired_count:
-            previous: int | None = self.through_sequence
-            expected: str | None = self.end_gtid
-            chains = manifest.sequence == self.through_sequence + 1
-        else:
-            previous, expected, chains = None, origin_gtid, True
-        if not chains or (expected is not None and manifest.start_gtid != expected):
-            self.break_count += 1
-            if len(self.breaks) < BREAKS_LIMIT:
-                self.breaks.append(
-                    {
-                        "sequence": manifest.sequence,
-                        "start_gtid": manifest.start_gtid,
-                        "expected_start_gtid": expected,
-                        "previous_sequence": previous,
-                    }
-                )
-        link = ChainLink(manifest.sequence, manifest.start_gtid, manifest.end_gtid)
-        self.chain = [*self.chain, link][-CHAIN_LIMIT:]
-        self.retired_count += 1
-        self.through_sequence = manifest.sequence
-        self.end_gtid = manifest.end_gtid
-        self.end_binlog_file = manifest.end_binlog_file
-        self.end_binlog_pos = manifest.end_binlog_pos
-        self.server_uuid = manifest.server_uuid or self.server_uuid
-
-
-def ledger_path(paths: WalPaths) -> Path:
-    return paths.root / LEDGER_NAME
-
-
-def read_ledger(paths: WalPaths) -> RetiredLedger | None:
-    """The retired ledger, or None when nothing was ever retired."""
-    path = ledger_path(paths)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        return RetiredLedger.from_dict(json.loads(text))
-    except (ValueError, KeyError, TypeError):
-        raise StagingError(
-            f"{path} is damaged; it records which WAL segments were deleted: restore it from a"
-            " backup or re-baseline (docs/operations.md)."
-        ) from None
 
 
 @dataclass
@@ -197,18 +81,11 @@ def _created_at(path: Path, manifest: Manifest) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _origin_gtid(paths: WalPaths) -> str | None:
-    try:
-        return str(json.loads(paths.origin.read_text())["gtid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _checkpoint_mismatch(
     paths: WalPaths, ledger: RetiredLedger | None, applied_sequence: int, applied_gtid: str
 ) -> str | None:
     """Why MongoDB's checkpoint does not describe this WAL, or None when it does."""
-    key = partition_key(paths.root.name, applied_sequence)
+    key = partition_key(paths.source, applied_sequence)
     links = {link.sequence: link.end_gtid for link in ledger.chain} if ledger else {}
     segment = paths.segment(applied_sequence)
     if segment.exists():
@@ -252,7 +129,7 @@ def retire_segments(
         StagingError: a file could not be deleted (the ledger already names it; rerun).
     """
     now = now or datetime.now(UTC)
-    source = paths.root.name
+    source = paths.source
     with capture_lock(paths):
         ledger = read_ledger(paths)
         result = RetireResult(source, through_sequence=ledger.through_sequence if ledger else 0)
@@ -279,26 +156,23 @@ def retire_segments(
             if reason is None and len(chosen) >= max_segments:
                 reason = f"{max_segments} retired per pass"
             if reason is not None:
-                key = partition_key(source, _sequence(path))
+                key = partition_key(source, sequence_of(path))
                 result.kept_reason = f"kept from {key}: {reason}"
                 break
             chosen.append((path, manifest))
         new = [manifest for _, manifest in chosen if manifest is not None]
         if new:
             ledger = _extended(paths, ledger, new, now)
-            write_json_atomically(ledger_path(paths), ledger.to_dict())  # before any delete
+            write_json_atomically(paths.ledger, ledger.to_dict())  # before any delete
             result.through_sequence = ledger.through_sequence
         for path, _ in chosen:
-            _delete(path)
-            result.retired_keys.append(partition_key(source, _sequence(path)))
-        _delete_orphan_digests(paths, result.through_sequence)
+            _delete(path, paths.ledger.name)
+            result.retired_keys.append(partition_key(source, sequence_of(path)))
+        for digest in orphan_digests(paths, result.through_sequence):
+            digest.unlink(missing_ok=True)
         if chosen:
             fsync_dir(paths.segments)
         return result
-
-
-def _sequence(path: Path) -> int:
-    return int(path.stem.split("-")[1])
 
 
 def _retirable(
@@ -311,7 +185,7 @@ def _retirable(
     keep: Collection[int],
 ) -> tuple[Manifest | None, str | None]:
     """(manifest to add to the ledger or None if it is there already, why it stays or None)."""
-    sequence = _sequence(path)
+    sequence = sequence_of(path)
     if newest:
         return None, "the newest segment (capture resumes from it)"
     if sequence > applied_sequence:
@@ -345,14 +219,15 @@ def _extended(
             first_sequence=first.sequence,
             first_start_gtid=first.start_gtid,
         )
-    origin = _origin_gtid(paths) if first.sequence == 1 else None
+    found = read_origin(paths) if first.sequence == 1 else None
+    origin = found.gtid if found is not None else None
     for manifest in manifests:
         ledger.add(manifest, origin)
     ledger.updated_at = now.isoformat()
     return ledger
 
 
-def _delete(segment: Path) -> None:
+def _delete(segment: Path, ledger_name: str) -> None:
     """The segment first, then its digest (a digest without a segment is harmless)."""
     try:
         segment.unlink(missing_ok=True)
@@ -360,16 +235,9 @@ def _delete(segment: Path) -> None:
     except OSError as error:
         raise StagingError(
             f"cannot delete the retired segment {segment.name} ({error.strerror}); it is in"
-            f" {LEDGER_NAME} already, so the next retention pass deletes it: check the staging"
+            f" {ledger_name} already, so the next retention pass deletes it: check the staging"
             " folder's permissions."
         ) from None
-
-
-def _delete_orphan_digests(paths: WalPaths, through_sequence: int) -> None:
-    for digest in paths.segments.glob("seg-*.sha256"):
-        sequence = int(digest.stem.split("-")[1])
-        if sequence <= through_sequence and not digest.with_suffix(".parquet").exists():
-            digest.unlink(missing_ok=True)
 
 
 def retired_partitions(paths: WalPaths, registered: Iterable[str]) -> list[str]:
@@ -381,7 +249,7 @@ def retired_partitions(paths: WalPaths, registered: Iterable[str]) -> list[str]:
     ledger = read_ledger(paths)
     if ledger is None:
         return []
-    source = paths.root.name
+    source = paths.source
     return sorted(
         key
         for key in registered
@@ -406,10 +274,9 @@ def retire_loaded(
     the pass is skipped (``skipped``) with the reason, and a later one catches up. One attempt
     costs up to ``open_sink``'s 5 s server-selection timeout when MongoDB is down.
     """
-    source = paths.root.name
+    source = paths.source
     try:
-        with open_sink(mongo, RetryPolicy(deadline=deadline)) as sink:
-            checkpoint = sink.read_checkpoint(source)
+        checkpoint = read_checkpoint(mongo, source, deadline)
     except (SinkUnavailableError, PyMongoError) as error:
         reason = f"MongoDB's checkpoint is unreadable ({type(error).__name__})"
         return RetireResult(source, kept_reason=f"retention skipped: {reason}", skipped=True)

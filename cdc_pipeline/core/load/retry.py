@@ -26,7 +26,7 @@ from pymongo.errors import (
     WriteConcernError,
 )
 
-from cdc_pipeline.core.errors import CdcError
+from cdc_pipeline.core.errors import SinkUnavailableError
 
 T = TypeVar("T")
 
@@ -59,21 +59,6 @@ WRITE_CONCERN_RETRYABLE_CODES: frozenset[int] = RETRYABLE_CODES | {
 }
 
 RETRYABLE_LABELS: tuple[str, ...] = ("RetryableWriteError", "TransientTransactionError")
-
-
-class SinkUnavailableError(CdcError):
-    """MongoDB stayed unreachable for a whole retry budget; the WAL keeps the data."""
-
-    def __init__(self, error_class: str, attempts: int, elapsed_seconds: float):
-        noun = "attempt" if attempts == 1 else "attempts"
-        super().__init__(
-            f"MongoDB is unreachable ({error_class}) after {attempts} {noun} over"
-            f" {elapsed_seconds:.1f} s; the segment stays in the WAL and will be loaded when it"
-            " returns."
-        )
-        self.error_class = error_class
-        self.attempts = attempts
-        self.elapsed_seconds = elapsed_seconds
 
 
 def _has_retryable_label(error: PyMongoError) -> bool:

@@ -1,4 +1,4 @@
-"""Reading ``SHOW GRANTS`` output: which privileges a login holds on which objects.
+"""Privileges: reading ``SHOW GRANTS`` output, and probing what the source user may read.
 
 Invariant: grant lines are parsed, never echoed (MariaDB's carry password hashes); a line that
 is not a privilege grant on a table or schema (roles, PROXY, routines) parses as None.
@@ -10,6 +10,12 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import pymysql
+
+from cdc_pipeline.core.errors import SourceSettingError
+from cdc_pipeline.core.mysql.source import connect, query_one
+from cdc_pipeline.core.settings import SourceUrl
 
 
 @dataclass(frozen=True)
@@ -136,3 +142,44 @@ def account_name(user: str, grants: Sequence[Grant]) -> str:
 
 def has_wildcard(schema_pattern: str) -> bool:
     return any(char in schema_pattern for char in "*?[")
+
+
+PRIVILEGE_ERRORS = frozenset({1044, 1142, 1143, 1227, 1370})
+"""MySQL/MariaDB errors meaning "this user lacks a privilege" (database, table, column, global,
+routine)."""
+
+
+def privilege_error_code(error: BaseException) -> int | None:
+    """The error code when ``error`` is the server refusing for lack of a privilege, else None."""
+    code = error.args[0] if isinstance(error, pymysql.err.MySQLError) and error.args else None
+    return code if code in PRIVILEGE_ERRORS else None
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def require_select(url: SourceUrl, include_tables: Sequence[str]) -> None:
+    """Refuse (``SourceSettingError`` with the GRANT) when the user may not read a schema the
+    include patterns name: a table the user may not read is hidden from ``verify`` (its mirror
+    would look like a stray). A schema name that does not exist still answers "denied" first."""
+    with connect(url) as connection:
+        for pattern in include_tables:
+            schema, _, table = pattern.partition(".")
+            if has_wildcard(schema):
+                continue
+            probe = "cdc_pipeline_select_probe" if has_wildcard(table) else table
+            try:
+                query_one(connection, f"SELECT 1 FROM {_quoted(schema)}.{_quoted(probe)} LIMIT 0")
+            except pymysql.err.MySQLError as error:
+                code = privilege_error_code(error)
+                if code is None:
+                    continue  # 1146: no such table (yet); verify reports what it finds
+                current = str((query_one(connection, "SELECT CURRENT_USER()") or ("",))[0])
+                user, _, host = current.rpartition("@")
+                account = f"'{user or url.user}'@'{host or '%'}'"
+                raise SourceSettingError(
+                    f"the source user {account} may not read {pattern} (MySQL error {code}), so"
+                    f" verify cannot compare it; run GRANT SELECT ON {_quoted(schema)}.* TO"
+                    f" {account};"
+                ) from None

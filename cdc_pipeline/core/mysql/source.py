@@ -8,7 +8,6 @@ closely as the server allows (executed set first, then purged boundary, then fil
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -171,39 +170,3 @@ def read_state(connection: Any) -> SourceState:
         oldest_binlog_file=files[0][0],
         binlog_files=tuple(files),
     )
-
-
-_JSON_VALID = re.compile(r"json_valid\(\s*`((?:[^`]|``)+)`\s*\)", re.I)
-
-
-class MariadbJsonColumns:
-    """Which LONGTEXT columns of a MariaDB table are JSON (a ``json_valid`` CHECK constraint).
-
-    MariaDB's binlog cannot tell JSON from LONGTEXT, so this asks the server's catalogue. It
-    reflects the table *now*, not when the row was written: a JSON column added and dropped
-    again between two capture ticks is captured as text (docs/decisions.md).
-    """
-
-    def __init__(self, url: SourceUrl):
-        self.url = url
-        self._stack = contextlib.ExitStack()
-        self._connection: Any = None
-
-    def __call__(self, schema: str, table: str) -> frozenset[str]:
-        if self._connection is None:
-            self._connection = self._stack.enter_context(connect(self.url))
-        with self._connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
-                " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-                (schema, table),
-            )
-            clauses = [str(row[0]) for row in cursor.fetchall()]
-        return frozenset(
-            match.group(1).replace("``", "`")
-            for clause in clauses
-            for match in _JSON_VALID.finditer(clause)
-        )
-
-    def close(self) -> None:
-        self._stack.close()

@@ -40,93 +40,18 @@ import pymysql
 from bson.decimal128 import Decimal128
 from pymysqlreplication.constants import FIELD_TYPE
 
+from cdc_pipeline.core.errors import ValueConversionError
 from cdc_pipeline.core.gtid import Flavor
-from cdc_pipeline.core.mysql.source import _JSON_VALID, detect_flavor
+from cdc_pipeline.core.mysql.catalog import SourceTable
+from cdc_pipeline.core.mysql.source import detect_flavor
 from cdc_pipeline.core.schema import ColumnSpec
-from cdc_pipeline.core.settings import table_included
 from cdc_pipeline.core.values import (
-    ValueConversionError,
-    _big_integer,  # private in values.py: int -> int, or Decimal128/str beyond int64
+    _big_integer,
     encode_document,
     exact_decimal,
     time_text,
     to_bson_value,
 )
-
-
-@dataclass(frozen=True)
-class SourceTable:
-    """A source table as ``information_schema`` describes it now.
-
-    ``column_types`` holds each ``COLUMN_TYPE``, lower-case, except that a MariaDB JSON column
-    (LONGTEXT with a ``json_valid`` check) says ``json``, as the binlog path marks it.
-    """
-
-    schema: str
-    table: str
-    columns: tuple[str, ...]
-    primary_key: tuple[str, ...]
-    column_types: dict[str, str]
-
-
-def describe_table(connection: Any, schema: str, table: str) -> SourceTable:
-    """Columns in ordinal order and primary key in key order; ValueError if there is no table."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS"
-            " WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-            (schema, table),
-        )
-        columns = [(str(name), str(kind).lower()) for name, kind in cursor.fetchall()]
-        cursor.execute(
-            "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = %s"
-            " AND TABLE_NAME = %s AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
-            (schema, table),
-        )
-        primary_key = tuple(str(row[0]) for row in cursor.fetchall())
-    if not columns:
-        raise ValueError(f"the source has no table {schema}.{table}.")
-    json_columns: set[str] = set()
-    if detect_flavor(connection) == "mariadb":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
-                " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-                (schema, table),
-            )
-            for (clause,) in cursor.fetchall():
-                for match in _JSON_VALID.finditer(str(clause)):
-                    json_columns.add(match.group(1).replace("``", "`"))
-    return SourceTable(
-        schema=schema,
-        table=table,
-        columns=tuple(name for name, _ in columns),
-        primary_key=primary_key,
-        column_types={
-            name: "json" if name in json_columns and kind == "longtext" else kind
-            for name, kind in columns
-        },
-    )
-
-
-def list_tables(connection: Any, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
-    """Base tables ``(schema, table)``, sorted, that ``settings.table_included`` accepts."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
-            " WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME"
-        )
-        names = [(str(schema), str(table)) for schema, table in cursor.fetchall()]
-    return [(schema, table) for schema, table in names if table_included(schema, table, patterns)]
-
-
-def mirror_id(table: SourceTable, document: Mapping[str, Any]) -> Any:
-    """The mirror's ``_id``: the bare key value, or ``{column: value}`` in key order."""
-    if not table.primary_key:
-        raise ValueError(f"{table.schema}.{table.table} has no primary key, hence no mirror.")
-    if len(table.primary_key) == 1:
-        return document[table.primary_key[0]]
-    return {name: document[name] for name in table.primary_key}
 
 
 def row_hash(document: Mapping[str, Any]) -> str:
@@ -149,7 +74,7 @@ def row_documents(
         connection: a pymysql connection with character set utf8mb4 and default converters.
         batch_size: rows per keyset page (or per fetch from the server-side cursor).
         after_key: resume after this key, given as the document values of the key columns in
-            key order (what ``mirror_id`` is made of); only for a table with a primary key.
+            key order (``SourceTable.key_of``); only for a table with a primary key.
 
     Raises:
         ValueConversionError: a column type outside the CONTRACT (e.g. VECTOR, UUID), or a value

@@ -26,7 +26,9 @@ from typing import Any
 from pymysqlreplication.constants import FIELD_TYPE
 from pymysqlreplication.row_event import find_charset
 
-from cdc_pipeline.core.mysql.source import _JSON_VALID, detect_flavor
+from cdc_pipeline.core.errors import ValueConversionError
+from cdc_pipeline.core.mysql.catalog import json_columns
+from cdc_pipeline.core.mysql.source import detect_flavor
 from cdc_pipeline.core.mysql.source_rows import SPATIAL_TYPES
 from cdc_pipeline.core.schema import (
     ColumnSpec,
@@ -34,7 +36,6 @@ from cdc_pipeline.core.schema import (
     column_spec_from_library,
     with_json_columns,
 )
-from cdc_pipeline.core.values import ValueConversionError
 
 _NUMBERS = {
     "tinyint": FIELD_TYPE.TINY,
@@ -288,16 +289,4 @@ def table_schema_from_source(connection: Any, schema: str, table: str) -> TableS
     longtext = {spec.name for spec in specs if spec.type_name == "longtext"}
     if flavor != "mariadb" or not longtext:
         return result
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS"
-            " WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
-            (schema, table),
-        )
-        clauses = [str(row[0]) for row in cursor.fetchall()]
-    json_names = {
-        match.group(1).replace("``", "`")
-        for clause in clauses
-        for match in _JSON_VALID.finditer(clause)
-    }
-    return with_json_columns(result, json_names & longtext)
+    return with_json_columns(result, json_columns(connection, schema, table) & longtext)

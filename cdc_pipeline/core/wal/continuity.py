@@ -11,14 +11,14 @@ every problem found is reported with the GTIDs it concerns (capped), never only 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cdc_pipeline.core.gtid import Flavor, GtidSet
-from cdc_pipeline.core.load.retention import read_ledger
+from cdc_pipeline.core.gtid import Flavor, GtidSet, as_flavor
 from cdc_pipeline.core.problems import CappedProblems
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments, read_manifest
+from cdc_pipeline.core.wal.ledger import read_ledger
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import WalPaths, list_segments, read_origin
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,9 @@ def gather_chain(paths: WalPaths) -> tuple[list[Link], str | None, Flavor | None
     notes: list[str] = []
     origin: str | None = None
     flavor: str | None = None
-    if paths.origin.exists():
-        data = json.loads(paths.origin.read_text())
-        origin, flavor = data["gtid"], data["flavor"]
+    found = read_origin(paths)
+    if found is not None:
+        origin, flavor = found.gtid, found.flavor
     ledger = read_ledger(paths)
     if ledger is not None:
         flavor = flavor or ledger.flavor
@@ -110,7 +110,5 @@ def gather_chain(paths: WalPaths) -> tuple[list[Link], str | None, Flavor | None
         manifest = read_manifest(path)
         links[manifest.sequence] = Link(manifest.sequence, manifest.start_gtid, manifest.end_gtid)
         flavor = flavor or manifest.flavor
-    resolved: Flavor | None = None
-    if flavor is not None:
-        resolved = "mariadb" if flavor == "mariadb" else "mysql"
+    resolved = as_flavor(flavor) if flavor is not None else None
     return [links[key] for key in sorted(links)], origin, resolved, notes

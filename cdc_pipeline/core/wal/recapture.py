@@ -18,22 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cdc_pipeline.core.errors import CdcError, CorruptSegmentError
-from cdc_pipeline.core.load.loader import sequence_of
-from cdc_pipeline.core.load.retention import read_ledger
-from cdc_pipeline.core.wal.segment import (
+from cdc_pipeline.core.errors import CorruptSegmentError, RecaptureRefusedError
+from cdc_pipeline.core.wal.ledger import read_ledger
+from cdc_pipeline.core.wal.segment import read_manifest
+from cdc_pipeline.core.wal.staging import (
     WalPaths,
     capture_lock,
     file_digest_path,
     fsync_dir,
     list_segments,
     partition_key,
-    read_manifest,
+    sequence_of,
 )
-
-
-class RecaptureRefusedError(CdcError):
-    """The segments cannot be set aside for re-capture (the message says why and what to do)."""
 
 
 @dataclass
@@ -54,7 +50,7 @@ class RecaptureResult:
 def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> RecaptureResult:
     """Set aside segment ``sequence`` and all later ones; ``applied_through`` is the
     checkpoint's segment (0 when nothing was loaded)."""
-    source = paths.root.name
+    source = paths.source
     if sequence <= applied_through:
         raise RecaptureRefusedError(
             f"{partition_key(source, sequence)} is already applied in MongoDB (checkpoint at"

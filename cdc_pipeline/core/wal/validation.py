@@ -1,35 +1,29 @@
-"""Validate a WAL segment before anything of it is applied, and register its schema versions.
+"""Validate a WAL segment before anything of it is applied.
 
 Invariants:
-    * ``validate_segment`` reads the segment once more from disk, in one pass, and checks its
+    * ``validate_segment`` reads the segment from disk once, in one pass, and checks its
       bytes, its rows against the manifest (checksum, counts), and every row against its
       declared schema version (the exact ordered column names of its before/after images, the
       op's images, the event id) and inside the segment's GTID range (``end_gtid -
       start_gtid``: a row outside it was already staged by another segment, and applying it
       again would replay old row images); a segment with any problem is reported, never
       partly accepted;
-    * ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first record
-      wins, so re-running a load never rewrites history.
+    * what a loader applies comes from that same read (``ValidatedSegment.rows``), so the rows
+      applied are the rows validated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pymongo import UpdateOne
-from pymongo.database import Database
-
-from cdc_pipeline.core.capture.snapshot_plan import snapshot_tag
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.problems import CappedProblems
-from cdc_pipeline.core.schema import TableSchema, schema_diff
+from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.values import document_keys
-from cdc_pipeline.core.wal.segment import Manifest, verify_segment
-
-SCHEMA_VERSIONS = "cdc_schema_versions"
+from cdc_pipeline.core.wal.segment import Manifest, VerifiedSegment, read_verified, snapshot_tag
 
 
 @dataclass(kw_only=True)
@@ -97,19 +91,38 @@ def _check_snapshot_row(
         )
 
 
-def validate_segment(path: Path) -> tuple[Manifest, ValidationReport]:
+@dataclass
+class ValidatedSegment:
+    """A segment read once, with what validation found; apply ``rows()`` only if ``ok``."""
+
+    segment: VerifiedSegment
+    report: ValidationReport
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.segment.manifest
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        return self.segment.rows()
+
+
+def validate_segment(path: Path) -> ValidatedSegment:
     """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted.
 
-    One read of the file: the row checks run inside ``verify_segment``'s pass, and the report
+    One read of the file: the row checks run inside ``read_verified``'s pass, and the report
     is returned only after the bytes, checksum and counts were found to match the manifest.
     """
     checker = _SegmentChecker()
-    manifest = verify_segment(path, checker)
-    return manifest, checker.report_for(manifest)
+    segment = read_verified(path, checker)
+    return ValidatedSegment(segment, checker.report_for(segment.manifest))
 
 
 class _SegmentChecker:
-    """``verify_segment``'s ``each_row``: checks rows against the manifest, builds the report."""
+    """``read_verified``'s ``each_row``: checks rows against the manifest, builds the report."""
 
     def __init__(self) -> None:
         self.report: ValidationReport | None = None
@@ -149,50 +162,3 @@ class _SegmentChecker:
                 f" range {manifest.start_gtid} .. {manifest.end_gtid}"
             )
         _check_row(row, manifest, report)
-
-
-def register_schema_versions(
-    database: Database[Any], manifest: Manifest, first_gtids: Mapping[tuple[str, str], str]
-) -> list[dict[str, Any]]:
-    """Record the segment's schema versions in ``cdc_schema_versions``; return the new ones.
-
-    Each new version carries its difference from the table's latest earlier version.
-    """
-    collection = database[SCHEMA_VERSIONS]
-    created: list[dict[str, Any]] = []
-    for table, versions in sorted(manifest.schema_versions.items()):
-        known = {
-            document["version"]: document
-            for document in collection.find({"source": manifest.source, "table": table})
-        }
-        previous_docs = sorted(known.values(), key=lambda d: (d["first_sequence"], d["order"]))
-        previous = TableSchema.from_dict(previous_docs[-1]["schema"]) if previous_docs else None
-        for order, (version, data) in enumerate(versions.items()):
-            if version in known:
-                previous = TableSchema.from_dict(known[version]["schema"])
-                continue
-            current = TableSchema.from_dict(data)
-            diff = schema_diff(previous, current)
-            document = {
-                "_id": f"{manifest.source}:{table}:{version}",
-                "source": manifest.source,
-                "table": table,
-                "version": version,
-                "columns": [
-                    {"name": column.name, "type": column.describe()} for column in current.columns
-                ],
-                "primary_key": list(current.primary_key),
-                "schema": data,
-                "first_gtid": first_gtids.get((table, version)),
-                "first_sequence": manifest.sequence,
-                "first_batch": manifest.partition_key,
-                "order": order,
-                "diff_from_previous": diff,
-            }
-            identity = document.pop("_id")
-            collection.bulk_write(
-                [UpdateOne({"_id": identity}, {"$setOnInsert": document}, upsert=True)]
-            )
-            created.append({"table": table, "version": version, "diff": diff})
-            previous = current
-    return created

@@ -11,7 +11,6 @@ Source errors become ``SourceUnavailableError`` / ``SourceSettingError``, MongoD
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,25 +22,34 @@ from cdc_pipeline.core.audit.reconcile.compare import Comparison, TableCompariso
 from cdc_pipeline.core.audit.reconcile.report import StrayMirror, TableResult
 from cdc_pipeline.core.audit.reconcile.strays import find_stray_candidates
 from cdc_pipeline.core.audit.reconcile.touched import SegmentSpan, Touched, span_of, touched_by
-from cdc_pipeline.core.capture.tick import wal_end
 from cdc_pipeline.core.errors import (
     CorruptSegmentError,
+    LoaderBusyError,
+    SinkUnavailableError,
     SourceSettingError,
     SourceUnavailableError,
+    ValueConversionError,
 )
 from cdc_pipeline.core.gtid import Flavor, GtidError, GtidSet
-from cdc_pipeline.core.load.loader import LoaderBusyError, loader_lock
-from cdc_pipeline.core.load.retry import SinkUnavailableError, call_with_retries, is_transient
-from cdc_pipeline.core.load.sink import MIRROR_STATUS, MongoSink
+from cdc_pipeline.core.load.documents import MIRROR_STATUS
+from cdc_pipeline.core.load.retry import call_with_retries, is_transient
+from cdc_pipeline.core.load.sink import MongoSink
+from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
+from cdc_pipeline.core.mysql.grants import PRIVILEGE_ERRORS
 from cdc_pipeline.core.mysql.source import query_one
-from cdc_pipeline.core.mysql.source_rows import SourceTable, describe_table, row_documents
+from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import ValueConversionError
-from cdc_pipeline.core.wal.segment import WalPaths, list_segments
+from cdc_pipeline.core.wal.ledger import wal_end
+from cdc_pipeline.core.wal.staging import (
+    WalPaths,
+    list_segments,
+    loader_lock,
+    read_origin,
+    sequence_of,
+)
 
 _TABLE_DEFINITION_CHANGED = 1412
 _LOCK_WAIT_TIMEOUT = 1205
-_ACCESS_DENIED = (1044, 1142, 1143)
 
 
 @dataclass
@@ -106,14 +114,14 @@ class ReconcileRun:
 
     def applied(self) -> tuple[GtidSet, int]:
         """The checkpoint's GTID set and segment sequence; before any load, the origin."""
-        checkpoint = self.sink.read_checkpoint(self.paths.root.name)
+        checkpoint = self.sink.read_checkpoint(self.paths.source)
+        origin = read_origin(self.paths)
         if checkpoint is not None:
             text, flavor, sequence = checkpoint.gtid, checkpoint.flavor, checkpoint.last_sequence
-        elif not self.paths.origin.exists():
+        elif origin is None:
             raise GtidError("MongoDB holds no checkpoint and the WAL has no origin.json")
         else:
-            origin = json.loads(self.paths.origin.read_text())
-            text, flavor, sequence = origin["gtid"], origin["flavor"], 0
+            text, flavor, sequence = origin.gtid, origin.flavor, 0
         if flavor and flavor != self.flavor:
             raise GtidError(f"the checkpoint is for a {flavor} source, the source is {self.flavor}")
         return GtidSet.parse(text, self.flavor), sequence
@@ -126,7 +134,7 @@ class ReconcileRun:
         """Spans of the segments after ``sequence`` (segments are immutable: cached)."""
         spans = []
         for path in list_segments(self.paths):
-            if int(path.stem.split("-")[1]) <= sequence:
+            if sequence_of(path) <= sequence:
                 continue
             if path.name not in self.spans:
                 try:
@@ -263,7 +271,7 @@ class ReconcileRun:
             code = error.args[0] if error.args else None
             if code in (_TABLE_DEFINITION_CHANGED, _LOCK_WAIT_TIMEOUT):
                 raise SnapshotBroken from None
-            if code in _ACCESS_DENIED:
+            if code in PRIVILEGE_ERRORS:
                 raise SourceSettingError(
                     f"the source user '{self.url.user}' may not read the tables in scope (MySQL"
                     f" error {code}); grant it SELECT on them (GRANT SELECT ON schema.* TO ...)."

@@ -25,8 +25,8 @@ import bson
 from bson import json_util
 from bson.int64 import Int64
 
-from cdc_pipeline.core.load.sink import mirror_field
-from cdc_pipeline.core.mysql.source_rows import SourceTable, mirror_id
+from cdc_pipeline.core.load.documents import mirror_field, mirror_id
+from cdc_pipeline.core.mysql.catalog import SourceTable
 
 META_FIELD = "_cdc"
 
@@ -38,7 +38,7 @@ def expected_document(
 
     ``stored`` is ``MongoSink.stored`` (Decimal128 as exact strings on the nx-27017 stand-in).
     """
-    document: dict[str, Any] = {"_id": stored(mirror_id(table, row))}
+    document: dict[str, Any] = {"_id": stored(mirror_id(table.key_of(row)))}
     document.update((mirror_field(name), value) for name, value in stored(dict(row)).items())
     return document
 

@@ -162,6 +162,25 @@ class ReconcileReport(CappedProblems):
             parts.append(f"{len(self.strays)} stray mirror{'s' if len(self.strays) > 1 else ''}")
         return f"{len(self.tables)} mirrored tables: " + ", ".join(parts)
 
+    def findings(self) -> str:
+        """What failed, in one line for the operator ("" when the report passed, complete)."""
+        if self.passed and self.complete:
+            return ""
+        findings = []
+        for state, verb in (("different", "differ"), ("stale", "are stale")):
+            names = [result.name for result in self.tables if result.state == state]
+            if names:
+                findings.append(f"{len(names)} {verb} ({', '.join(names)})")
+        if self.strays:
+            strays = [stray.collection for stray in self.strays]
+            findings.append(f"{len(strays)} stray mirror collections ({', '.join(strays)})")
+        skipped = [result for result in self.tables if result.state == "skipped"]
+        if skipped:
+            findings.append(f"{len(skipped)} skipped ({skipped[0].name}: {skipped[0].reason})")
+        if not findings:
+            findings = self.problems[:1]
+        return "; ".join(findings)
+
     def lines(self) -> list[str]:
         lines = [result.line() for result in self.tables]
         lines += [stray.line() for stray in self.strays]

@@ -62,14 +62,14 @@ from cdc_pipeline.core.audit.reconcile.attempt import (
     SnapshotBroken,
 )
 from cdc_pipeline.core.audit.reconcile.report import ReconcileReport, StrayMirror, TableResult
-from cdc_pipeline.core.capture.tick import wal_end
 from cdc_pipeline.core.gtid import GtidError
 from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink
+from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect, detect_flavor
-from cdc_pipeline.core.mysql.source_rows import SourceTable, describe_table, list_tables
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
-from cdc_pipeline.core.wal.segment import WalPaths
+from cdc_pipeline.core.wal.ledger import wal_end
+from cdc_pipeline.core.wal.staging import WalPaths
 
 STRAY_SCAN = "(stray mirror scan)"
 Final = TableResult | list[StrayMirror]

@@ -12,31 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from cdc_pipeline.core.audit.reconcile.report import StrayMirror
-from cdc_pipeline.core.load.sink import (
-    CHECKPOINTS,
-    DDL_HISTORY,
-    MIRROR_STATUS,
-    ROW_CHANGES,
-    SCHEMA_VERSIONS,
-    MongoSink,
+from cdc_pipeline.core.load.documents import (
+    table_of_collection,
 )
+from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.source import query_all
 from cdc_pipeline.core.settings import table_included
-
-PIPELINE_COLLECTIONS = frozenset(
-    {ROW_CHANGES, CHECKPOINTS, MIRROR_STATUS, SCHEMA_VERSIONS, DDL_HISTORY}
-)
-REBUILD_SUFFIX = "__cdc_rebuild"
-
-
-def table_of_collection(name: str, mirror_style: str) -> tuple[str, str] | None:
-    """``(schema, table)`` a mirror collection name stands for, or None if it is no mirror name."""
-    if name in PIPELINE_COLLECTIONS or name.startswith("system.") or name.endswith(REBUILD_SUFFIX):
-        return None
-    schema, found, table = name.partition("__" if mirror_style == "underscore" else ".")
-    if not (found and schema and table):
-        return None
-    return schema, table
 
 
 def find_stray_candidates(

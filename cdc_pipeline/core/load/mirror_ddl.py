@@ -1,0 +1,155 @@
+"""What a DDL statement does to the mirror collections: TRUNCATE, DROP, RENAME, column changes.
+
+Every statement is recorded in ``cdc_ddl`` (keyed by GTID). TRUNCATE empties the target mirrors,
+DROP TABLE drops them, RENAME TABLE renames them, and an ALTER TABLE that changes columns or the
+key rebuilds the mirror from the source table (the binlog carries no row events for the rows
+such a statement rewrites).
+
+Invariants: every effect is replay-safe: a rename whose old name is gone already happened; a
+rebuild is written to ``<mirror>__cdc_rebuild`` and renamed over the mirror, so readers never
+see a half-built mirror on a real MongoDB; a mirror that cannot be rebuilt (no source
+connection, table gone) is marked stale in ``cdc_mirror_status``, never silently left wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pymongo.errors import OperationFailure
+
+from cdc_pipeline.core.load.documents import (
+    DDL_HISTORY,
+    MIRROR_STATUS,
+    mirror_document,
+    mirror_meta,
+    rebuild_collection,
+    upsert_by_id,
+)
+from cdc_pipeline.core.mysql.ddl import changes_columns, classify_ddl
+
+if TYPE_CHECKING:
+    from cdc_pipeline.core.load.sink import MongoSink
+
+BULK_CHUNK = 1_000
+_ALREADY_RENAMED = 26  # NamespaceNotFound: an earlier attempt renamed it
+
+
+def apply_ddl(sink: MongoSink, row: Mapping[str, Any], batch: str) -> list[str]:
+    """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done."""
+    statement = classify_ddl(row["statement"] or "", row["schema"])
+    history = {
+        "_id": row["gtid"],
+        "gtid": row["gtid"],
+        "source": row["source"],
+        "schema": row["schema"],
+        "table": row["table"],
+        "kind": statement.kind,
+        "statement": row["statement"],
+        "committed_at": row["committed_at"],
+        "binlog_file": row["binlog_file"],
+        "binlog_pos": row["binlog_pos"],
+        "batch": batch,
+    }
+    database = sink.database
+    sink.retry(
+        lambda: database[DDL_HISTORY].replace_one({"_id": row["gtid"]}, history, upsert=True)
+    )
+    if statement.kind == "truncate":
+        for schema, table in statement.targets:
+            name = sink.mirror(schema, table)
+            sink.retry(lambda name=name: database[name].delete_many({}))  # type: ignore[misc]
+    elif statement.kind == "drop_table":
+        for schema, table in statement.targets:
+            name = sink.mirror(schema, table)
+            sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
+    elif statement.kind == "rename_table":
+        for old, new in statement.renames:
+            rename_collection(sink, sink.mirror(*old), sink.mirror(*new))
+    elif statement.kind == "alter_table" and changes_columns(row["statement"] or ""):
+        meta = mirror_meta(row["gtid"], batch, None, row["committed_at"], rebuilt_after_ddl=True)
+        return [rebuild_mirror(sink, schema, table, meta) for schema, table in statement.targets]
+    else:
+        return []
+    return [f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}"]
+
+
+def rename_collection(sink: MongoSink, old: str, new: str) -> None:
+    """Rename ``old`` over ``new``; a missing ``old`` means the rename already happened.
+
+    A server that acknowledges a rename without doing it, or refuses it without an error code,
+    gets a copy instead: drop ``new``, copy every document, drop ``old`` (replay-safe). Without
+    ``sink.native_rename`` (CDC_MONGO_COMPAT=nx-27017, whose renames act on its admin database
+    and can collide there) the copy is used directly.
+    """
+    database = sink.database
+
+    def rename() -> None:
+        if old not in database.list_collection_names():
+            return
+        if sink.native_rename:
+            try:
+                database[old].rename(new, dropTarget=True)
+            except OperationFailure as error:
+                # No code: a server that cannot rename this way (mongoeco): copy instead.
+                if error.code not in (_ALREADY_RENAMED, None):
+                    raise
+        if old in database.list_collection_names():
+            _copy_collection(sink, old, new)
+
+    sink.retry(rename)
+
+
+def _copy_collection(sink: MongoSink, old: str, new: str) -> None:
+    database = sink.database
+    database.drop_collection(new)
+    batch: list[dict[str, Any]] = []
+    for document in database[old].find():
+        batch.append(document)
+        if len(batch) >= BULK_CHUNK:
+            database[new].insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        database[new].insert_many(batch, ordered=False)
+    database.drop_collection(old)
+
+
+def rebuild_mirror(sink: MongoSink, schema: str, table: str, meta: dict[str, Any]) -> str:
+    """Replace a mirror with the source table's current rows (after a column change).
+
+    Builds ``<mirror>__cdc_rebuild`` then renames it over the mirror. Returns what was done,
+    for the run's report.
+    """
+    database = sink.database
+    name = sink.mirror(schema, table)
+    if sink.rebaseline is None:
+        _mark_stale(sink, name, meta, "no source connection to re-read the table")
+        return f"{name} marked stale (no source connection)"
+    rows = sink.rebaseline(schema, table)
+    if rows is None:
+        _mark_stale(sink, name, meta, "the table no longer exists on the source")
+        return f"{name} marked stale (table gone from the source)"
+    temporary = rebuild_collection(name)
+    sink.retry(lambda: database.drop_collection(temporary))
+    count = 0
+    batch: list[Any] = []
+    for identity, values in rows:
+        document = sink.stored(mirror_document(identity, values, meta))
+        batch.append(upsert_by_id(document))
+        count += 1
+        if len(batch) >= BULK_CHUNK:
+            sink.bulk(temporary, batch)
+            batch = []
+    if batch:
+        sink.bulk(temporary, batch)
+    if count:
+        rename_collection(sink, temporary, name)
+    else:
+        sink.retry(lambda: database.drop_collection(name))
+    sink.retry(lambda: database[MIRROR_STATUS].delete_one({"_id": name}))
+    return f"{name} rebuilt from the source ({count} rows)"
+
+
+def _mark_stale(sink: MongoSink, name: str, meta: dict[str, Any], reason: str) -> None:
+    status = {"_id": name, "stale_since_gtid": meta["gtid"], "reason": reason, **meta}
+    sink.retry(lambda: sink.database[MIRROR_STATUS].replace_one({"_id": name}, status, upsert=True))

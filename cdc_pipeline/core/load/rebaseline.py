@@ -1,0 +1,48 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from cdc_pipeline.core.load.documents import mirror_id
+from cdc_pipeline.core.load.sink import (
+    Rebaseline,
+)
+from cdc_pipeline.core.mysql.catalog import describe_table
+from cdc_pipeline.core.mysql.source import connect
+from cdc_pipeline.core.mysql.source_rows import row_documents
+from cdc_pipeline.core.settings import SourceUrl
+
+
+@contextlib.contextmanager
+def source_rebaseline(url: SourceUrl | None) -> Iterator[Rebaseline | None]:
+    """Re-reads a source table for a mirror rebuild after a column change (None: no source).
+
+    Each call reads the table's rows as they are now. That is enough for an exact mirror:
+    every later change of a row is in the WAL after the DDL and is applied after the rebuild,
+    so each key ends at its last change, or at the value read if it never changed again.
+    """
+    if url is None:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        connection: Any = None
+
+        def rows(schema: str, table: str) -> Iterator[tuple[Any, dict[str, Any]]] | None:
+            nonlocal connection
+            if connection is None:
+                connection = stack.enter_context(connect(url))
+            try:
+                described = describe_table(connection, schema, table)
+            except ValueError:
+                return None
+            if not described.primary_key:
+                return iter(())
+            return (
+                (mirror_id(described.key_of(document)), document)
+                for document in row_documents(connection, described)
+            )
+
+        yield rows

@@ -1,0 +1,124 @@
+"""Writing one WAL segment: rows streamed to a temp file, committed whole or not at all.
+
+Invariants: a segment appears under its final name only complete: written to a temp file,
+fsynced, its ``.sha256`` written and fsynced, renamed, and the folder fsynced; a crash at any
+instant leaves either no segment or a whole one, never a torn one (a leftover temp file or
+digest is removed by ``staging.remove_stale_temp_files`` under the capture lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cdc_pipeline.core.errors import StagingError
+from cdc_pipeline.core.wal.segment import (
+    MANIFEST_KEY,
+    ROW_SCHEMA,
+    Manifest,
+    digest_line,
+    file_sha256,
+)
+from cdc_pipeline.core.wal.staging import WalPaths, file_digest_path, fsync_dir
+
+
+class SegmentWriter:
+    """Streams rows into a temp Parquet file; ``commit`` makes it a segment, ``abort`` drops it.
+
+    Memory holds at most ``row_group_size`` rows (plus one open transaction up to the caller's
+    spill limit); everything else is already in the file.
+    """
+
+    def __init__(self, paths: WalPaths, sequence: int, row_group_size: int = 5_000):
+        self.paths = paths
+        self.sequence = sequence
+        self.row_group_size = row_group_size
+        self.temp_path = paths.temp_segment(sequence)
+        self._pending: list[dict[str, Any]] = []
+        self._digest = hashlib.sha256()
+        self._writer: pq.ParquetWriter | None = None
+        self.rows_written = 0
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        """Queue rows (in order); they reach the file in row groups."""
+        for row in rows:
+            self._digest.update(digest_line(row))
+        self._pending.extend(rows)
+        if len(self._pending) >= self.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        try:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=ROW_SCHEMA))
+        except OSError as error:
+            self.abort()
+            raise _staging_error(self.paths, error) from None
+        self.rows_written += len(self._pending)
+        self._pending = []
+
+    def commit(self, manifest: Manifest) -> Path:
+        """Finish the file with ``manifest`` in its footer and rename it into place, durably."""
+        self._flush()
+        manifest.checksum = self._digest.hexdigest()
+        manifest.created_at = datetime.now(UTC).isoformat()
+        final = self.paths.segment(self.sequence)
+        try:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
+                self._writer.write_table(ROW_SCHEMA.empty_table())
+            self._writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json().encode()})
+            self._writer.close()
+            self._writer = None
+            with self.temp_path.open("rb+") as handle:
+                os.fsync(handle.fileno())
+            if final.exists():
+                raise StagingError(
+                    f"segment {final.name} already exists; another capture wrote it, which the"
+                    " staging lock should prevent: check for a second capture process."
+                )
+            # The byte digest is durable before the segment appears under its name.
+            digest_temp = file_digest_path(self.temp_path)
+            with digest_temp.open("w") as handle:
+                handle.write(file_sha256(self.temp_path) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            digest_temp.rename(file_digest_path(final))
+            self.temp_path.rename(final)
+            fsync_dir(self.paths.segments)
+        except OSError as error:
+            self.abort()
+            raise _staging_error(self.paths, error) from None
+        return final
+
+    def abort(self) -> None:
+        """Drop everything written so far (the WAL is unchanged)."""
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        self._pending = []
+        self.temp_path.unlink(missing_ok=True)
+
+
+def _staging_error(paths: WalPaths, error: OSError) -> StagingError:
+    if error.errno == errno.ENOSPC:
+        return StagingError(
+            f"the staging disk is full at {paths.root}; free space or move CDC_STAGING_DIR:"
+            " capture resumes from the last complete segment, nothing is lost."
+        )
+    return StagingError(
+        f"cannot write to the staging folder {paths.root} ({error.strerror}); check its"
+        " permissions and free space."
+    )
