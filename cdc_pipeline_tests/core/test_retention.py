@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from cdc_pipeline.core.errors import CaptureLockedError, ConfigError, StagingError
-from cdc_pipeline.core.wal import ledger as ledger_module
 from cdc_pipeline.core.load.retention import retire_segments, retired_partitions
 from cdc_pipeline.core.settings import retention_from_env
+from cdc_pipeline.core.wal import ledger as ledger_module
+from cdc_pipeline.core.wal import writer as segment_writer
 from cdc_pipeline.core.wal.ledger import read_ledger, wal_end
 from cdc_pipeline.core.wal.segment import Manifest, read_manifest, verify_segment
 from cdc_pipeline.core.wal.staging import (
@@ -23,7 +24,6 @@ from cdc_pipeline.core.wal.staging import (
     partition_key,
     write_json_atomically,
 )
-from cdc_pipeline.core.wal import writer as segment_writer
 from cdc_pipeline.core.wal.writer import SegmentWriter
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
