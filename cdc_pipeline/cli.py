@@ -16,7 +16,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError
 from cdc_pipeline.core.settings import (
@@ -103,7 +103,8 @@ def _capture(args: argparse.Namespace) -> int:
 
 
 def _snapshot(args: argparse.Namespace) -> int:
-    from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
+    from cdc_pipeline.core.capture.snapshot import run_snapshot
+    from cdc_pipeline.core.capture.snapshot_plan import SnapshotProgress
 
     settings = CaptureSettings.from_env()
     check_staging_folder(
@@ -217,6 +218,102 @@ def _seconds(text: str) -> float:
     return value
 
 
+_FLAG = {"action": "store_true"}
+_JSON = ("--json", {**_FLAG, "help": "print the {what} as JSON"})
+_COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], ...] = (
+    (
+        "doctor",
+        "check the source's binlog settings and grants, MongoDB and the staging folder;"
+        " print the exact fix for each failure (exit 1 if any check fails)",
+        "findings",
+        (),
+    ),
+    (
+        "capture",
+        "capture one bounded slice of the binlog into one WAL segment (what the sensor runs);"
+        " creates CDC_STAGING_DIR if its parent folder exists",
+        "result",
+        (("--once", {**_FLAG, "help": "run one capture tick and exit"}),),
+    ),
+    (
+        "load",
+        "load every pending WAL segment into MongoDB in order (what load_batch_job runs)",
+        "result",
+        (("--pending", {**_FLAG, "help": "load all pending segments"}),),
+    ),
+    (
+        "status",
+        "show the source position, the captured end, the applied checkpoint, pending segments,"
+        " lag, quarantined segments and the MongoDB breaker (exit 1 if a part could not be read"
+        " or a segment is quarantined)",
+        "status",
+        (),
+    ),
+    (
+        "recapture",
+        "set a damaged segment and every later one aside (into quarantine/), so the next"
+        " capture tick writes them again from the binlog; stop the sensor first",
+        "result",
+        (
+            (
+                "--from",
+                {
+                    "dest": "from_partition",
+                    "required": True,
+                    "metavar": "PARTITION",
+                    "help": "the first segment to re-capture: its partition key or its number",
+                },
+            ),
+        ),
+    ),
+    (
+        "snapshot",
+        "read the included tables at one consistent point (tied to its exact GTID state) into"
+        " WAL segments, in primary-key chunks; also the recovery after a binlog purge. Run it"
+        " again after an interruption: it resumes after the last finished chunk",
+        "result",
+        (
+            (
+                "--tables",
+                {
+                    "metavar": "PATTERNS",
+                    "help": "comma-separated schema.table patterns (* wildcard) among the"
+                    " captured tables; default: every captured table",
+                },
+            ),
+        ),
+    ),
+    (
+        "verify",
+        "compare every mirrored table with its source table (row count and a hash per row) at"
+        " a moment the checkpoint covers; exit 1 on any difference, stale or stray mirror, or a"
+        " table that could not be compared",
+        "report",
+        (
+            (
+                "--wait",
+                {
+                    "type": _seconds,
+                    "default": 30.0,
+                    "metavar": "SECONDS",
+                    "help": "how long in all to wait for capture and the loader to cover busy"
+                    " tables (default 30)",
+                },
+            ),
+        ),
+    ),
+)
+_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "doctor": _doctor,
+    "capture": _capture,
+    "load": _load,
+    "status": _status,
+    "recapture": _recapture,
+    "snapshot": _snapshot,
+    "verify": _verify,
+}
+
+
 def build_parser() -> _Parser:
     """The argument parser; each subcommand stores its handler as ``args.handler``, and
     ``parser.commands`` maps every subcommand's name to its parser."""
@@ -226,102 +323,20 @@ def build_parser() -> _Parser:
         " Configured by the CDC_* environment variables.",
     )
     parser.commands = {}
-    parser.add_argument(
-        "--debug", action="store_true", help="show the full traceback of an unexpected error"
-    )
+    debug = "show the full traceback of an unexpected error"
+    parser.add_argument("--debug", action="store_true", help=debug)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def command(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> _Parser:
+    for name, text, reports, options in _COMMANDS:
         sub: _Parser = commands.add_parser(name, help=text, description=text)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+        for flag, settings in options:
+            sub.add_argument(flag, **settings)
+        json_flag, json_settings = _JSON
         sub.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show the full traceback of an unexpected error",
+            json_flag, **{**json_settings, "help": json_settings["help"].format(what=reports)}
         )
-        sub.set_defaults(handler=handler)
+        sub.set_defaults(handler=_HANDLERS[name])
         parser.commands[name] = sub
-        return sub
-
-    doctor = command(
-        "doctor",
-        _doctor,
-        "check the source's binlog settings and grants, MongoDB and the staging folder;"
-        " print the exact fix for each failure (exit 1 if any check fails)",
-    )
-    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
-
-    capture = command(
-        "capture",
-        _capture,
-        "capture one bounded slice of the binlog into one WAL segment (what the sensor runs);"
-        " creates CDC_STAGING_DIR if its parent folder exists",
-    )
-    capture.add_argument("--once", action="store_true", help="run one capture tick and exit")
-    capture.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    load = command(
-        "load",
-        _load,
-        "load every pending WAL segment into MongoDB in order (what load_batch_job runs)",
-    )
-    load.add_argument("--pending", action="store_true", help="load all pending segments")
-    load.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    status = command(
-        "status",
-        _status,
-        "show the source position, the captured end, the applied checkpoint, pending segments,"
-        " lag, quarantined segments and the MongoDB breaker (exit 1 if a part could not be read"
-        " or a segment is quarantined)",
-    )
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-
-    recapture = command(
-        "recapture",
-        _recapture,
-        "set a damaged segment and every later one aside (into quarantine/), so the next"
-        " capture tick writes them again from the binlog; stop the sensor first",
-    )
-    recapture.add_argument(
-        "--from",
-        dest="from_partition",
-        required=True,
-        metavar="PARTITION",
-        help="the first segment to re-capture: its partition key or its number",
-    )
-    recapture.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    snapshot = command(
-        "snapshot",
-        _snapshot,
-        "read the included tables at one consistent point (tied to its exact GTID state) into"
-        " WAL segments, in primary-key chunks; also the recovery after a binlog purge. Run it"
-        " again after an interruption: it resumes after the last finished chunk",
-    )
-    snapshot.add_argument(
-        "--tables",
-        metavar="PATTERNS",
-        help="comma-separated schema.table patterns (* wildcard) among the captured tables;"
-        " default: every captured table",
-    )
-    snapshot.add_argument("--json", action="store_true", help="print the result as JSON")
-
-    verify = command(
-        "verify",
-        _verify,
-        "compare every mirrored table with its source table (row count and a hash per row) at"
-        " a moment the checkpoint covers; exit 1 on any difference, stale or stray mirror, or a"
-        " table that could not be compared",
-    )
-    verify.add_argument("--json", action="store_true", help="print the report as JSON")
-    verify.add_argument(
-        "--wait",
-        type=_seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="how long in all to wait for capture and the loader to cover busy tables (default 30)",
-    )
     return parser
 
 

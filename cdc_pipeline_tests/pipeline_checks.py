@@ -18,11 +18,11 @@ from bson import json_util
 from pymongo.database import Database
 
 from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES, mirror_field, mirror_id
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source_rows import row_documents
-from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal.segment import read_manifest, read_rows
 from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import executed_gtids

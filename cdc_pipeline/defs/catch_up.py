@@ -1,7 +1,7 @@
 """``catch_up_job``: capture until caught up with the source, then load everything pending.
 
 For CI and cron: ``dagster job execute -m cdc_pipeline.definitions -j catch_up_job``. It runs the
-same code as the sensor and the load runs (``capture_once``, ``load_pending``), registers the
+same code as the sensor and the load runs (``capture_once``, ``run_load``), registers the
 partitions of the segments it captured, and reports them as materialized.
 """
 

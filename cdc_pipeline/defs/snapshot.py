@@ -7,7 +7,8 @@ the totals are the run's output metadata. Running it again after an interruption
 
 import dagster as dg
 
-from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
+from cdc_pipeline.core.capture.snapshot import run_snapshot
+from cdc_pipeline.core.capture.snapshot_plan import SnapshotProgress
 from cdc_pipeline.defs.partitions import register_segments
 from cdc_pipeline.defs.resources import SourceResource
 

@@ -19,6 +19,7 @@ from bson import ObjectId, json_util
 from pymongo.database import Database
 from pymysqlreplication.constants import FIELD_TYPE
 
+from cdc_pipeline.core.images import decode_document, encode_document
 from cdc_pipeline.core.load.documents import (
     CHECKPOINTS,
     DDL_HISTORY,
@@ -32,7 +33,6 @@ from cdc_pipeline.core.load.mirror_ddl import rename_collection
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
-from cdc_pipeline.core.values import decode_document, encode_document
 from cdc_pipeline.core.wal.segment import Manifest
 from cdc_pipeline_tests.contract.conftest import ContractBackend
 

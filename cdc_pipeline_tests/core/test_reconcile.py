@@ -222,11 +222,13 @@ def test_the_report_passes_only_when_nothing_differs_and_is_complete_only_when_n
     None
 ):
     report = ReconcileReport()
-    report.add_table(TableResult("shop.a", "equal", source_rows=1234, mirror_rows=1234))
+    report.add_table(TableResult(name="shop.a", state="equal", source_rows=1234, mirror_rows=1234))
     assert report.passed and report.complete and report.ok
     assert report.lines()[0] == "shop.a: equal 1,234 rows"
 
-    report.add_table(TableResult("shop.b", "skipped", reason="changed after the checkpoint"))
+    report.add_table(
+        TableResult(name="shop.b", state="skipped", reason="changed after the checkpoint")
+    )
     assert report.passed and not report.complete
 
     different = compare([{"_id": 1, "v": 1}, {"_id": 2, "v": 2}], [{"_id": 1, "v": 5}])

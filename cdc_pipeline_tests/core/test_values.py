@@ -22,20 +22,13 @@ from pymysqlreplication.constants import CHARSET, FIELD_TYPE
 from pymysqlreplication.row_event import TableMapEvent, find_charset
 
 from cdc_pipeline.core.errors import SourceSettingError, ValueConversionError
+from cdc_pipeline.core.images import decode_document, document_keys, encode_document
 from cdc_pipeline.core.mysql.decoder_fixes import (
     _sync_column_info_with_labels,
     install_decoder_fixes,
 )
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
-from cdc_pipeline.core.values import (
-    convert_row,
-    decode_document,
-    document_keys,
-    encode_document,
-    single_precision,
-    time_text,
-    to_bson_value,
-)
+from cdc_pipeline.core.values import convert_row, single_precision, time_text, to_bson_value
 
 UTC = dt.UTC
 
@@ -596,7 +589,7 @@ def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[
     from bson import json_util
     from bson.json_util import CANONICAL_JSON_OPTIONS
 
-    from cdc_pipeline.core.values import _escape_keys
+    from cdc_pipeline.core.images import _escape_keys
 
     expected = json_util.dumps(_escape_keys(document), json_options=CANONICAL_JSON_OPTIONS)
     assert encode_document(document) == expected

@@ -22,8 +22,8 @@ from cdc_pipeline.core.errors import (
     StagingError,
 )
 from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
-from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal import writer as wal
 from cdc_pipeline.core.wal.segment import read_rows, verify_segment
 from cdc_pipeline.core.wal.staging import WalPaths, capture_lock, list_segments

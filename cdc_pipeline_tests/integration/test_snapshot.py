@@ -25,8 +25,8 @@ import pytest
 
 from cdc_pipeline.core.audit.duplicates import check_change_log, check_wal
 from cdc_pipeline.core.audit.status import read_status
-from cdc_pipeline.core.capture.snapshot import SnapshotProgress, run_snapshot
-from cdc_pipeline.core.capture.snapshot_plan import load_plan, read_recoveries
+from cdc_pipeline.core.capture.snapshot import run_snapshot
+from cdc_pipeline.core.capture.snapshot_plan import SnapshotProgress, load_plan, read_recoveries
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import BinlogPurgedError
 from cdc_pipeline.core.load.documents import MIRROR_STATUS, ROW_CHANGES

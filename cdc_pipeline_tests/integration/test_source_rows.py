@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from cdc_pipeline.core.errors import ValueConversionError
+from cdc_pipeline.core.images import decode_document, encode_document
 from cdc_pipeline.core.load.documents import mirror_id
 from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect
 from cdc_pipeline.core.mysql.source_rows import row_documents, row_hash
 from cdc_pipeline.core.schema import with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
-from cdc_pipeline.core.values import convert_row, decode_document, encode_document
+from cdc_pipeline.core.values import convert_row
 from cdc_pipeline_tests.integration.test_type_mapping import (
     COLUMN_ORDER,
     CREATE_EVERY_TYPE,

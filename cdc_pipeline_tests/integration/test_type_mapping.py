@@ -19,6 +19,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import WriteRowsEvent
 
+from cdc_pipeline.core.images import decode_document, encode_document
 from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
 from cdc_pipeline.core.schema import (
     TableSchema,
@@ -26,11 +27,7 @@ from cdc_pipeline.core.schema import (
     table_schema_from_rows_event,
     with_json_columns,
 )
-from cdc_pipeline.core.values import (
-    convert_row,
-    decode_document,
-    encode_document,
-)
+from cdc_pipeline.core.values import convert_row
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.values import encode_document
 from cdc_pipeline.core.wal.writer import SegmentWriter
 
 

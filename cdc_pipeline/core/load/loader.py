@@ -1,7 +1,7 @@
 """Load pending WAL segments into MongoDB, in order, each exactly once, checkpoint after the data.
 
-The one loading path: the Dagster asset, ``catch_up_job`` and ``cdc-pipeline load --pending``
-all call ``load_pending``.
+The one loading path: the Dagster assets, ``catch_up_job`` and ``cdc-pipeline load --pending``
+all call ``run_load`` (``load_pending`` plus the MongoDB breaker).
 
 Invariants:
     * segments are applied strictly in sequence order starting right after the checkpoint; a

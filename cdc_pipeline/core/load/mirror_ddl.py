@@ -13,9 +13,10 @@ connection, table gone) is marked stale in ``cdc_mirror_status``, never silently
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar
 
+from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from cdc_pipeline.core.load.documents import (
@@ -28,14 +29,30 @@ from cdc_pipeline.core.load.documents import (
 )
 from cdc_pipeline.core.mysql.ddl import changes_columns, classify_ddl
 
-if TYPE_CHECKING:
-    from cdc_pipeline.core.load.sink import MongoSink
-
+T = TypeVar("T")
+Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
+"""Reads a source table now: ``(mirror _id, column values)`` per row, None if it is gone."""
 BULK_CHUNK = 1_000
 _ALREADY_RENAMED = 26  # NamespaceNotFound: an earlier attempt renamed it
 
 
-def apply_ddl(sink: MongoSink, row: Mapping[str, Any], batch: str) -> list[str]:
+class MirrorWriter(Protocol):
+    """What the effects need of ``load.sink.MongoSink``."""
+
+    database: Database[Any]
+    rebaseline: Rebaseline | None
+    native_rename: bool
+
+    def retry(self, action: Callable[[], T]) -> T: ...
+
+    def bulk(self, collection: str, operations: list[Any]) -> None: ...
+
+    def mirror(self, schema: str, table: str) -> str: ...
+
+    def stored(self, value: Any) -> Any: ...
+
+
+def apply_ddl(sink: MirrorWriter, row: Mapping[str, Any], batch: str) -> list[str]:
     """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done."""
     statement = classify_ddl(row["statement"] or "", row["schema"])
     history = {
@@ -74,7 +91,7 @@ def apply_ddl(sink: MongoSink, row: Mapping[str, Any], batch: str) -> list[str]:
     return [f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}"]
 
 
-def rename_collection(sink: MongoSink, old: str, new: str) -> None:
+def rename_collection(sink: MirrorWriter, old: str, new: str) -> None:
     """Rename ``old`` over ``new``; a missing ``old`` means the rename already happened.
 
     A server that acknowledges a rename without doing it, or refuses it without an error code,
@@ -100,7 +117,7 @@ def rename_collection(sink: MongoSink, old: str, new: str) -> None:
     sink.retry(rename)
 
 
-def _copy_collection(sink: MongoSink, old: str, new: str) -> None:
+def _copy_collection(sink: MirrorWriter, old: str, new: str) -> None:
     database = sink.database
     database.drop_collection(new)
     batch: list[dict[str, Any]] = []
@@ -114,7 +131,7 @@ def _copy_collection(sink: MongoSink, old: str, new: str) -> None:
     database.drop_collection(old)
 
 
-def rebuild_mirror(sink: MongoSink, schema: str, table: str, meta: dict[str, Any]) -> str:
+def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, Any]) -> str:
     """Replace a mirror with the source table's current rows (after a column change).
 
     Builds ``<mirror>__cdc_rebuild`` then renames it over the mirror. Returns what was done,
@@ -150,6 +167,6 @@ def rebuild_mirror(sink: MongoSink, schema: str, table: str, meta: dict[str, Any
     return f"{name} rebuilt from the source ({count} rows)"
 
 
-def _mark_stale(sink: MongoSink, name: str, meta: dict[str, Any], reason: str) -> None:
+def _mark_stale(sink: MirrorWriter, name: str, meta: dict[str, Any], reason: str) -> None:
     status = {"_id": name, "stale_since_gtid": meta["gtid"], "reason": reason, **meta}
     sink.retry(lambda: sink.database[MIRROR_STATUS].replace_one({"_id": name}, status, upsert=True))

@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""Re-reading a source table for a mirror rebuild after a column change (``load.mirror_ddl``).
+
+Invariant: each call reads the table as it is now, with the same conversions as the binlog path
+(``mysql.source_rows``), so the rebuilt mirror holds what the loader would have written.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from cdc_pipeline.core.load.documents import mirror_id
-from cdc_pipeline.core.load.sink import (
-    Rebaseline,
-)
+from cdc_pipeline.core.load.mirror_ddl import Rebaseline
 from cdc_pipeline.core.mysql.catalog import describe_table
 from cdc_pipeline.core.mysql.source import connect
 from cdc_pipeline.core.mysql.source_rows import row_documents

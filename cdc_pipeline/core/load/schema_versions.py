@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""``cdc_schema_versions``: one document per table schema version, with its difference from the
+previous version.
+
+Invariant: ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first
+record wins, so re-running a load never rewrites history.
+"""
 
 from __future__ import annotations
 

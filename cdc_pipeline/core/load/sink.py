@@ -29,6 +29,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from cdc_pipeline.core.errors import SinkWriteError
+from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.load.documents import (
     CHECKPOINTS,
     MIRROR_STATUS,
@@ -43,20 +44,15 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
-from cdc_pipeline.core.load.mirror_ddl import BULK_CHUNK, apply_ddl
+from cdc_pipeline.core.load.mirror_ddl import BULK_CHUNK, Rebaseline, apply_ddl
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
 from cdc_pipeline.core.settings import MongoSettings
-from cdc_pipeline.core.values import decode_document
 from cdc_pipeline.core.wal.segment import Manifest
 
 PHASE_KEYS = 5_000
 
 T = TypeVar("T")
-
-
-Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
-"""Reads a source table now: ``(mirror _id, column values)`` per row, None if it is gone."""
 
 
 def _decimals_to_strings(value: Any) -> Any:

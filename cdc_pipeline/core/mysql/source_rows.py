@@ -42,16 +42,11 @@ from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc_pipeline.core.errors import ValueConversionError
 from cdc_pipeline.core.gtid import Flavor
+from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.catalog import SourceTable
 from cdc_pipeline.core.mysql.source import detect_flavor
 from cdc_pipeline.core.schema import ColumnSpec
-from cdc_pipeline.core.values import (
-    _big_integer,
-    encode_document,
-    exact_decimal,
-    time_text,
-    to_bson_value,
-)
+from cdc_pipeline.core.values import _big_integer, exact_decimal, time_text, to_bson_value
 
 
 def row_hash(document: Mapping[str, Any]) -> str:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.core.gtid import GtidSet
+from cdc_pipeline.core.images import document_keys
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema
-from cdc_pipeline.core.values import document_keys
 from cdc_pipeline.core.wal.segment import Manifest, VerifiedSegment, read_verified, snapshot_tag
 
 

@@ -192,7 +192,9 @@ class ReconcileRun:
                 reason = f"the loader marked the mirror stale: {status.get('reason', '?')}"
                 since = status.get("stale_since_gtid")
                 reason += f" (at {since}); re-baseline it" if since else "; re-baseline it"
-                return TableResult(name, "stale", reason=reason, checkpoint_gtid=str(applied))
+                return TableResult(
+                    name=name, state="stale", reason=reason, checkpoint_gtid=str(applied)
+                )
             early = self.early_reason(applied, sequence, [(table.schema, table.table)])
             if early:
                 return Retry(early)
@@ -242,8 +244,8 @@ class ReconcileRun:
             except ValueConversionError as error:
                 column = str(error).split(":")[0] if str(error).startswith("column ") else ""
                 return TableResult(
-                    f"{table.schema}.{table.table}",
-                    "skipped",
+                    name=f"{table.schema}.{table.table}",
+                    state="skipped",
                     reason=f"{column or 'a column'} cannot be read exactly"
                     " (a type or value outside the CONTRACT's type mapping)",
                 )

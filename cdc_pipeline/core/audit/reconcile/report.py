@@ -6,7 +6,8 @@ of a row (table data can be sensitive, and this goes to the UI).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from cdc_pipeline.core.audit.reconcile.compare import Comparison
@@ -15,21 +16,14 @@ from cdc_pipeline.core.problems import CappedProblems
 State = Literal["equal", "different", "skipped", "stale"]
 
 
-@dataclass
-class TableResult:
+@dataclass(kw_only=True)
+class TableResult(Comparison):
     """One mirrored table: ``equal``, ``different``, ``stale`` (marked by the loader) or
-    ``skipped`` (no moment found where the checkpoint covers the source state; ``reason``)."""
+    ``skipped`` (no moment found where the checkpoint covers the source state; ``reason``);
+    for a compared table, the ``Comparison`` it came from."""
 
     name: str
     state: State
-    source_rows: int = 0
-    mirror_rows: int = 0
-    missing: int = 0
-    extra: int = 0
-    differing: int = 0
-    missing_keys: list[str] = field(default_factory=list)
-    extra_keys: list[str] = field(default_factory=list)
-    differing_keys: list[tuple[str, list[str]]] = field(default_factory=list)
     reason: str = ""
     checkpoint_gtid: str = ""
     source_gtid: str = ""
@@ -37,19 +31,11 @@ class TableResult:
 
     @classmethod
     def compared(cls, name: str, comparison: Comparison, **details: Any) -> TableResult:
-        return cls(
-            name,
-            "equal" if comparison.equal else "different",
-            source_rows=comparison.source_rows,
-            mirror_rows=comparison.mirror_rows,
-            missing=comparison.missing,
-            extra=comparison.extra,
-            differing=comparison.differing,
-            missing_keys=list(comparison.missing_keys),
-            extra_keys=list(comparison.extra_keys),
-            differing_keys=list(comparison.differing_keys),
-            **details,
-        )
+        counts = {
+            item.name: copy.copy(getattr(comparison, item.name)) for item in fields(Comparison)
+        }
+        state: State = "equal" if comparison.equal else "different"
+        return cls(name=name, state=state, **counts, **details)
 
     @property
     def rows_per_second(self) -> float:

@@ -132,7 +132,7 @@ def reconcile(
                 report.unmirrored.append(f"{schema}.{name}")
         if wal_end(paths) is None:
             for name in items:
-                report.add_table(TableResult(name, "skipped", reason=NOTHING_CAPTURED))
+                report.add_table(TableResult(name=name, state="skipped", reason=NOTHING_CAPTURED))
         else:
             items[STRAY_SCAN] = None
             final, undecided = _rounds(run, items, report)
@@ -223,7 +223,7 @@ def _fill(
             if name == STRAY_SCAN:
                 report.add(f"stray mirrors not checked: {reason}")
             else:
-                report.add_table(TableResult(name, "skipped", reason=reason))
+                report.add_table(TableResult(name=name, state="skipped", reason=reason))
             continue
         outcome = final[name]
         if isinstance(outcome, list):
