@@ -75,6 +75,17 @@ def test_sensor_registers_each_segment_once_and_requests_its_load(
         assert [r.partition_key for r in picked_up.run_requests or []] == ["default-000000000002"]
 
 
+def materializations(
+    result: dg.ExecuteInProcessResult, asset: str
+) -> list[dg.AssetMaterialization]:
+    """The materializations of ``asset`` in a run (both assets come from one step)."""
+    return [
+        materialization
+        for materialization in result.asset_materializations_for_node("load_segment")
+        if materialization.asset_key == dg.AssetKey(asset)
+    ]
+
+
 def test_load_batch_job_validates_and_loads_its_segment(
     source_server: SourceServer,
     source_schema: str,
@@ -99,13 +110,13 @@ def test_load_batch_job_validates_and_loads_its_segment(
         job = defs.resolve_job_def(load_batch_job.name)
         result = job.execute_in_process(instance=instance, partition_key=key)
         assert result.success
-        [materialization] = result.asset_materializations_for_node("wal_segment")
+        [materialization] = materializations(result, "wal_segment")
         assert materialization.metadata["rows"].value == 3
         rows_by_table = materialization.metadata["rows by table and op"].value
         assert rows_by_table == {f"{source_schema}.t": {"insert": 3}}
         [check] = result.get_asset_check_evaluations()
         assert check.check_name == "schema_versions_valid" and check.passed
-        [loaded] = result.asset_materializations_for_node("mongo_batch")
+        [loaded] = materializations(result, "mongo_batch")
         assert loaded.metadata["rows"].value == 3
         assert loaded.metadata["checkpoint"].value == key
         # The next load's history table lists both loads, newest first, from the event log.
@@ -114,7 +125,7 @@ def test_load_batch_job_validates_and_loads_its_segment(
         assert second is not None
         instance.add_dynamic_partitions("cdc_batches", [second])
         result = job.execute_in_process(instance=instance, partition_key=second)
-        [loaded] = result.asset_materializations_for_node("mongo_batch")
+        [loaded] = materializations(result, "mongo_batch")
         history = loaded.metadata["recent loads"].value
         assert history.startswith("last 2 loads: lag median"), history
         rows = [line for line in history.splitlines() if line.startswith(f"| {key[:-1]}")]
