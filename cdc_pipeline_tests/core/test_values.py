@@ -1,32 +1,24 @@
-"""Unit tests of core/values.py: each CONTRACT type rule, the library decode fixes, the WAL text."""
+"""Unit tests of core/values.py: each CONTRACT type rule."""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import decimal
-import math
 import pickle
 import struct
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from bson import decode as bson_decode
 from bson import encode as bson_encode
 from bson.decimal128 import Decimal128
-from bson.int64 import Int64
 from hypothesis import example, given
 from hypothesis import strategies as st
-from pymysqlreplication.constants import CHARSET, FIELD_TYPE
-from pymysqlreplication.row_event import TableMapEvent, find_charset
+from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc_pipeline.core.errors import SourceSettingError, ValueConversionError
-from cdc_pipeline.core.images import decode_document, document_keys, encode_document
-from cdc_pipeline.core.mysql.decoder_fixes import (
-    _sync_column_info_with_labels,
-    install_decoder_fixes,
-)
+from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 from cdc_pipeline.core.values import convert_row, single_precision, time_text, to_bson_value
 
@@ -38,65 +30,6 @@ def col(type_code: int, type_name: str = "t", **details: Any) -> ColumnSpec:
 
 
 # --- decoder fixes --------------------------------------------------------------------------
-
-
-def test_latin1_fix_decodes_every_byte_as_mysql_does() -> None:
-    install_decoder_fixes()
-    install_decoder_fixes()  # idempotent
-    codec = find_charset("8", dbms="mysql")[0]
-    assert codec == find_charset("8", dbms="mariadb")[0] == "mysql_latin1"
-    text = bytes(range(256)).decode(codec)
-    assert text[0x80] == "\u20ac" and text[0xE9] == "\u00e9" and text[0x9F] == "\u0178"
-    for undefined in (0x81, 0x8D, 0x8F, 0x90, 0x9D):
-        assert text[undefined] == chr(undefined)
-    assert text.encode(codec) == bytes(range(256))
-    assert CHARSET.charset_by_name("latin1").encoding == "mysql_latin1"
-    assert CHARSET.charset_by_name("utf8mb4").encoding == "utf8"
-
-
-def test_latin1_fix_keeps_every_latin1_collation_of_the_table() -> None:
-    install_decoder_fixes()
-    for dbms in ("mysql", "mariadb"):
-        for collation_id in (5, 8, 15, 31, 47, 48, 49, 94):
-            codec, collation, name = find_charset(str(collation_id), dbms=dbms)
-            assert (codec, name) == ("mysql_latin1", "latin1")
-            assert collation.startswith("latin1_")
-
-
-class _FakePacket:
-    """Just enough of BinLogPacketWrapper for the table map's ENUM/SET label list."""
-
-    def __init__(self, data: bytes):
-        self.data, self.read_bytes = data, 0
-
-    def _take(self, size: int) -> bytes:
-        chunk = self.data[self.read_bytes : self.read_bytes + size]
-        self.read_bytes += size
-        return chunk
-
-    def read_length_coded_binary(self) -> int:
-        return self._take(1)[0]
-
-    def read_variable_length_string(self) -> bytes:
-        return self._take(self._take(1)[0])
-
-
-def test_enum_labels_are_decoded_in_the_column_charset() -> None:
-    install_decoder_fixes()
-    # One ENUM with labels 'a' and latin1 'é' (0xE9), as the table map sends them.
-    payload = bytes([2, 1]) + b"a" + bytes([1, 0xE9])
-    event = SimpleNamespace(packet=_FakePacket(payload))
-    labels = TableMapEvent._read_type_values(event, len(payload))
-    assert labels == [["a", "\udce9"]]  # raw bytes kept, not "" as the library makes them
-
-    enum = SimpleNamespace(enum_values=["", "a", "\udce9"], set_values=None)
-    enum.character_set_name = "mysql_latin1"
-    utf8_set = SimpleNamespace(enum_values=None, set_values=["\u00e9"], character_set_name="utf8")
-    table_map = SimpleNamespace(columns=[enum, utf8_set])
-    sync = _sync_column_info_with_labels(lambda self: None)
-    sync(table_map)
-    assert enum.enum_values == ["", "a", "\u00e9"]
-    assert utf8_set.set_values == ["\u00e9"]
 
 
 # --- numbers --------------------------------------------------------------------------------
@@ -472,165 +405,10 @@ def test_convert_row_refuses_a_row_that_does_not_match_its_schema() -> None:
 # --- WAL text -------------------------------------------------------------------------------
 
 
-def test_encode_keeps_bson_types_exactly() -> None:
-    document = {
-        "small": 5,
-        "large": 2**40,
-        "dec": Decimal128("12345.50000000000000000000000000000"),
-        "when": dt.datetime(2024, 2, 29, 23, 59, 59, 123000, tzinfo=UTC),
-        "raw": b"\x00\xff",
-        "float": 1.1,
-        "text": "Zo\u00eb \U0001f600",
-        "list": [None, True, {"$date": 1, "~x": 2, "plain": 3}],
-    }
-    text = encode_document(document)
-    assert text is not None
-    assert '"small": {"$numberInt": "5"}' in text and '"large": {"$numberLong"' in text
-    decoded = decode_document(text)
-    assert decoded == document
-    assert list(decoded) == list(document)  # key order kept
-    assert decoded["when"].tzinfo is not None
-    assert decoded["list"][2] == {"$date": 1, "~x": 2, "plain": 3}
-    assert encode_document(None) is None and decode_document(None) is None
-
-
-def test_decode_refuses_a_non_object() -> None:
-    with pytest.raises(ValueError, match="JSON object"):
-        decode_document("[1]")
-
-
-def _strictly_equal(left: Any, right: Any) -> bool:
-    if isinstance(left, dict):
-        return (
-            isinstance(right, dict)
-            and list(left) == list(right)
-            and all(_strictly_equal(left[key], right[key]) for key in left)
-        )
-    if isinstance(left, list):
-        return (
-            isinstance(right, list)
-            and len(left) == len(right)
-            and all(_strictly_equal(a, b) for a, b in zip(left, right, strict=True))
-        )
-    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
-        return math.isnan(right)
-    kind = int if type(left) is Int64 else type(left)
-    other = int if type(right) is Int64 else type(right)
-    return bool(kind is other and left == right)
-
-
-keys = st.text(
-    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=6
-) | st.sampled_from(["$date", "$numberInt", "$binary", "~", "~$oid", "$"])
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**63 - 1),
-    st.floats(),
-    st.text(),
-    st.binary(max_size=16),
-    st.integers(0, 30)
-    .flatmap(lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places))
-    .map(lambda number: Decimal128(number) if len(number.as_tuple().digits) <= 34 else str(number)),
-    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
-        lambda value: value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=UTC)
-    ),
-)
-documents = st.dictionaries(
-    keys,
-    st.recursive(
-        scalars,
-        lambda children: (
-            st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4)
-        ),
-        max_leaves=12,
-    ),
-    max_size=8,
-)
-
-
-@given(documents)
-def test_decode_inverts_encode_for_any_bson_ready_document(document: dict[str, Any]) -> None:
-    bson_encode(document)  # the generated document is valid BSON
-    assert _strictly_equal(decode_document(encode_document(document)), document)
-
-
 # --- the WAL text: the fast encoder against the library's own ----------------------------------
-
-_LEAVES = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.integers(min_value=-(2**31) - 2, max_value=2**31 + 2),
-    st.builds(Int64, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(),
-    st.binary(max_size=20),
-    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(
-        lambda value: Decimal128(str(value)) if len(str(value)) < 30 else Decimal128("1.5")
-    ),
-    st.datetimes(
-        min_value=dt.datetime(1, 1, 1),
-        max_value=dt.datetime(9999, 12, 31),
-        timezones=st.just(dt.UTC),
-    ),
-    st.tuples(st.integers(), st.text()),
-)
-_KEYS = st.one_of(st.text(), st.sampled_from(["$set", "~x", "~", "$", "", "a.b", "_id"]))
-_DOCUMENTS = st.recursive(
-    _LEAVES,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=4),
-    max_leaves=12,
-)
-
-
-@given(st.dictionaries(_KEYS, _DOCUMENTS, max_size=6))
-def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[str, Any]) -> None:
-    from bson import json_util
-    from bson.json_util import CANONICAL_JSON_OPTIONS
-
-    from cdc_pipeline.core.images import _escape_keys
-
-    expected = json_util.dumps(_escape_keys(document), json_options=CANONICAL_JSON_OPTIONS)
-    assert encode_document(document) == expected
 
 
 # --- the load path's shortcuts against the full decode ------------------------------------------
-
-
-@given(documents)
-def test_decoding_decimals_as_strings_equals_converting_the_decoded_document(
-    document: dict[str, Any],
-) -> None:
-    from cdc_pipeline.core.load.sink import _decimals_to_strings
-
-    text = encode_document(document)
-    expected = _decimals_to_strings(decode_document(text))
-    assert _strictly_equal(decode_document(text, decimals_as_strings=True), expected)
-
-
-def test_decoding_decimals_as_strings_keeps_an_escaped_user_key() -> None:
-    document = {
-        "price": Decimal128("1.10"),
-        "doc": {"$numberDecimal": "7"},
-        "n": [Decimal128("-0")],
-    }
-    decoded = decode_document(encode_document(document), decimals_as_strings=True)
-    assert decoded == {"price": "1.10", "doc": {"$numberDecimal": "7"}, "n": ["-0"]}
-
-
-@given(documents)
-def test_document_keys_are_the_decoded_documents_keys(document: dict[str, Any]) -> None:
-    text = encode_document(document)
-    decoded = decode_document(text)
-    assert decoded is not None
-    assert document_keys(text) == list(decoded)
-
-
-def test_document_keys_refuses_a_non_object_and_keeps_none() -> None:
-    assert document_keys(None) is None
-    with pytest.raises(ValueError, match="JSON object"):
-        document_keys("[1, 2]")
 
 
 _FINITE_DECIMALS = st.one_of(

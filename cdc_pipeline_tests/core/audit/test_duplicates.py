@@ -9,7 +9,7 @@ from cdc_pipeline.core.audit.duplicates import check_wal
 from cdc_pipeline.core.wal.segment import Manifest
 from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline.core.wal.writer import SegmentWriter
-from cdc_pipeline_tests.core.test_retention import row
+from cdc_pipeline_tests.core.load.test_retention import row
 
 
 def segment(

@@ -1,0 +1,178 @@
+"""Unit tests of core/images.py: the WAL text of row images round-trips every BSON-ready value."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+import pytest
+from bson import encode as bson_encode
+from bson.decimal128 import Decimal128
+from bson.int64 import Int64
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cdc_pipeline.core.images import decode_document, document_keys, encode_document
+
+UTC = dt.UTC
+
+
+def test_encode_keeps_bson_types_exactly() -> None:
+    document = {
+        "small": 5,
+        "large": 2**40,
+        "dec": Decimal128("12345.50000000000000000000000000000"),
+        "when": dt.datetime(2024, 2, 29, 23, 59, 59, 123000, tzinfo=UTC),
+        "raw": b"\x00\xff",
+        "float": 1.1,
+        "text": "Zo\u00eb \U0001f600",
+        "list": [None, True, {"$date": 1, "~x": 2, "plain": 3}],
+    }
+    text = encode_document(document)
+    assert text is not None
+    assert '"small": {"$numberInt": "5"}' in text and '"large": {"$numberLong"' in text
+    decoded = decode_document(text)
+    assert decoded == document
+    assert list(decoded) == list(document)  # key order kept
+    assert decoded["when"].tzinfo is not None
+    assert decoded["list"][2] == {"$date": 1, "~x": 2, "plain": 3}
+    assert encode_document(None) is None and decode_document(None) is None
+
+
+def test_decode_refuses_a_non_object() -> None:
+    with pytest.raises(ValueError, match="JSON object"):
+        decode_document("[1]")
+
+
+def _strictly_equal(left: Any, right: Any) -> bool:
+    if isinstance(left, dict):
+        return (
+            isinstance(right, dict)
+            and list(left) == list(right)
+            and all(_strictly_equal(left[key], right[key]) for key in left)
+        )
+    if isinstance(left, list):
+        return (
+            isinstance(right, list)
+            and len(left) == len(right)
+            and all(_strictly_equal(a, b) for a, b in zip(left, right, strict=True))
+        )
+    if isinstance(left, float) and isinstance(right, float) and math.isnan(left):
+        return math.isnan(right)
+    kind = int if type(left) is Int64 else type(left)
+    other = int if type(right) is Int64 else type(right)
+    return bool(kind is other and left == right)
+
+
+keys = st.text(
+    st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=6
+) | st.sampled_from(["$date", "$numberInt", "$binary", "~", "~$oid", "$"])
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(),
+    st.text(),
+    st.binary(max_size=16),
+    st.integers(0, 30)
+    .flatmap(lambda places: st.decimals(allow_nan=False, allow_infinity=False, places=places))
+    .map(lambda number: Decimal128(number) if len(number.as_tuple().digits) <= 34 else str(number)),
+    st.datetimes(min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31)).map(
+        lambda value: value.replace(microsecond=value.microsecond // 1000 * 1000, tzinfo=UTC)
+    ),
+)
+
+documents = st.dictionaries(
+    keys,
+    st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(keys, children, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    max_size=8,
+)
+
+
+@given(documents)
+def test_decode_inverts_encode_for_any_bson_ready_document(document: dict[str, Any]) -> None:
+    bson_encode(document)  # the generated document is valid BSON
+    assert _strictly_equal(decode_document(encode_document(document)), document)
+
+
+_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.integers(min_value=-(2**31) - 2, max_value=2**31 + 2),
+    st.builds(Int64, st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.binary(max_size=20),
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).map(
+        lambda value: Decimal128(str(value)) if len(str(value)) < 30 else Decimal128("1.5")
+    ),
+    st.datetimes(
+        min_value=dt.datetime(1, 1, 1),
+        max_value=dt.datetime(9999, 12, 31),
+        timezones=st.just(dt.UTC),
+    ),
+    st.tuples(st.integers(), st.text()),
+)
+
+_KEYS = st.one_of(st.text(), st.sampled_from(["$set", "~x", "~", "$", "", "a.b", "_id"]))
+
+_DOCUMENTS = st.recursive(
+    _LEAVES,
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(_KEYS, children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_KEYS, _DOCUMENTS, max_size=6))
+def test_encode_document_is_the_libraries_canonical_text_exactly(document: dict[str, Any]) -> None:
+    from bson import json_util
+    from bson.json_util import CANONICAL_JSON_OPTIONS
+
+    from cdc_pipeline.core.images import _escape_keys
+
+    expected = json_util.dumps(_escape_keys(document), json_options=CANONICAL_JSON_OPTIONS)
+    assert encode_document(document) == expected
+
+
+@given(documents)
+def test_decoding_decimals_as_strings_equals_converting_the_decoded_document(
+    document: dict[str, Any],
+) -> None:
+    from cdc_pipeline.core.load.sink import _decimals_to_strings
+
+    text = encode_document(document)
+    expected = _decimals_to_strings(decode_document(text))
+    assert _strictly_equal(decode_document(text, decimals_as_strings=True), expected)
+
+
+def test_decoding_decimals_as_strings_keeps_an_escaped_user_key() -> None:
+    document = {
+        "price": Decimal128("1.10"),
+        "doc": {"$numberDecimal": "7"},
+        "n": [Decimal128("-0")],
+    }
+    decoded = decode_document(encode_document(document), decimals_as_strings=True)
+    assert decoded == {"price": "1.10", "doc": {"$numberDecimal": "7"}, "n": ["-0"]}
+
+
+@given(documents)
+def test_document_keys_are_the_decoded_documents_keys(document: dict[str, Any]) -> None:
+    text = encode_document(document)
+    decoded = decode_document(text)
+    assert decoded is not None
+    assert document_keys(text) == list(decoded)
+
+
+def test_document_keys_refuses_a_non_object_and_keeps_none() -> None:
+    assert document_keys(None) is None
+    with pytest.raises(ValueError, match="JSON object"):
+        document_keys("[1, 2]")
