@@ -33,6 +33,15 @@ CHECK_DEADLINE = 5.0
 """Checks report an unreachable MongoDB quickly rather than wait out an outage."""
 
 
+def _not_measured(what: str, error: CdcError) -> dg.AssetCheckResult:
+    """A check that could not look (source or MongoDB unreachable): a warning naming why."""
+    return dg.AssetCheckResult(
+        passed=False,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"problems": _capped([f"{what}: {error}"])},
+    )
+
+
 def _capped(values: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.json(values[:20])
 
@@ -181,11 +190,7 @@ def binlog_retention_headroom(source: SourceResource, audit: AuditResource) -> d
         source_url = source.capture_settings().source_url
         report = headroom_for(source.wal_paths(), source_url, warn_seconds)
     except CdcError as error:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"problems": _capped([f"headroom not measured: {error}"])},
-        )
+        return _not_measured("headroom not measured", error)
     metadata: dict[str, object] = {}
     for key, item in report.metadata().items():
         if isinstance(item, list):
@@ -227,11 +232,7 @@ def source_sink_reconciliation(
             wait_seconds=wait_seconds,
         )
     except CdcError as error:
-        return dg.AssetCheckResult(
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"problems": _capped([f"not reconciled: {error}"])},
-        )
+        return _not_measured("not reconciled", error)
     states: dict[str, int] = {}
     for table in report.tables:
         states[table.state] = states.get(table.state, 0) + 1

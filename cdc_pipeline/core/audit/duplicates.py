@@ -101,8 +101,7 @@ def check_wal(paths: WalPaths, report: DuplicateReport | None = None) -> Duplica
     segments = _segments(paths)
     report.segments = len(segments)
     home: dict[str, int] = {}  # transaction GTID -> the segment that first held it
-    snapshot_rows: dict[str, int] = {}  # snapshot event id -> its segment (a table's rows span
-    # several segments, so a snapshot row is checked by its id across them, not by "GTID")
+    snapshot_rows: dict[str, int] = {}  # snapshot event id -> the segment that first held it
     for segment in segments:
         sequence = segment.manifest.sequence
         event_ids, gtids = _event_columns(segment.path)
@@ -114,33 +113,46 @@ def check_wal(paths: WalPaths, report: DuplicateReport | None = None) -> Duplica
                 report.offend(event_id, f"event {event_id} is staged twice in segment {sequence}")
             seen.add(event_id)
         if segment.manifest.kind == "snapshot":
-            for event_id, gtid in zip(event_ids, gtids, strict=True):
-                first = snapshot_rows.setdefault(event_id, sequence)
-                if first != sequence:
-                    report.staged_twice += 1
-                    report.offend(
-                        event_id, f"snapshot row {event_id} is in segments {first} and {sequence}"
-                    )
-                elif not segment.holds(gtid):
-                    report.staged_twice += 1
-                    report.offend(event_id, f"{event_id} does not belong in segment {sequence}")
-            continue
-        for gtid in dict.fromkeys(gtids):  # each transaction once, in order
-            first = home.setdefault(gtid, sequence)
-            if first != sequence:
-                report.staged_twice += 1
-                report.offend(
-                    gtid, f"transaction {gtid} is staged in segments {first} and {sequence}"
-                )
-            elif not segment.holds(gtid):
-                report.staged_twice += 1
-                report.offend(
-                    gtid,
-                    f"transaction {gtid} is staged in segment {sequence}, whose range"
-                    f" ({segment.manifest.start_gtid} .. {segment.manifest.end_gtid}) does"
-                    " not hold it",
-                )
+            # A table's rows span several segments: a snapshot row is checked by its id.
+            items = [
+                (event_id, gtid, "snapshot row")
+                for event_id, gtid in zip(event_ids, gtids, strict=True)
+            ]
+            _staged_once(report, snapshot_rows, segment, items)
+        else:  # each transaction once, in order
+            _staged_once(
+                report,
+                home,
+                segment,
+                [(gtid, gtid, "transaction") for gtid in dict.fromkeys(gtids)],
+            )
     return report
+
+
+def _staged_once(
+    report: DuplicateReport,
+    first_seen: dict[str, int],
+    segment: _Segment,
+    items: list[tuple[str, str, str]],
+) -> None:
+    """Each ``(identity, gtid, what)`` must be in no earlier segment and belong in this one."""
+    sequence = segment.manifest.sequence
+    for identity, gtid, what in items:
+        first = first_seen.setdefault(identity, sequence)
+        if first != sequence:
+            problem = f"{what} {identity} is staged in segments {first} and {sequence}"
+        elif segment.holds(gtid):
+            continue
+        elif segment.manifest.kind == "snapshot":
+            problem = f"{what} {identity} does not belong in segment {sequence}"
+        else:
+            problem = (
+                f"{what} {identity} is staged in segment {sequence}, whose range"
+                f" ({segment.manifest.start_gtid} .. {segment.manifest.end_gtid}) does"
+                " not hold it"
+            )
+        report.staged_twice += 1
+        report.offend(identity, problem)
 
 
 def check_change_log(

@@ -29,6 +29,7 @@ from typing import Any
 
 from cdc_pipeline.core.gtid import lost_gtids, unknown_to_server
 from cdc_pipeline.core.mysql.source import SourceState, connect, query_all, query_one, read_state
+from cdc_pipeline.core.problems import duration_text
 from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.wal.ledger import WalEnd, wal_end
 from cdc_pipeline.core.wal.segment import read_manifest
@@ -97,16 +98,6 @@ def _file_number(name: str) -> int:
     """The sequence number in a binlog file name (``binlog.000042`` -> 42)."""
     digits = name.rpartition(".")[2]
     return int(digits) if digits.isdigit() else -1
-
-
-def _about(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86_400:.1f} d"
 
 
 def assess_headroom(
@@ -182,11 +173,11 @@ def assess_headroom(
         left = expire_seconds - (now - last_committed_at).total_seconds()
         report.seconds_left = left
         report.note = f"the captured position is in {at_risk}, which the source expires in"
-        report.note += f" about {_about(max(left, 0))} at the earliest ({expire_setting})"
+        report.note += f" about {duration_text(max(left, 0))} at the earliest ({expire_setting})"
         if left < warn_seconds:
             report.state = "warn"
             when = (
-                f"the source expires in about {_about(left)}"
+                f"the source expires in about {duration_text(left)}"
                 if left > 0
                 else "is past the source's expiry and goes at its next binlog rotation"
             )

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from cdc_pipeline.core.errors import (
     StagingError,
 )
+from cdc_pipeline.core.problems import duration_text
 from cdc_pipeline.core.wal.staging import (
     WalPaths,
     write_json_atomically,
@@ -83,17 +84,6 @@ def _state_from_json(data: Any) -> BreakerState:
     if state.state == "open" and state.down_since is None:
         raise ValueError("open without down_since")
     return state
-
-
-def _duration_text(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min"
-    if seconds < 86400:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
 
 
 class SinkBreaker:
@@ -203,8 +193,8 @@ class SinkBreaker:
             probe_text = "a probe is due"
         else:
             wait = math.ceil((next_probe - now).total_seconds())
-            probe_text = f"next probe in {_duration_text(wait)}"
-        down_for = _duration_text((now - since).total_seconds())
+            probe_text = f"next probe in {duration_text(wait)}"
+        down_for = duration_text((now - since).total_seconds())
         return (
             f"MongoDB down since {clock_text} UTC ({down_for}),"
             f" {pending_segments} {noun} waiting; {probe_text}"

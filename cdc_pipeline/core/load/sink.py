@@ -203,15 +203,7 @@ class MongoSink:
                 continue
             before = self.decode(row["before"])
             after = self.decode(row["after"])
-            changes.append(
-                ReplaceOne(
-                    {"_id": row["event_id"]},
-                    change_document(row, self.decode(row["pk"]), before, after, batch),
-                    upsert=True,
-                )
-            )
-            if len(changes) >= BULK_CHUNK:
-                self._flush_changes(changes, report)
+            self._add_change(changes, row, before, after, batch, report)
             key_columns = primary_keys.get((table, row["schema_version"]), ())
             if not key_columns:
                 report.tables_without_key[table] = report.tables_without_key.get(table, 0) + 1
@@ -268,21 +260,28 @@ class MongoSink:
                     self._flush_phase(phase, report)
                 continue
             report.tables_without_key[table_name] = report.tables_without_key.get(table_name, 0) + 1
-            changes.append(
-                ReplaceOne(
-                    {"_id": row["event_id"]},
-                    change_document(row, self.decode(row["pk"]), None, after, batch),
-                    upsert=True,
-                )
-            )
-            if len(changes) >= BULK_CHUNK:
-                self._flush_changes(changes, report)
+            self._add_change(changes, row, None, after, batch, report)
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
         if keyed and info.get("table_done"):
             self._drain()
             self.retry(lambda: self.database[MIRROR_STATUS].delete_one({"_id": collection}))
         return report
+
+    def _add_change(
+        self,
+        changes: list[ReplaceOne[Any]],
+        row: Mapping[str, Any],
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+        batch: str,
+        report: ApplyReport,
+    ) -> None:
+        """Queue the row's change-log document; a full chunk goes to the write thread."""
+        document = change_document(row, self.decode(row["pk"]), before, after, batch)
+        changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
+        if len(changes) >= BULK_CHUNK:
+            self._flush_changes(changes, report)
 
     def _stage_mirror(
         self,

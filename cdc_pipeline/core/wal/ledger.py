@@ -148,31 +148,22 @@ def wal_end(paths: WalPaths) -> WalEnd | None:
     """The end of the WAL from disk: the last segment's manifest, else the end recorded in
     ``retired.json`` (every segment retired or moved to quarantine), else ``origin.json``."""
     segments = list_segments(paths)
+    ledger = None if segments else read_ledger(paths)
+    origin = None if segments or ledger else read_origin(paths)
     if segments:
         manifest = read_manifest(segments[-1])
-        return WalEnd(
-            manifest.sequence,
-            GtidSet.parse(manifest.end_gtid, as_flavor(manifest.flavor)),
-            manifest.end_binlog_file,
-            manifest.end_binlog_pos,
-        )
-    ledger = read_ledger(paths)
-    if ledger is not None:
-        return WalEnd(
-            ledger.through_sequence,
-            GtidSet.parse(ledger.end_gtid, as_flavor(ledger.flavor)),
-            ledger.end_binlog_file,
-            ledger.end_binlog_pos,
-        )
-    origin = read_origin(paths)
-    if origin is not None:
-        return WalEnd(
-            0,
-            GtidSet.parse(origin.gtid, as_flavor(origin.flavor)),
-            origin.binlog_file,
-            origin.binlog_pos,
-        )
-    return None
+        end = (manifest.sequence, manifest.end_gtid, manifest.flavor)
+        position = (manifest.end_binlog_file, manifest.end_binlog_pos)
+    elif ledger is not None:
+        end = (ledger.through_sequence, ledger.end_gtid, ledger.flavor)
+        position = (ledger.end_binlog_file, ledger.end_binlog_pos)
+    elif origin is not None:
+        end = (0, origin.gtid, origin.flavor)
+        position = (origin.binlog_file, origin.binlog_pos)
+    else:
+        return None
+    sequence, gtid, flavor = end
+    return WalEnd(sequence, GtidSet.parse(gtid, as_flavor(flavor)), *position)
 
 
 def applied_on_disk(paths: WalPaths) -> int:
