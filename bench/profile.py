@@ -67,8 +67,8 @@ WIRE = "MySQL packets (pymysql)"
 VALUES = "value conversion (core.values, decoder_fixes)"
 ENCODE = "Extended JSON encoding (encode_document -> bson.json_util)"
 DECODE = "Extended JSON decoding (decode_document -> bson.json_util)"
-DIGESTS = "digests + verify_segment (its to_pylist, _digest_line JSON, sha256)"
-PARQUET = "pyarrow (Parquet write, from_pylist; segment_rows' to_pylist)"
+DIGESTS = "digests + read_verified (its to_pylist, digest_line JSON, sha256)"
+PARQUET = "pyarrow (Parquet write, from_pylist; VerifiedSegment.rows' to_pylist)"
 FILES = "fsync + file I/O"
 BSON = "BSON encoding/decoding (bson C)"
 PYMONGO = "pymongo (bulk ops, commands, pool)"
@@ -76,22 +76,22 @@ COALESCE = "sink coalescing (_Phase.set, key_text)"
 COMPAT = "sink nx-27017 compat (_decimals_to_strings)"
 SINK = "sink documents (apply, change_document, _stage_mirror, mirror_document)"
 VALIDATION = "validate_segment + _check_row (incl. its to_pylist)"
-PLUMBING = "our binlog/segment plumbing (core.binlog, schema, segment_builder, capture)"
+PLUMBING = "our binlog/segment plumbing (mysql.binlog, schema, segment_builder, capture.tick)"
 OURS = "other cdc_pipeline (loader, gtid, settings...)"
 UNATTRIBUTED = "interpreter/stdlib, no attributable caller"
 
 _ENCODERS = {"encode_document", "_escape_keys", "_canonical_json"}
 _DECODERS = {"decode_document", "_unescape_pairs", "_unescape_pairs_decimal_text", "document_keys"}
-_DIGEST_FUNCTIONS = {"_digest_line", "file_sha256", "verify_segment", "append"}
-_PYARROW_CALLERS = {("core/wal.py", "_flush"), ("core/loader.py", "segment_rows")}
+_DIGEST_FUNCTIONS = {"digest_line", "file_sha256", "read_verified", "verify_segment", "append"}
+_PYARROW_CALLERS = {("core/wal/writer.py", "_flush"), ("core/wal/segment.py", "rows")}
 _COALESCING = {"set", "key_text"}
 SHARED_HELPERS = (
     ("cdc_pipeline/core/values.py", "convert_row"),
-    ("cdc_pipeline/core/values.py", "encode_document"),
-    ("cdc_pipeline/core/values.py", "decode_document"),
-    ("cdc_pipeline/core/wal.py", "_digest_line"),
-    ("cdc_pipeline/core/mongo_sink.py", "key_text"),
-    ("cdc_pipeline/core/mongo_sink.py", "_decimals_to_strings"),
+    ("cdc_pipeline/core/images.py", "encode_document"),
+    ("cdc_pipeline/core/images.py", "decode_document"),
+    ("cdc_pipeline/core/wal/segment.py", "digest_line"),
+    ("cdc_pipeline/core/load/documents.py", "key_text"),
+    ("cdc_pipeline/core/load/sink.py", "_decimals_to_strings"),
 )
 _PYMONGO_API = {
     "bulk_write",
@@ -170,27 +170,23 @@ def classify(func: Func) -> str | None:
     name = enclosing_name(filename, line, name)
     if (module, name) in _PYARROW_CALLERS:
         return PARQUET  # their own time is pyarrow's Cython from_pylist/to_pylist
-    if module == "core/values.py":
-        if name in _ENCODERS:
-            return ENCODE
-        if name in _DECODERS:
-            return DECODE
+    if module == "core/images.py":
+        return ENCODE if name in _ENCODERS else DECODE
+    if module in {"core/values.py", "core/mysql/decoder_fixes.py"}:
         return VALUES
-    if module == "core/decoder_fixes.py":
-        return VALUES
-    if module == "core/wal.py":
+    if module in {"core/wal/segment.py", "core/wal/writer.py"}:
         return DIGESTS if name in _DIGEST_FUNCTIONS else PLUMBING
-    if module == "core/mongo_sink.py":
+    if module in {"core/load/sink.py", "core/load/documents.py"}:
         if name == "_decimals_to_strings":
             return COMPAT
         return COALESCE if name in _COALESCING else SINK
-    if module == "core/validation.py":
+    if module == "core/wal/validation.py":
         return VALIDATION
     if module in {
-        "core/binlog.py",
+        "core/mysql/binlog.py",
         "core/schema.py",
-        "core/segment_builder.py",
-        "core/capture.py",
+        "core/capture/segment_builder.py",
+        "core/capture/tick.py",
     }:
         return PLUMBING
     return OURS

@@ -139,7 +139,7 @@ def exact_decimal(value: decimal.Decimal) -> Decimal128 | str:
         return format(value, "f")
 
 
-def _big_integer(value: int) -> int | Decimal128 | str:
+def big_integer(value: int) -> int | Decimal128 | str:
     if INT64_MIN <= value <= INT64_MAX:
         return value
     return exact_decimal(decimal.Decimal(value))
@@ -220,7 +220,7 @@ def _mysql_json(value: Any, column: ColumnSpec) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, int):
-        return _big_integer(value)
+        return big_integer(value)
     if isinstance(value, dict):
         return {_json_key(key, column): _mysql_json(item, column) for key, item in value.items()}
     if isinstance(value, list):
@@ -248,7 +248,7 @@ def _text_json(value: Any) -> Any:
     if isinstance(value, list):
         return [_text_json(item) for item in value]
     if isinstance(value, int) and not isinstance(value, bool):
-        return _big_integer(value)
+        return big_integer(value)
     return value
 
 
@@ -270,7 +270,7 @@ def _text(value: Any, column: ColumnSpec) -> Any:
 
 def _integer(value: Any, column: ColumnSpec) -> Any:
     _expect(value, int, column)
-    return _big_integer(value)
+    return big_integer(value)
 
 
 def _decimal(value: Any, column: ColumnSpec) -> Any:
@@ -334,7 +334,7 @@ def _set(value: Any, column: ColumnSpec) -> list[str]:
 def _bit(value: Any, column: ColumnSpec) -> int | Decimal128 | str:
     """BIT -> int; a BIT(64) value beyond int64 -> Decimal128, as for BIGINT UNSIGNED."""
     _expect(value, str, column)
-    return _big_integer(int(value, 2))
+    return big_integer(int(value, 2))
 
 
 def _geometry(value: Any, column: ColumnSpec) -> bytes:

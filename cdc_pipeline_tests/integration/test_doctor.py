@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from cdc_pipeline.core.audit.doctor import Finding, check_mongo, check_source, run_doctor
+from cdc_pipeline.core.audit.doctor import check_mongo, check_source, run_doctor
+from cdc_pipeline.core.audit.doctor_rules import Finding
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline_tests.conftest import SOURCE_FLAVORS, MongoTarget
 from devtools.local_servers import (

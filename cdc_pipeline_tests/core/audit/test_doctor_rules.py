@@ -8,11 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cdc_pipeline.core.audit.doctor import (
-    Finding,
-    check_staging,
-    evaluate_source,
-)
+from cdc_pipeline.core.audit.doctor import check_staging
+from cdc_pipeline.core.audit.doctor_rules import Finding, evaluate_source
 from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.mysql.grants import parse_grant
 
