@@ -232,7 +232,9 @@ def test_a_damaged_segment_is_refused_quarantined_and_nothing_of_it_applied(
 
     with pytest.raises(CorruptSegmentError) as raised:
         load_pending(paths, sink)
-    assert "seg-000000000001.parquet" in str(raised.value)
+    # The operator's sentence: the segment by its partition key, and the way back.
+    assert "segment default-000000000001" in str(raised.value)
+    assert "'cdc-pipeline recapture --from default-000000000001'" in str(raised.value)
     assert sink.database[ROW_CHANGES].count_documents({}) == 0
     assert sink.mirror(source_schema, "t") not in sink.database.list_collection_names()
     assert sink.read_checkpoint("default") is None
