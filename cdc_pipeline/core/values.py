@@ -52,6 +52,7 @@ from bson.decimal128 import Decimal128
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
 
 from cdc_pipeline.core.errors import SourceSettingError, ValueConversionError
+from cdc_pipeline.core.images import TextedDecimal128
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
 
 if TYPE_CHECKING:
@@ -81,40 +82,6 @@ def _fail(column: ColumnSpec, what: str) -> ValueConversionError:
 def _expect(value: Any, kinds: type | tuple[type, ...], column: ColumnSpec) -> None:
     if not isinstance(value, kinds) or isinstance(value, bool):
         raise _fail(column, f"unexpected value {value!r} of type {type(value).__name__}")
-
-
-class TextedDecimal128(Decimal128):
-    """A ``Decimal128`` made from a ``Decimal`` it holds digit for digit, keeping that
-    ``Decimal`` and its text; the 128 bits are computed only when BSON or a comparison asks
-    for them (``bid``).
-
-    Capture only writes WAL text, so it never needs the bits: building them and then
-    ``str(Decimal128)`` (which rebuilds a ``Decimal`` from them) cost a sixth of capture's time.
-    Everywhere else it behaves as the ``Decimal128`` of the same value: equality, ``str``,
-    ``to_decimal``, BSON encoding and pickling (property-tested against ``Decimal128``).
-    Only ``exact_decimal`` makes these, and only for values that need no rounding.
-    """
-
-    __slots__ = ("_value", "text")
-    text: str
-    _value: decimal.Decimal
-
-    def __init__(self, value: decimal.Decimal) -> None:  # the bits are left to ``bid``
-        self._value = value
-        self.text = str(value)
-
-    @property
-    def bid(self) -> bytes:
-        return Decimal128(self._value).bid
-
-    def to_decimal(self) -> decimal.Decimal:
-        return self._value
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (TextedDecimal128, (self._value,))
 
 
 _DECIMAL128_DIGITS = 34
