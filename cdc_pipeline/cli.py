@@ -303,15 +303,6 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
         ),
     ),
 )
-_HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "doctor": _doctor,
-    "capture": _capture,
-    "load": _load,
-    "status": _status,
-    "recapture": _recapture,
-    "snapshot": _snapshot,
-    "verify": _verify,
-}
 
 
 def build_parser() -> _Parser:
@@ -335,7 +326,7 @@ def build_parser() -> _Parser:
         sub.add_argument(
             json_flag, **{**json_settings, "help": json_settings["help"].format(what=reports)}
         )
-        sub.set_defaults(handler=_HANDLERS[name])
+        sub.set_defaults(handler=globals()[f"_{name}"])  # the command's handler, _<name>
         parser.commands[name] = sub
     return parser
 

@@ -236,7 +236,8 @@ def test_changes_behind_the_pipelines_back_are_named_by_key_and_field(
     assert err.startswith(
         f"cdc-pipeline: verify: 2 differ ({schema}.composite, {schema}.plain); 1 stray mirror"
     ), err
-    assert "999" not in out + err and "intruder" not in out + err  # keys, never values
+    printed = (out + err).replace(schema, "<schema>")  # a random schema name may hold "999"
+    assert "999" not in printed and "intruder" not in printed  # keys, never values
 
     with pipeline.target.client(tz_aware=True) as client:
         client[pipeline.database_name][MIRROR_STATUS].insert_one(

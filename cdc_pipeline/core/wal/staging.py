@@ -364,7 +364,7 @@ def quarantine_sentence(paths: WalPaths, segment: Path) -> str:
     why = "failed verification"
     reason = (read_json(segment.with_suffix(".reason.json")) or {}).get("reason")
     if reason:
-        said = str(reason).split(";")[0].removeprefix(f"segment {segment.name} ").strip()[:200]
+        said = str(reason).split(";")[0].removeprefix(f"segment {segment.name} ").strip()[:400]
         why = said if said.startswith(("is ", "does ", "cannot ")) else f"{why} ({said})"
     return (
         f"segment {key} {why} and was quarantined in {paths.quarantine}, so nothing after it is"
