@@ -36,6 +36,7 @@ from devtools.local_servers import (
     SourceServer,
     new_data_dir,
 )
+from devtools.postgres import PostgresServer
 
 # Property tests check values, not speed: Hypothesis's 200 ms deadline and its slow-generation
 # health check fail them on a busy CI machine (seen when the fault suite ran beside them).
@@ -51,7 +52,7 @@ SOURCE_FLAVORS = [
 ]
 
 
-def _assert_stopped(server: SourceServer | NxMongoServer) -> None:
+def _assert_stopped(server: SourceServer | NxMongoServer | PostgresServer) -> None:
     server.cleanup()
     assert not server.is_running(), f"{server.name} (pid {server.pid}) is still running"
 
@@ -67,6 +68,15 @@ def mariadb_server() -> Iterator[MariaDBServer]:
 @pytest.fixture(scope="session")
 def mysql_server() -> Iterator[MySQLServer]:
     server = MySQLServer()
+    server.start()
+    yield server
+    _assert_stopped(server)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """PostgreSQL for Dagster's storage (the real-daemon scenarios), started on first use."""
+    server = PostgresServer(new_data_dir("postgres"))
     server.start()
     yield server
     _assert_stopped(server)

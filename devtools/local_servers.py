@@ -110,13 +110,7 @@ class LocalServer:
             self._prepare()
             self._prepared = True
         with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self._command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
-            )
+            self._process = self._spawn(self._command(), log)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if not self.is_running():
@@ -131,6 +125,15 @@ class LocalServer:
         raise ServerStartError(
             f"{self.name} did not answer on 127.0.0.1:{self.port} within"
             f" {self.start_timeout:.0f} s; its log ends with:\n{self._log_tail()}"
+        )
+
+    def _spawn(self, command: list[str], log: object) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            command,
+            stdout=log,  # type: ignore[arg-type]
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
 
     def kill9(self) -> None:

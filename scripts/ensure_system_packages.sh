@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the demo need, only when they are missing:
 # mariadb-server (the MariaDB source server, run as our own process, never the system service),
-# debootstrap (builds the MySQL 9.7 chroot), and chromium with chromium-driver (the browser test
-# of the Dagster UI drives Debian's browser, so Selenium never downloads one).
+# debootstrap (builds the MySQL 9.7 chroot), postgresql (Dagster's storage in the real-daemon
+# fault scenarios, run as our own server process, never the system service), and chromium with
+# chromium-driver (the browser test of the Dagster UI drives Debian's browser, so Selenium never
+# downloads one).
 set -euo pipefail
 
 missing=()
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
@@ -18,7 +21,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "ensure_system_packages: installing ${missing[*]}..." >&2
 export DEBIAN_FRONTEND=noninteractive
-# policy-rc.d keeps the packaged MariaDB service from starting: we run our own instances.
+# policy-rc.d keeps the packaged MariaDB and PostgreSQL services from starting: we run our own.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then

@@ -368,6 +368,18 @@ class LagThresholds:
         return cls(warn, error, transactions)
 
 
+SENSOR_INTERVAL_VARIABLE = "CDC_SENSOR_INTERVAL_SECONDS"
+DEFAULT_SENSOR_INTERVAL_SECONDS = 30
+
+
+def sensor_interval_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """``CDC_SENSOR_INTERVAL_SECONDS``: the least time between two capture sensor ticks (default
+    30). Read when the code location loads (Dagster fixes a sensor's interval there)."""
+    return int_from_env(
+        _environ(environ), SENSOR_INTERVAL_VARIABLE, DEFAULT_SENSOR_INTERVAL_SECONDS, low=1
+    )
+
+
 RECONCILE_WAIT_VARIABLE = "CDC_RECONCILE_WAIT_SECONDS"
 DEFAULT_RECONCILE_WAIT_SECONDS = 60.0
 

@@ -14,8 +14,10 @@ partitions are registered without runs, and at most one probe run per probe inte
 launched, for the newest partition: a load run loads every pending predecessor, so one
 successful probe drains the whole backlog.
 
-A load run that died (killed, or its worker lost) leaves segments pending with no run to load
-them once no new segment arrives; when nothing is queued or running for the source and segments
+A load run whose worker died with its code server (kill -9, a lost host) stays STARTED with the
+default run launcher and would hold the source's queue slot: each tick first fails such runs
+(``defs.load_runs``). A load run that died leaves segments pending with no run to load them
+once no new segment arrives; when nothing is queued or running for the source and segments
 are pending, the sensor requests one resume run for the newest partition, at most once per
 CDC_BREAKER_PROBE_SECONDS (the time is kept in the cursor).
 
@@ -34,18 +36,15 @@ from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CaptureLockedError, CdcError
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.retention import retire_loaded, retired_partitions
+from cdc_pipeline.core.settings import sensor_interval_from_env
 from cdc_pipeline.core.wal.ledger import pending_count
 from cdc_pipeline.core.wal.staging import partition_keys, sequence_of_partition
 from cdc_pipeline.defs.load import load_batch_job
+from cdc_pipeline.defs.load_runs import SOURCE_TAG, fail_dead_load_runs, loader_tags
 from cdc_pipeline.defs.partitions import cdc_batches_partitions, unregistered_keys
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
-CAPTURE_INTERVAL_SECONDS = 30
-
-
-def loader_tags(source_name: str) -> dict[str, str]:
-    """Run tags that the queue in dagster.yaml limits to one loader run per source."""
-    return {"cdc/loader": source_name, "cdc/source": source_name}
+CAPTURE_INTERVAL_SECONDS = sensor_interval_from_env()
 
 
 def sequences_in_flight(instance: dg.DagsterInstance, source_name: str) -> set[int]:
@@ -57,7 +56,7 @@ def sequences_in_flight(instance: dg.DagsterInstance, source_name: str) -> set[i
         dg.DagsterRunStatus.STARTED,
     ]
     runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=statuses, tags={"cdc/source": source_name})
+        filters=dg.RunsFilter(statuses=statuses, tags={SOURCE_TAG: source_name})
     )
     keys = (run.tags.get("dagster/partition") for run in runs)
     return {sequence_of_partition(key) for key in keys if key}
@@ -95,6 +94,10 @@ def binlog_capture_sensor(
         context.log.error(f"capture failed: {error}")
         message = f"capture failed: {error}"
         result = None
+    dead = fail_dead_load_runs(context.instance, settings.source_name)
+    if dead:
+        message += f"; failed {len(dead)} load runs whose worker is gone: {', '.join(dead)}"
+        context.log.warning(message)
     breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
     state = breaker.read()
     in_flight: set[int] = set()

@@ -9,8 +9,10 @@ import dagster as dg
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.loader import SegmentLoad, run_load
+from cdc_pipeline.core.settings import source_name_from_env
 from cdc_pipeline.core.wal.validation import ValidatedSegment
 from cdc_pipeline.defs.load import MONGO_BATCH, load_metadata, log_segment_materializations
+from cdc_pipeline.defs.load_runs import loader_tags
 from cdc_pipeline.defs.partitions import cdc_batches_partitions, register_segments
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
 
@@ -64,7 +66,8 @@ def catch_up(
 @dg.job(
     name="catch_up_job",
     description="Capture until caught up with the source, then load every pending segment.",
-    tags={"cdc/loader": "catch_up"},
+    # The source's loader slot, like the sensor's load runs (ordered against them in the queue).
+    tags=loader_tags(source_name_from_env()),
 )
 def catch_up_job() -> None:
     catch_up()

@@ -242,4 +242,7 @@ load_batch_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(WAL_SEGMENT, MONGO_BATCH).without_checks()
     | dg.AssetSelection.checks(dg.AssetCheckKey(WAL_SEGMENT, SCHEMA_CHECK)),
     description="Validates and loads one WAL segment (one cdc_batches partition) into MongoDB.",
+    # One step: run it in the run's own process rather than start a second one for it (a
+    # Python process importing Dagster costs seconds, which every load would pay again).
+    executor_def=dg.in_process_executor,
 )

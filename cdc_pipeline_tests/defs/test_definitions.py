@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from cdc_pipeline.definitions import defs
 
@@ -30,9 +31,23 @@ def test_instance_yaml_queues_at_most_one_loader_run_per_source(tmp_path: Path) 
     shutil.copy(PROJECT_ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(tmp_path))
     try:
-        config = instance.run_coordinator.get_run_queue_config()  # type: ignore[union-attr]
+        config = instance.get_concurrency_config().run_queue_config
+        assert isinstance(instance.run_coordinator, dg.QueuedRunCoordinator)
+        assert instance.run_monitoring_enabled
     finally:
         instance.dispose()
+    assert config is not None
     limits = {limit["key"]: limit for limit in config.tag_concurrency_limits}
     assert limits["cdc/loader"]["limit"] == 1
     assert limits["cdc/loader"]["value"] == {"applyLimitPerUniqueValue": True}
+
+
+def test_the_postgres_instance_yaml_differs_only_in_its_storage() -> None:
+    """dagster.postgres.yaml (production) and dagster.yaml (make ui, tests) keep the same queue,
+    monitoring and retention; the PostgreSQL one takes every connection setting from env."""
+    default = yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())
+    postgres = yaml.safe_load((PROJECT_ROOT / "dagster.postgres.yaml").read_text())
+    storage = postgres.pop("storage")
+    assert postgres == default
+    fields = storage["postgres"]["postgres_db"]
+    assert all(set(value) == {"env"} for value in fields.values()), fields

@@ -76,6 +76,10 @@ class Outcome:
     segments: int = 0
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    recovery_median: float | None = None
+    recovery_max: float | None = None
+    """Real-daemon scenarios: seconds from each restart to the next successful load."""
+    recovery_budget: float | None = None
 
     def report(self) -> None:
         print(
@@ -83,7 +87,14 @@ class Outcome:
             f" injected {self.injected}, {self.transactions} transactions"
             f" ({self.schema_changes} schema changes), {self.events_written} row events written,"
             f" {self.events_lost} lost, {self.events_duplicated} duplicated, {self.segments}"
-            f" segments, {self.seconds:.0f} s; problems: {self.problems or 'none'}"
+            f" segments, {self.seconds:.0f} s"
+            + (
+                f", restart to next load median {self.recovery_median} s, max"
+                f" {self.recovery_max} s (budget {self.recovery_budget:g} s)"
+                if self.recovery_budget
+                else ""
+            )
+            + f"; problems: {self.problems or 'none'}"
         )
         target = os.environ.get("CDC_FAULT_RESULTS")
         if target:
@@ -91,8 +102,95 @@ class Outcome:
                 handle.write(json.dumps(asdict(self)) + "\n")
 
 
-class FaultPipeline:
-    """The pipeline of one scenario: its own staging folder, DAGSTER_HOME and daemon process."""
+class CheckedPipeline:
+    """What every fault scenario checks at its end, whatever runs the pipeline: the servers,
+    the test's schema and MongoDB database, its staging folder and its CDC_* variables."""
+
+    def __init__(
+        self, server: SourceServer, schema: str, mongo: MongoTarget, database: str, tmp_path: Path
+    ):
+        self.server, self.schema, self.mongo, self.database = server, schema, mongo, database
+        self.env = {
+            "CDC_MYSQL_URL": server.url,
+            "CDC_MONGO_URI": mongo.uri,
+            "CDC_MONGO_DB": database,
+            "CDC_MONGO_COMPAT": mongo.compat,
+            "CDC_STAGING_DIR": str(tmp_path / "staging"),
+            "CDC_INCLUDE_TABLES": f"{schema}.*",
+            "CDC_SERVER_ID": str(random.randint(10_000, 2**31)),
+            "CDC_TICK_MAX_SECONDS": "2",
+            "CDC_SEGMENT_MAX_EVENTS": "400",
+            "CDC_BREAKER_PROBE_SECONDS": "3",
+            "CDC_MONGO_RETRY_SECONDS": "3",
+        }
+        self.paths = WalPaths(Path(self.env["CDC_STAGING_DIR"]), "default")
+        self.origin = ""
+
+    def fix_origin(self) -> str:
+        """Capture's starting point, before the workload writes anything."""
+        capture_once(CaptureSettings.from_env(self.env))
+        self.origin = json.loads(self.paths.origin.read_text())["gtid"]
+        return self.origin
+
+    def loaded_something(self) -> bool:
+        with self.mongo.client() as client:
+            return client[self.database]["cdc_checkpoints"].find_one({"_id": "default"}) is not None
+
+    def drained(self) -> bool:
+        with self.mongo.client() as client:
+            checkpoint = client[self.database]["cdc_checkpoints"].find_one({"_id": "default"})
+        if checkpoint is None:
+            return False
+        applied = GtidSet.parse(checkpoint["gtid"], self.server.flavor)  # type: ignore[arg-type]
+        return applied == executed_gtids(self.server)
+
+    def verify(
+        self, outcome: Outcome, workload: Workload | None = None, started: float | None = None
+    ) -> Outcome:
+        """Check every invariant; fill the outcome's figures and problems. The audit runs with
+        this pipeline's CDC_* variables in the environment."""
+        if started is not None:
+            outcome.seconds = time.monotonic() - started
+            print(f"scenario and settling took {outcome.seconds:.1f} s")
+        if workload is not None:
+            outcome.transactions = workload.committed_transactions
+            outcome.schema_changes = workload.schema_changes
+        expected = binlog_row_events(self.server, self.origin, self.schema)
+        outcome.events_written = len(expected)
+        segments = list_segments(self.paths)
+        outcome.segments = len(segments)
+        staged = collections.Counter(
+            row["event_id"] for path in segments for row in read_rows(path) if row["op"] != "ddl"
+        )
+        outcome.events_duplicated = sum(count - 1 for count in staged.values() if count > 1)
+        with self.mongo.client(tz_aware=True) as client:
+            database = client[self.database]
+            applied = {
+                document["_id"]
+                for document in database["row_changes"].find({"schema": self.schema}, {"_id": 1})
+            }
+            outcome.events_lost = sum(1 for event_id, _, _ in expected if event_id not in applied)
+            outcome.problems += change_log_problems(expected, database, self.schema)
+            sink = self.mongo.sink(database)
+            outcome.problems += mirror_differences(self.server, self.schema, sink)
+            matches, have, want = checkpoint_matches_source(self.server, database)
+            if not matches:
+                outcome.problems.append(f"checkpoint {have} != source {want}")
+        print(f"invariants checked at {time.monotonic() - (started or 0):.1f} s")
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in self.env.items():
+                patch.setenv(name, value)
+            evaluations = audit()
+        for name, evaluation in evaluations.items():
+            if not evaluation.passed:
+                outcome.problems.append(f"check {name} failed: {dict(evaluation.metadata)}")
+        outcome.report()
+        return outcome
+
+
+class FaultPipeline(CheckedPipeline):
+    """The pipeline of one scenario run by the stand-in daemon (``faults/daemon.py``): its own
+    staging folder, DAGSTER_HOME and daemon process."""
 
     def __init__(
         self,
@@ -104,7 +202,7 @@ class FaultPipeline:
         monkeypatch: pytest.MonkeyPatch,
         **settings: str,
     ):
-        self.server, self.schema, self.mongo, self.database = server, schema, mongo, database
+        super().__init__(server, schema, mongo, database, tmp_path)
         self.home = tmp_path / "dagster_home"
         self.home.mkdir()
         (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -112,33 +210,18 @@ class FaultPipeline:
         # otherwise leave SQLite tables half made (Dagster's own first-run migration).
         dg.DagsterInstance.from_config(str(self.home)).dispose()
         self.log = tmp_path / "daemon.log"
-        self.env = {
-            "CDC_MYSQL_URL": server.url,
-            "CDC_MONGO_URI": mongo.uri,
-            "CDC_MONGO_DB": database,
-            "CDC_STAGING_DIR": str(tmp_path / "staging"),
-            "CDC_INCLUDE_TABLES": f"{schema}.*",
-            "CDC_SERVER_ID": str(random.randint(10_000, 2**31)),
-            "CDC_TICK_MAX_SECONDS": "2",
-            "CDC_SEGMENT_MAX_EVENTS": "400",
-            "CDC_BREAKER_PROBE_SECONDS": "3",
-            "CDC_MONGO_RETRY_SECONDS": "3",
-            "CDC_FAULT_PHASE": str(tmp_path / "phase.json"),
-            "CDC_FAULT_TICK_SECONDS": "0.3",
-            "DAGSTER_HOME": str(self.home),
-            **settings,
-        }
+        self.env.update(
+            {
+                "CDC_FAULT_PHASE": str(tmp_path / "phase.json"),
+                "CDC_FAULT_TICK_SECONDS": "0.3",
+                "DAGSTER_HOME": str(self.home),
+                **settings,
+            }
+        )
         for name, value in self.env.items():
             monkeypatch.setenv(name, value)  # audit() and capture_once in this process
-        self.paths = WalPaths(Path(self.env["CDC_STAGING_DIR"]), "default")
         self.process: subprocess.Popen[bytes] | None = None
         self.origin = ""
-
-    def fix_origin(self) -> str:
-        """Capture's starting point, before the workload writes anything."""
-        capture_once(CaptureSettings.from_env(self.env))
-        self.origin = json.loads(self.paths.origin.read_text())["gtid"]
-        return self.origin
 
     def start(self) -> None:
         assert self.process is None or self.process.poll() is not None
@@ -182,18 +265,6 @@ class FaultPipeline:
             time.sleep(0.002)
         return False
 
-    def loaded_something(self) -> bool:
-        with self.mongo.client() as client:
-            return client[self.database]["cdc_checkpoints"].find_one({"_id": "default"}) is not None
-
-    def drained(self) -> bool:
-        with self.mongo.client() as client:
-            checkpoint = client[self.database]["cdc_checkpoints"].find_one({"_id": "default"})
-        if checkpoint is None:
-            return False
-        applied = GtidSet.parse(checkpoint["gtid"], self.server.flavor)  # type: ignore[arg-type]
-        return applied == executed_gtids(self.server)
-
     def settle(self, timeout: float = 180.0) -> None:
         """Run undisturbed until MongoDB holds everything the source executed, then stop."""
         if self.process is None or self.process.poll() is not None:
@@ -206,44 +277,6 @@ class FaultPipeline:
                 raise AssertionError(f"the pipeline did not catch up in {timeout:.0f} s:\n{tail}")
             time.sleep(0.5)
         self.stop()
-
-    def verify(
-        self, outcome: Outcome, workload: Workload | None = None, started: float | None = None
-    ) -> Outcome:
-        """Check every invariant; fill the outcome's figures and problems."""
-        if started is not None:
-            outcome.seconds = time.monotonic() - started
-            print(f"scenario and settling took {outcome.seconds:.1f} s")
-        if workload is not None:
-            outcome.transactions = workload.committed_transactions
-            outcome.schema_changes = workload.schema_changes
-        expected = binlog_row_events(self.server, self.origin, self.schema)
-        outcome.events_written = len(expected)
-        segments = list_segments(self.paths)
-        outcome.segments = len(segments)
-        staged = collections.Counter(
-            row["event_id"] for path in segments for row in read_rows(path) if row["op"] != "ddl"
-        )
-        outcome.events_duplicated = sum(count - 1 for count in staged.values() if count > 1)
-        with self.mongo.client(tz_aware=True) as client:
-            database = client[self.database]
-            applied = {
-                document["_id"]
-                for document in database["row_changes"].find({"schema": self.schema}, {"_id": 1})
-            }
-            outcome.events_lost = sum(1 for event_id, _, _ in expected if event_id not in applied)
-            outcome.problems += change_log_problems(expected, database, self.schema)
-            sink = self.mongo.sink(database)
-            outcome.problems += mirror_differences(self.server, self.schema, sink)
-            matches, have, want = checkpoint_matches_source(self.server, database)
-            if not matches:
-                outcome.problems.append(f"checkpoint {have} != source {want}")
-        print(f"invariants checked at {time.monotonic() - (started or 0):.1f} s")
-        for name, evaluation in audit().items():
-            if not evaluation.passed:
-                outcome.problems.append(f"check {name} failed: {dict(evaluation.metadata)}")
-        outcome.report()
-        return outcome
 
 
 def workload_for(

@@ -25,7 +25,7 @@ from cdc_pipeline.core.load.retention import retire_segments
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
 from cdc_pipeline.core.wal.segment import read_manifest
 from cdc_pipeline.core.wal.staging import WalPaths, list_segments, partition_key
-from cdc_pipeline.defs.capture import loader_tags
+from cdc_pipeline.defs.load_runs import loader_tags
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
 from devtools.local_servers import SourceServer
