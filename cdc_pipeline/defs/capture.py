@@ -81,6 +81,9 @@ def binlog_capture_sensor(
     retention = source.retention()  # a bad value fails the tick before capture
     mongo_settings = mongo.mongo_settings()
     paths = source.wal_paths()
+    # First, before capture: a run whose worker died frees its queue slot now, so a load run
+    # queued behind it starts while this tick captures.
+    dead = fail_dead_load_runs(context.instance, settings.source_name)
     capture_error: CdcError | None = None
     try:
         result = capture_once(settings)
@@ -94,7 +97,6 @@ def binlog_capture_sensor(
         context.log.error(f"capture failed: {error}")
         message = f"capture failed: {error}"
         result = None
-    dead = fail_dead_load_runs(context.instance, settings.source_name)
     if dead:
         message += f"; failed {len(dead)} load runs whose worker is gone: {', '.join(dead)}"
         context.log.warning(message)

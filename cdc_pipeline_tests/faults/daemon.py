@@ -7,9 +7,9 @@ key) as a real ``load_batch_job`` run on the instance, one after the other, as t
 one-loader-per-source limit would. The whole process can be killed -9 at any instant: during
 capture, between capture and registration, or mid-load.
 
-On start it fails the runs a previous incarnation left STARTED: what Dagster's run monitoring
-does for a run whose worker died (``dagster.yaml``: ``run_monitoring``), so the sensor sees no
-load in flight and requests a resume run. The current phase is written to ``$CDC_FAULT_PHASE``
+A run a previous incarnation left STARTED (its worker, this process, was killed) is failed by
+the sensor's first tick, as under the real daemon (``defs.load_runs``); this stand-in does not
+do it for the sensor. The current phase is written to ``$CDC_FAULT_PHASE``
 before each step, so a test can aim its kills and count where they landed. Two marks come from
 inside the work, by instrumentation of this process only (the product code is unchanged):
 
@@ -38,9 +38,6 @@ from cdc_pipeline.core.wal.writer import SegmentWriter
 from cdc_pipeline.definitions import defs
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
-
-LIVE = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-
 
 PHASE_FILE = Path(os.environ.get("CDC_FAULT_PHASE", "phase.json"))
 WRITES = {"insert", "update", "delete"}
@@ -96,13 +93,6 @@ def mark_segment_commits() -> None:
     SegmentWriter.commit = commit  # type: ignore[method-assign]
 
 
-def fail_dead_runs(instance: dg.DagsterInstance) -> int:
-    runs = instance.get_runs(filters=dg.RunsFilter(statuses=LIVE))
-    for run in runs:
-        instance.report_run_failed(run, "run worker died (killed with its daemon)")
-    return len(runs)
-
-
 def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult | dg.SkipReason:
     context = dg.build_sensor_context(
         instance=instance,
@@ -128,7 +118,6 @@ def main() -> int:
     job = defs.resolve_job_def("load_batch_job")
     with dg.DagsterInstance.get() as instance:
         note_phase(phase_file, "start")
-        fail_dead_runs(instance)
         while True:
             note_phase(phase_file, "capture")
             saved = json.loads(cursor_file.read_text()) if cursor_file.exists() else {}

@@ -78,8 +78,10 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
     recovery_median: float | None = None
     recovery_max: float | None = None
-    """Real-daemon scenarios: seconds from each restart to the next successful load."""
+    """Real-daemon scenarios: seconds from each restart to the start of the next successful
+    load run (median and max), its budget, and the latest end of such a run."""
     recovery_budget: float | None = None
+    loaded_max: float | None = None
 
     def report(self) -> None:
         print(
@@ -89,8 +91,9 @@ class Outcome:
             f" {self.events_lost} lost, {self.events_duplicated} duplicated, {self.segments}"
             f" segments, {self.seconds:.0f} s"
             + (
-                f", restart to next load median {self.recovery_median} s, max"
-                f" {self.recovery_max} s (budget {self.recovery_budget:g} s)"
+                f", restart to the next successful load's start median {self.recovery_median} s,"
+                f" max {self.recovery_max} s (budget {self.recovery_budget:g} s), its end at"
+                f" most {self.loaded_max} s"
                 if self.recovery_budget
                 else ""
             )

@@ -1,13 +1,12 @@
-"""Outages while the pipeline runs through the Dagster path and a workload writes: MongoDB
-killed and restarted after short pauses (scenario 3; the long outage is
-``test_mongo_outage.py``), every other one aimed between a load's first change-log write and
-its checkpoint; the source killed -9 and restarted (4); and the binlog connection dropped while
-the server stays up, its dump thread KILLed (5: the library would silently reconnect and
-replay; capture must refuse that and resume exactly). In 4 and 5 capture reads the source
-through a ``SlowLink`` and the fault is aimed while a 2,000-row transaction is in flight on it,
-so the stream breaks inside the transaction (a transaction is never split: the half read must
-be dropped and read again whole). Without the link the break never lands inside one: see
-``proxy.py``.
+"""Source outages while the pipeline runs through the stand-in daemon and a workload writes: the
+source killed -9 and restarted (scenario 4); and the binlog connection dropped while the server
+stays up, its dump thread KILLed (5: the library would silently reconnect and replay; capture
+must refuse that and resume exactly). MongoDB's short outages (3) run under the real Dagster
+processes (``test_real_daemon.py``), its long outage here (``test_mongo_outage.py``). In 4 and 5
+capture reads the source through a ``SlowLink`` and the fault is aimed while a 2,000-row
+transaction is in flight on it, so the stream breaks inside the transaction (a transaction is
+never split: the half read must be dropped and read again whole). Without the link the break
+never lands inside one: see ``proxy.py``.
 
 The daemon runs throughout; failed ticks and failed runs are part of the scenario. Afterwards it
 runs undisturbed until caught up and ``FaultPipeline.verify`` checks every invariant.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import itertools
 import random
 import time
 from collections.abc import Callable
@@ -35,42 +33,11 @@ from cdc_pipeline_tests.faults.harness import (
     workload_for,
 )
 from cdc_pipeline_tests.faults.proxy import SlowLink
-from devtools.local_servers import NxMongoServer, SourceServer
+from devtools.local_servers import SourceServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 Injector = Callable[[random.Random, collections.Counter[str]], None]
-
-
-def mongo_blips(mongo: NxMongoServer, pipeline: FaultPipeline) -> Injector:
-    """Every other outage is aimed between a load's first change-log write and its checkpoint
-    (the daemon's ``writing`` mark): the retried or resumed load must rewrite idempotently.
-    With MongoDB dead the checkpoint cannot succeed, so a phase still ``writing`` after the
-    kill proves the outage landed inside; a small segment loads in milliseconds, so a missed
-    aim is retried (the outage then lands on the next load)."""
-    turn = itertools.count()
-
-    def kill_inside_writes() -> bool:
-        for _ in range(5):
-            if not pipeline.wait_for_phase("writing", timeout=20):
-                return False
-            mongo.kill9()
-            if pipeline.phase() == "writing":
-                return True
-            mongo.restart()  # the load had just checkpointed: aim at the next one
-        return False
-
-    def inject(rng: random.Random, done: collections.Counter[str]) -> None:
-        if next(turn) % 2 and kill_inside_writes():
-            done["MongoDB killed during a load's writes"] += 1
-        else:
-            time.sleep(rng.uniform(1.0, 3.0))
-            mongo.kill9()
-            done["MongoDB killed"] += 1
-        time.sleep(rng.uniform(0.5, 6.0))  # some shorter than the 3 s retry budget, some longer
-        mongo.restart()
-
-    return inject
 
 
 BULK_ROWS = 2_000
@@ -149,7 +116,6 @@ def dump_thread_kills(server: SourceServer, bulk: BulkWriter, link: SlowLink) ->
 
 
 AIMED_AT = {
-    "3": "MongoDB killed during a load's writes",
     "4": "source killed -9 while capture read a large transaction",
     "5": "binlog connection dropped during a read",
 }
@@ -158,7 +124,6 @@ AIMED_AT = {
 @pytest.mark.parametrize(
     ("scenario", "base_iterations"),
     [
-        ("3 MongoDB short outages", 4),
         ("4 source killed -9 and restarted", 4),
         ("5 binlog connection dropped (KILL dump thread)", 4),
     ],
@@ -177,7 +142,7 @@ def test_outages_lose_and_duplicate_nothing(
     seed = seed_for(scenario)
     rng = random.Random(seed)
     started = time.monotonic()
-    link = SlowLink(source_server.port)  # capture reads the source through it (4, 5)
+    link = SlowLink(source_server.port)  # capture reads the source through it
     request.addfinalizer(link.close)
     through_link = {"CDC_MYSQL_URL": link.url(source_server.url)}
     pipeline = FaultPipeline(
@@ -187,11 +152,9 @@ def test_outages_lose_and_duplicate_nothing(
         mongo_db_name,
         tmp_path,
         monkeypatch,
-        **({} if scenario.startswith("3") else through_link),
+        **through_link,
     )
-    if scenario.startswith("3"):
-        inject = mongo_blips(request.getfixturevalue("killable_mongo"), pipeline)
-    elif scenario.startswith("4"):
+    if scenario.startswith("4"):
         inject = source_crashes(source_server, BulkWriter(source_server, source_schema), link)
     else:
         inject = dump_thread_kills(source_server, BulkWriter(source_server, source_schema), link)
