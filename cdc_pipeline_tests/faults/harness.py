@@ -221,6 +221,7 @@ class FaultPipeline(CheckedPipeline):
                 **settings,
             }
         )
+        self.paths = WalPaths(Path(self.env["CDC_STAGING_DIR"]), "default")  # may be overridden
         for name, value in self.env.items():
             monkeypatch.setenv(name, value)  # audit() and capture_once in this process
         self.process: subprocess.Popen[bytes] | None = None

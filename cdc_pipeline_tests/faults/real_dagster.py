@@ -21,7 +21,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -89,7 +89,10 @@ class RealDagster:
 
     home: Path
     env: dict[str, str]
-    processes: dict[str, Process] = field(default_factory=dict)
+    processes: dict[str, Process]
+    grpc_port: int
+    web_port: int
+    marks: Path
 
     @classmethod
     def create(
@@ -153,9 +156,7 @@ class RealDagster:
                 logs / "webserver.log",
             ),
         }
-        real = cls(home, full_env, processes)
-        real.grpc_port, real.web_port, real.marks = grpc_port, web_port, marks
-        return real
+        return cls(home, full_env, processes, grpc_port, web_port, marks)
 
     # -- processes -----------------------------------------------------------------------
     def start(self, *names: str) -> None:
