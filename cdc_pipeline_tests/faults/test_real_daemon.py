@@ -24,8 +24,9 @@ up, and every invariant is checked: no row event lost or duplicated, every mirro
 source, the checkpoint equal to the source, every ``audit_job`` check passing. Each source gets
 its own MongoDB server (killed in scenarios 3 and 10), PostgreSQL database and Dagster processes.
 
-``make test`` runs ``CDC_REAL_DAEMON_KILLS`` (default 3) kills of each target per source; the
-acceptance figures in the README come from a run with 10.
+``make test`` runs ``CDC_REAL_DAEMON_KILLS`` (default 1) kills of each target per source, which
+keeps ``.ci/run`` under its 45 minutes; the acceptance figures in the README come from a run
+with 10.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ from devtools.postgres import PostgresServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
-SENSOR_SECONDS = 15
+SENSOR_SECONDS = 20
 """The capture sensor's interval in these scenarios (production default 30 s). After a restart
 the first tick can wait up to one interval (the interval counts from the last tick of the killed
-daemon), and a Dagster process start, a run worker's start and a load take about 15 s more on
-this 2-core machine: two intervals hold that from 15 s up."""
+daemon), and a Dagster process start, a run worker's start and a load take about 13 to 15 s more
+on this 2-core machine: two intervals hold that from 15 s up, with the interval less that as
+margin (at 15 s a code server kill measured 28.5 s against 30)."""
 BUDGET_SECONDS = 2 * SENSOR_SECONDS
 SCENARIOS = {
     "code_server": "1 code server killed during capture (real daemon)",
@@ -291,8 +293,8 @@ def summarize(pipeline: RealPipeline, seed: int, workload_stats: dict[str, int])
     return outcomes
 
 
-KILLS_PER_TARGET = int(os.environ.get("CDC_REAL_DAEMON_KILLS", "3"))
-"""Kills of each target per source: 3 in ``make test``; the acceptance run (README) sets 10."""
+KILLS_PER_TARGET = int(os.environ.get("CDC_REAL_DAEMON_KILLS", "1"))
+"""Kills of each target per source: 1 in ``make test`` (CI time); the acceptance run sets 10."""
 
 
 @pytest.mark.timeout(3600)
