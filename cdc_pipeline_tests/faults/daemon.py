@@ -9,9 +9,13 @@ capture, between capture and registration, or mid-load.
 
 A run a previous incarnation left STARTED (its worker, this process, was killed) is failed by
 the sensor's first tick, as under the real daemon (``defs.load_runs``); this stand-in does not
-do it for the sensor. The current phase is written to ``$CDC_FAULT_PHASE``
-before each step, so a test can aim its kills and count where they landed. Two marks come from
-inside the work, by instrumentation of this process only (the product code is unchanged):
+do it for the sensor. A run it left NOT_STARTED (killed between creating the run and its
+RUN_START) is launched again at start, as Dagster's sensor daemon resumes a tick interrupted
+before it submitted the runs it had created (``_resume_tick``, within 24 h).
+
+The current phase is written to ``$CDC_FAULT_PHASE`` before each step, so a test can aim its
+kills and count where they landed. Two marks come from inside the work, by instrumentation of
+this process only (the product code is unchanged):
 
 * ``commit`` while capture commits a segment (``SegmentWriter.commit``: footer, fsync, digest,
   rename), ``capture`` again once it returned;
@@ -109,6 +113,23 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult | 
     return result  # type: ignore[no-any-return]
 
 
+def resume_unlaunched_runs(instance: dg.DagsterInstance, job: dg.JobDefinition) -> None:
+    """Launch the load runs a killed incarnation created but never started, in creation order
+    (the real daemon submits such runs when it resumes the interrupted tick)."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED])
+    )
+    for run in reversed(runs):  # get_runs is newest first
+        instance.delete_run(run.run_id)  # replaced by the run launched for the same request
+        note_phase(PHASE_FILE, f"load {run.tags.get('dagster/partition')}")
+        job.execute_in_process(
+            instance=instance,
+            partition_key=run.tags.get("dagster/partition"),
+            tags=dict(run.tags),
+            raise_on_error=False,
+        )
+
+
 def main() -> int:
     monitoring.register(LoadWriteMarks())  # before any MongoClient exists
     mark_segment_commits()
@@ -118,6 +139,7 @@ def main() -> int:
     job = defs.resolve_job_def("load_batch_job")
     with dg.DagsterInstance.get() as instance:
         note_phase(phase_file, "start")
+        resume_unlaunched_runs(instance, job)
         while True:
             note_phase(phase_file, "capture")
             saved = json.loads(cursor_file.read_text()) if cursor_file.exists() else {}
