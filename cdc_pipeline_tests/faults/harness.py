@@ -148,10 +148,15 @@ class CheckedPipeline:
         return applied == executed_gtids(self.server)
 
     def verify(
-        self, outcome: Outcome, workload: Workload | None = None, started: float | None = None
+        self,
+        outcome: Outcome,
+        workload: Workload | None = None,
+        started: float | None = None,
+        report: bool = True,
     ) -> Outcome:
         """Check every invariant; fill the outcome's figures and problems. The audit runs with
-        this pipeline's CDC_* variables in the environment."""
+        this pipeline's CDC_* variables in the environment. ``report=False``: the caller reports
+        (the real-daemon scenario reports one outcome per kill target instead)."""
         if started is not None:
             outcome.seconds = time.monotonic() - started
             print(f"scenario and settling took {outcome.seconds:.1f} s")
@@ -187,7 +192,8 @@ class CheckedPipeline:
         for name, evaluation in evaluations.items():
             if not evaluation.passed:
                 outcome.problems.append(f"check {name} failed: {dict(evaluation.metadata)}")
-        outcome.report()
+        if report:
+            outcome.report()
         return outcome
 
 

@@ -323,6 +323,7 @@ def test_kill9_of_the_real_dagster_processes_loses_and_stalls_nothing(
             Outcome("real daemon", source_server.flavor, seed, len(pipeline.kills)),
             workload,
             started,
+            report=False,
         )
     finally:
         pipeline.cleanup()
