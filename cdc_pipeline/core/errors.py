@@ -51,6 +51,10 @@ class ValueConversionError(CdcError):
     """A binlog value cannot be converted without loss; the message names column and cause."""
 
 
+class SourceTableChangedError(CdcError):
+    """A source table's columns changed (or it went away) while a mirror rebuild read it."""
+
+
 class SinkUnavailableError(CdcError):
     """MongoDB stayed unreachable for a whole retry budget; the WAL keeps the data."""
 

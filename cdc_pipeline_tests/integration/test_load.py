@@ -19,10 +19,12 @@ import pytest
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError
-from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES
+from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES, mirror_meta
 from cdc_pipeline.core.load.loader import load_pending
+from cdc_pipeline.core.load.mirror_ddl import rebuild_mirror
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.load.sink import MongoSink
+from cdc_pipeline.core.mysql.source_rows import PAGE
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
@@ -284,3 +286,53 @@ def test_two_loaders_at_once_take_turns_and_apply_each_segment_once(
         sink = mongo_target.sink(client[mongo_db_name])
         assert mirror_differences(source_server, source_schema, sink) == []
         assert client[mongo_db_name][ROW_CHANGES].count_documents({}) == 60
+
+
+def test_a_column_change_during_a_mirror_rebuild_starts_the_read_over(
+    source_server: SourceServer,
+    source_schema: str,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """A rebuild reads the source table page by page with no lock held; a RENAME COLUMN between
+    two pages used to fail the load (1054, unknown column) at every try while DDL kept coming.
+    The read now starts over with the table as it is, and the mirror holds the new column."""
+    rows = PAGE + 500
+    source_server.execute(
+        f"CREATE TABLE `{source_schema}`.wide (id INT PRIMARY KEY, a VARCHAR(10))",
+    )
+    with source_server.connect(autocommit=True) as connection, connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO `{source_schema}`.wide VALUES (%s, %s)",
+            [(key, f"v{key}") for key in range(1, rows + 1)],
+        )
+    url = SourceUrl.parse(source_server.url)
+    reads: list[str] = []
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        assert rebaseline is not None
+
+        def racing(schema: str, table: str) -> Any:
+            read = rebaseline(schema, table)
+            reads.append(table)
+            if len(reads) > 1 or read is None:
+                return read
+
+            def with_a_ddl_after_the_first_page() -> Any:
+                for position, row in enumerate(read):
+                    yield row
+                    if position == PAGE - 1:
+                        source_server.execute(
+                            f"ALTER TABLE `{source_schema}`.wide RENAME COLUMN a TO b"
+                        )
+
+            return with_a_ddl_after_the_first_page()
+
+        sink = mongo_target.sink(client[mongo_db_name], rebaseline=racing)
+        meta = mirror_meta("0-1-1", "test", None, None, rebuilt_after_ddl=True)
+        done = rebuild_mirror(sink, source_schema, "wide", meta)
+        mirror = client[mongo_db_name][sink.mirror(source_schema, "wide")]
+        assert reads == ["wide", "wide"], "the read started over once"
+        assert done.endswith(f"({rows} rows)"), done
+        assert mirror.count_documents({}) == rows
+        assert mirror.count_documents({"b": {"$exists": True}}) == rows
+        assert mirror.count_documents({"a": {"$exists": True}}) == 0

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
+from cdc_pipeline.core.errors import SourceTableChangedError
 from cdc_pipeline.core.load.documents import (
     DDL_HISTORY,
     MIRROR_STATUS,
@@ -33,6 +34,9 @@ T = TypeVar("T")
 Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
 """Reads a source table now: ``(mirror _id, column values)`` per row, None if it is gone."""
 BULK_CHUNK = 1_000
+REBUILD_READS = 5
+"""Reads of a source table per rebuild when DDL keeps landing mid-read; then the load fails
+(and its next run tries again)."""
 _ALREADY_RENAMED = 26  # NamespaceNotFound: an earlier attempt renamed it
 
 
@@ -142,29 +146,44 @@ def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, 
     if sink.rebaseline is None:
         _mark_stale(sink, name, meta, "no source connection to re-read the table")
         return f"{name} marked stale (no source connection)"
-    rows = sink.rebaseline(schema, table)
-    if rows is None:
-        _mark_stale(sink, name, meta, "the table no longer exists on the source")
-        return f"{name} marked stale (table gone from the source)"
     temporary = rebuild_collection(name)
-    sink.retry(lambda: database.drop_collection(temporary))
-    count = 0
-    batch: list[Any] = []
-    for identity, values in rows:
-        document = sink.stored(mirror_document(identity, values, meta))
-        batch.append(upsert_by_id(document))
-        count += 1
-        if len(batch) >= BULK_CHUNK:
-            sink.bulk(temporary, batch)
-            batch = []
-    if batch:
-        sink.bulk(temporary, batch)
+    for attempt in range(1, REBUILD_READS + 1):
+        rows = sink.rebaseline(schema, table)
+        if rows is None:
+            _mark_stale(sink, name, meta, "the table no longer exists on the source")
+            return f"{name} marked stale (table gone from the source)"
+        sink.retry(lambda: database.drop_collection(temporary))
+        try:
+            count = _fill(sink, temporary, rows, meta)
+            break
+        except SourceTableChangedError:
+            # A later DDL landed mid-read; it is in the WAL after this one and rebuilds again,
+            # so reading the table as it is now is still exact.
+            if attempt == REBUILD_READS:
+                raise
     if count:
         rename_collection(sink, temporary, name)
     else:
         sink.retry(lambda: database.drop_collection(name))
     sink.retry(lambda: database[MIRROR_STATUS].delete_one({"_id": name}))
     return f"{name} rebuilt from the source ({count} rows)"
+
+
+def _fill(
+    sink: MirrorWriter, temporary: str, rows: Iterable[tuple[Any, dict[str, Any]]], meta: Any
+) -> int:
+    """Write the rows read into the rebuild's temporary collection; returns how many."""
+    count = 0
+    batch: list[Any] = []
+    for identity, values in rows:
+        batch.append(upsert_by_id(sink.stored(mirror_document(identity, values, meta))))
+        count += 1
+        if len(batch) >= BULK_CHUNK:
+            sink.bulk(temporary, batch)
+            batch = []
+    if batch:
+        sink.bulk(temporary, batch)
+    return count
 
 
 def _mark_stale(sink: MirrorWriter, name: str, meta: dict[str, Any], reason: str) -> None:

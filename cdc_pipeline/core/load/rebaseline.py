@@ -10,9 +10,12 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import pymysql
+
+from cdc_pipeline.core.errors import SourceTableChangedError
 from cdc_pipeline.core.load.documents import mirror_id
 from cdc_pipeline.core.load.mirror_ddl import Rebaseline
-from cdc_pipeline.core.mysql.catalog import describe_table
+from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
 from cdc_pipeline.core.mysql.source import connect
 from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.settings import SourceUrl
@@ -42,9 +45,24 @@ def source_rebaseline(url: SourceUrl | None) -> Iterator[Rebaseline | None]:
                 return None
             if not described.primary_key:
                 return iter(())
-            return (
-                (mirror_id(described.key_of(document)), document)
-                for document in row_documents(connection, described)
-            )
+            return _read(connection, described)
 
         yield rows
+
+
+TABLE_CHANGED_DURING_READ = {1054, 1146}
+"""Unknown column, no such table: a DDL on the source between two of the read's pages."""
+
+
+def _read(connection: Any, described: SourceTable) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The rows, page by page. The pages hold no lock on the source (a rebuild must never block
+    the source's DDL or writes), so a DDL can land between two of them: that is reported as
+    ``SourceTableChangedError`` and the rebuild starts over with the table as it is then."""
+    try:
+        for document in row_documents(connection, described):
+            yield mirror_id(described.key_of(document)), document
+    except pymysql.err.MySQLError as error:
+        if error.args and error.args[0] in TABLE_CHANGED_DURING_READ:
+            name = f"{described.schema}.{described.table}"
+            raise SourceTableChangedError(f"{name} changed during the read: {error}") from error
+        raise

@@ -57,10 +57,14 @@ def row_hash(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+PAGE = 5000
+"""Rows per keyset page of ``row_documents`` (and per fetch from a server-side cursor)."""
+
+
 def row_documents(
     connection: Any,
     table: SourceTable,
-    batch_size: int = 5000,
+    batch_size: int = PAGE,
     after_key: tuple[Any, ...] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Every row of ``table`` as a BSON-ready document, in primary-key order.
