@@ -131,10 +131,11 @@ class RealPipeline(CheckedPipeline):
         self.stop()
         self.mongo_server.cleanup()
 
-    def next_load(self, since: float, timeout: float = 120.0) -> tuple[float, float] | None:
+    def next_load(self, since: float, timeout: float = 300.0) -> tuple[float, float] | None:
         """Seconds from ``since`` (Unix time) to the start and to the end of the first load run
         that succeeded after it (a run started before ``since`` counts from ``since``); None if
-        none did within ``timeout``."""
+        none did within ``timeout``. The budget is on the start; the wait is long enough for a
+        load that rebuilds large mirrors (70 s and more late in a 10-kill run)."""
         deadline = time.monotonic() + timeout
         after = datetime.fromtimestamp(since, UTC)
         while time.monotonic() < deadline:
