@@ -336,3 +336,54 @@ def test_a_column_change_during_a_mirror_rebuild_starts_the_read_over(
         assert mirror.count_documents({}) == rows
         assert mirror.count_documents({"b": {"$exists": True}}) == rows
         assert mirror.count_documents({"a": {"$exists": True}}) == 0
+
+
+def test_several_column_changes_of_a_table_in_one_segment_rebuild_its_mirror_once(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """A rebuild re-reads the whole source table, and a workload that changes columns often
+    put several in one segment (two a segment in the real-daemon scenario, so loads grew with
+    the table). Of a table's column changes in one segment only the last rebuilds, unless a
+    TRUNCATE, DROP or RENAME of the table comes between; the mirror still equals the source."""
+    db = source_schema
+    settings = replace(capture_settings, max_events_per_segment=10_000)
+    source_server.execute(
+        f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v INT)",
+        f"CREATE TABLE `{db}`.u (id INT PRIMARY KEY, v INT)",
+    )
+    capture_all(settings)
+    source_server.execute(
+        *(f"INSERT INTO `{db}`.t VALUES ({key}, {key})" for key in range(1, 41)),
+        *(f"INSERT INTO `{db}`.u VALUES ({key}, {key})" for key in range(1, 41)),
+        f"ALTER TABLE `{db}`.t ADD COLUMN note VARCHAR(20) DEFAULT 'n'",
+        f"UPDATE `{db}`.t SET note = 'x' WHERE id < 10",
+        f"ALTER TABLE `{db}`.u ADD COLUMN w INT DEFAULT 7",
+        f"ALTER TABLE `{db}`.t RENAME COLUMN note TO memo",
+        f"DELETE FROM `{db}`.t WHERE id > 35",
+        f"ALTER TABLE `{db}`.t MODIFY COLUMN memo VARCHAR(40)",
+        f"INSERT INTO `{db}`.t VALUES (100, 100, 'late')",
+        f"TRUNCATE TABLE `{db}`.u",
+        f"INSERT INTO `{db}`.u VALUES (1, 1, 1)",
+        f"ALTER TABLE `{db}`.u DROP COLUMN w",
+        f"INSERT INTO `{db}`.u VALUES (2, 2)",
+    )
+    assert capture_all(settings) == 1, "everything in one segment"
+    reads: list[str] = []
+    url = SourceUrl.parse(source_server.url)
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        assert rebaseline is not None
+
+        def counted(schema: str, table: str) -> Any:
+            reads.append(table)
+            return rebaseline(schema, table)
+
+        sink = mongo_target.sink(client[mongo_db_name], rebaseline=counted)
+        result = load_pending(WalPaths(settings.staging_dir, "default"), sink)
+        assert sorted(reads) == ["t", "u", "u"], reads  # u: the TRUNCATE keeps both
+        applied = [line for item in result.loaded for line in item.apply.ddl_applied]
+        assert sum("rebuild left to a later column change" in line for line in applied) == 2
+        assert mirror_differences(source_server, source_schema, sink) == []

@@ -227,7 +227,7 @@ def _load_one(
             " (see the gtid_continuity check)."
         )
     new_versions = register_schema_versions(sink.database, manifest, validated.report.first_gtids)
-    applied = sink.apply(validated.rows(), manifest)
+    applied = sink.apply(validated.rows(), manifest, validated.ddl_rows())
     load = SegmentLoad(
         partition_key=manifest.partition_key,
         sequence=manifest.sequence,

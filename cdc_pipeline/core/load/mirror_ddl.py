@@ -56,8 +56,49 @@ class MirrorWriter(Protocol):
     def stored(self, value: Any) -> Any: ...
 
 
-def apply_ddl(sink: MirrorWriter, row: Mapping[str, Any], batch: str) -> list[str]:
-    """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done."""
+def superseded_rebuilds(ddl_rows: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """GTIDs of the column changes in one batch whose mirror rebuild a later one makes useless.
+
+    A rebuild reads the source table as it is now, so of two column changes of one table in a
+    batch the second's rebuild gives the same mirror with or without the first's: each key ends
+    at its last change in the WAL, or at the value read. That holds only while nothing between
+    the two acts on the table's mirror otherwise: a TRUNCATE, DROP or RENAME naming the table
+    (as source or target) keeps the first rebuild, and so does any statement not recognised
+    (it might). Names compare case-folded, which only ever keeps a rebuild.
+    """
+    pending: dict[tuple[str, str], str] = {}
+    superseded: set[str] = set()
+    for row in ddl_rows:
+        text = row["statement"] or ""
+        statement = classify_ddl(text, row["schema"])
+        if statement.kind == "other":
+            pending.clear()
+            continue
+        named = {
+            (schema.casefold(), table.casefold())
+            for schema, table in (*statement.targets, *(new for _, new in statement.renames))
+        }
+        rebuilds = statement.kind == "alter_table" and changes_columns(text)
+        for table in named:
+            earlier = pending.pop(table, None)
+            if rebuilds and earlier is not None:
+                superseded.add(earlier)
+            if rebuilds:
+                pending[table] = row["gtid"]
+    return frozenset(superseded)
+
+
+def apply_ddl(
+    sink: MirrorWriter,
+    row: Mapping[str, Any],
+    batch: str,
+    superseded: frozenset[str] = frozenset(),
+) -> list[str]:
+    """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done.
+
+    A column change in ``superseded`` (``superseded_rebuilds``) is recorded but not rebuilt:
+    a later one in the same batch rebuilds the same mirror.
+    """
     statement = classify_ddl(row["statement"] or "", row["schema"])
     history = {
         "_id": row["gtid"],
@@ -88,6 +129,9 @@ def apply_ddl(sink: MirrorWriter, row: Mapping[str, Any], batch: str) -> list[st
         for old, new in statement.renames:
             rename_collection(sink, sink.mirror(*old), sink.mirror(*new))
     elif statement.kind == "alter_table" and changes_columns(row["statement"] or ""):
+        if row["gtid"] in superseded:
+            names = ", ".join(sink.mirror(*target) for target in statement.targets)
+            return [f"{names}: rebuild left to a later column change in this batch"]
         meta = mirror_meta(row["gtid"], batch, None, row["committed_at"], rebuilt_after_ddl=True)
         return [rebuild_mirror(sink, schema, table, meta) for schema, table in statement.targets]
     else:

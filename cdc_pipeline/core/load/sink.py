@@ -44,7 +44,12 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
-from cdc_pipeline.core.load.mirror_ddl import BULK_CHUNK, Rebaseline, apply_ddl
+from cdc_pipeline.core.load.mirror_ddl import (
+    BULK_CHUNK,
+    Rebaseline,
+    apply_ddl,
+    superseded_rebuilds,
+)
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
 from cdc_pipeline.core.settings import MongoSettings
@@ -159,8 +164,17 @@ class MongoSink:
         return checkpoint
 
     # -- data ------------------------------------------------------------------------------
-    def apply(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
+    def apply(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        manifest: Manifest,
+        ddl_rows: Iterable[Mapping[str, Any]] = (),
+    ) -> ApplyReport:
         """Write every row change of a segment (in order) into the change log and mirrors.
+
+        ``ddl_rows`` are the segment's DDL rows, looked at ahead so that a table whose columns
+        change several times in the segment is rebuilt once (``superseded_rebuilds``); without
+        them every column change rebuilds.
 
         Bulk writes run on a ``WritePipeline`` thread while the next rows are prepared; it is
         drained before each DDL's effects and before returning, so the caller's checkpoint
@@ -171,7 +185,7 @@ class MongoSink:
             try:
                 if manifest.kind == "snapshot":
                     return self._apply_snapshot(rows, manifest)
-                return self._apply_changes(rows, manifest)
+                return self._apply_changes(rows, manifest, superseded_rebuilds(ddl_rows))
             finally:
                 self._writes = None
 
@@ -185,7 +199,9 @@ class MongoSink:
         if self._writes is not None:
             self._writes.drain()
 
-    def _apply_changes(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
+    def _apply_changes(
+        self, rows: Iterable[Mapping[str, Any]], manifest: Manifest, superseded: frozenset[str]
+    ) -> ApplyReport:
         batch = manifest.partition_key
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
@@ -199,7 +215,7 @@ class MongoSink:
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
                 self._drain()
-                report.ddl_applied.extend(apply_ddl(self, row, batch))
+                report.ddl_applied.extend(apply_ddl(self, row, batch, superseded))
                 continue
             before = self.decode(row["before"])
             after = self.decode(row["after"])

@@ -170,6 +170,15 @@ class VerifiedSegment:
         for batch in parquet.iter_batches(batch_size=batch_size):
             yield from batch.to_pylist()
 
+    def ddl_rows(self) -> list[dict[str, Any]]:
+        """The DDL rows alone, in order (``gtid``, ``schema``, ``statement``): what a loader
+        looks ahead at before applying the rows."""
+        if not self.manifest.ddl_count:
+            return []
+        columns = ["gtid", "schema", "op", "statement"]
+        table = pq.read_table(pa.BufferReader(self._buffer), columns=columns)
+        return [row for row in table.to_pylist() if row["op"] == "ddl"]
+
 
 def read_verified(
     path: Path, each_row: Callable[[Manifest, dict[str, Any]], None] | None = None

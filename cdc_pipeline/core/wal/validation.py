@@ -109,6 +109,9 @@ class ValidatedSegment:
     def rows(self) -> Iterator[dict[str, Any]]:
         return self.segment.rows()
 
+    def ddl_rows(self) -> list[dict[str, Any]]:
+        return self.segment.ddl_rows()
+
 
 def validate_segment(path: Path) -> ValidatedSegment:
     """Check a segment end to end; raises ``CorruptSegmentError`` if it cannot be trusted.

@@ -1,0 +1,50 @@
+"""Which column changes of a batch may skip their mirror rebuild (pure logic)."""
+
+from __future__ import annotations
+
+from cdc_pipeline.core.load.mirror_ddl import superseded_rebuilds
+
+
+def _rows(*statements: str) -> list[dict[str, str]]:
+    return [
+        {"gtid": f"0-1-{number}", "schema": "shop", "statement": statement}
+        for number, statement in enumerate(statements, start=1)
+    ]
+
+
+def test_only_the_last_column_change_of_a_table_rebuilds() -> None:
+    rows = _rows(
+        "ALTER TABLE t ADD COLUMN a INT",
+        "ALTER TABLE other.t ADD COLUMN a INT",  # another schema's t
+        "ALTER TABLE `shop`.`t` RENAME COLUMN a TO b",
+        "ALTER TABLE t ADD INDEX (b)",  # names t: keeps the rebuild before it
+        "ALTER TABLE T MODIFY COLUMN b BIGINT",  # case-folded: same as t
+        "ALTER TABLE t DROP COLUMN b",
+    )
+    assert superseded_rebuilds(rows) == {"0-1-1", "0-1-5"}
+
+
+def test_a_statement_naming_the_table_between_two_changes_keeps_both() -> None:
+    for between in (
+        "TRUNCATE TABLE t",
+        "DROP TABLE IF EXISTS t",
+        "RENAME TABLE t TO t_old, t_new TO t",
+        "RENAME TABLE x TO t",
+        "ALTER TABLE t RENAME TO t2",
+        "CREATE TABLE t (id INT PRIMARY KEY)",
+        "GRANT SELECT ON shop.* TO someone",  # not recognised: might act on t
+    ):
+        rows = _rows("ALTER TABLE t ADD COLUMN a INT", between, "ALTER TABLE t DROP COLUMN a")
+        assert superseded_rebuilds(rows) == frozenset(), between
+
+
+def test_statements_on_other_tables_do_not_keep_a_rebuild() -> None:
+    rows = _rows(
+        "ALTER TABLE t ADD COLUMN a INT",
+        "TRUNCATE TABLE u",
+        "RENAME TABLE v TO w",
+        "ALTER TABLE t DROP COLUMN a",
+    )
+    assert superseded_rebuilds(rows) == {"0-1-1"}
+    assert superseded_rebuilds(_rows("ALTER TABLE t ADD COLUMN a INT")) == frozenset()
+    assert superseded_rebuilds([]) == frozenset()
