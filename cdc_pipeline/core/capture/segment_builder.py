@@ -14,7 +14,7 @@ from typing import Any
 
 from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
-from cdc_pipeline.core.mysql.ddl import classify_ddl
+from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal.writer import SegmentWriter
 
@@ -96,7 +96,7 @@ class SegmentBuilder:
 
     def add_ddl(self, item: Ddl) -> None:
         assert self.transaction is not None
-        classified = classify_ddl(item.statement, item.schema)
+        classified = classify_ddl(item.statement, item.schema, ansi_quotes=item.ansi_quotes)
         targets = classified.targets or ((item.schema, "*"),)
         if not any(self.settings.includes(schema, table) for schema, table in targets):
             return
@@ -109,6 +109,7 @@ class SegmentBuilder:
                 table=table,
                 op="ddl",
                 statement=item.statement,
+                after=ddl_context(item.schema, item.ansi_quotes),
                 binlog_file=item.binlog_file,
                 binlog_pos=item.binlog_pos,
             )

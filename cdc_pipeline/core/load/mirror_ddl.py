@@ -28,7 +28,7 @@ from cdc_pipeline.core.load.documents import (
     rebuild_collection,
     upsert_by_id,
 )
-from cdc_pipeline.core.mysql.ddl import changes_columns, classify_ddl
+from cdc_pipeline.core.mysql.ddl import classify_row
 
 T = TypeVar("T")
 Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
@@ -56,7 +56,9 @@ class MirrorWriter(Protocol):
     def stored(self, value: Any) -> Any: ...
 
 
-def superseded_rebuilds(ddl_rows: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+def superseded_rebuilds(
+    ddl_rows: Iterable[Mapping[str, Any]], *, mariadb: bool = True
+) -> frozenset[str]:
     """GTIDs of the column changes in one batch whose mirror rebuild a later one makes useless.
 
     A rebuild reads the source table as it is now, so of two column changes of one table in a
@@ -69,8 +71,7 @@ def superseded_rebuilds(ddl_rows: Iterable[Mapping[str, Any]]) -> frozenset[str]
     pending: dict[tuple[str, str], str] = {}
     superseded: set[str] = set()
     for row in ddl_rows:
-        text = row["statement"] or ""
-        statement = classify_ddl(text, row["schema"])
+        statement = classify_row(row, mariadb=mariadb)
         if statement.kind == "other":
             pending.clear()
             continue
@@ -78,12 +79,13 @@ def superseded_rebuilds(ddl_rows: Iterable[Mapping[str, Any]]) -> frozenset[str]
             (schema.casefold(), table.casefold())
             for schema, table in (*statement.targets, *(new for _, new in statement.renames))
         }
-        rebuilds = statement.kind == "alter_table" and changes_columns(text)
+        # Only a plain column change of one table can leave its rebuild to a later one.
+        alone = statement.kind == "alter_table" and statement.rebuilds == statement.targets
         for table in named:
             earlier = pending.pop(table, None)
-            if rebuilds and earlier is not None:
+            if alone and earlier is not None:
                 superseded.add(earlier)
-            if rebuilds:
+            if alone and len(named) == 1:
                 pending[table] = row["gtid"]
     return frozenset(superseded)
 
@@ -93,13 +95,15 @@ def apply_ddl(
     row: Mapping[str, Any],
     batch: str,
     superseded: frozenset[str] = frozenset(),
+    *,
+    mariadb: bool = True,
 ) -> list[str]:
     """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done.
 
     A column change in ``superseded`` (``superseded_rebuilds``) is recorded but not rebuilt:
     a later one in the same batch rebuilds the same mirror.
     """
-    statement = classify_ddl(row["statement"] or "", row["schema"])
+    statement = classify_row(row, mariadb=mariadb)
     history = {
         "_id": row["gtid"],
         "gtid": row["gtid"],
@@ -117,26 +121,30 @@ def apply_ddl(
     sink.retry(
         lambda: database[DDL_HISTORY].replace_one({"_id": row["gtid"]}, history, upsert=True)
     )
+    done: list[str] = []
     if statement.kind == "truncate":
         for schema, table in statement.targets:
             name = sink.mirror(schema, table)
             sink.retry(lambda name=name: database[name].delete_many({}))  # type: ignore[misc]
-    elif statement.kind == "drop_table":
+    elif statement.kind in ("drop_table", "replace_table"):
+        # CREATE OR REPLACE TABLE (MariaDB) drops the old table and its rows first.
         for schema, table in statement.targets:
             name = sink.mirror(schema, table)
             sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
     elif statement.kind == "rename_table":
         for old, new in statement.renames:
             rename_collection(sink, sink.mirror(*old), sink.mirror(*new))
-    elif statement.kind == "alter_table" and changes_columns(row["statement"] or ""):
-        if row["gtid"] in superseded:
-            names = ", ".join(sink.mirror(*target) for target in statement.targets)
-            return [f"{names}: rebuild left to a later column change in this batch"]
+    if statement.kind in ("truncate", "drop_table", "replace_table", "rename_table"):
+        done.append(f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}")
+    if statement.rebuilds and row["gtid"] in superseded:
+        names = ", ".join(sink.mirror(*target) for target in statement.rebuilds)
+        done.append(f"{names}: rebuild left to a later column change in this batch")
+    elif statement.rebuilds:
         meta = mirror_meta(row["gtid"], batch, None, row["committed_at"], rebuilt_after_ddl=True)
-        return [rebuild_mirror(sink, schema, table, meta) for schema, table in statement.targets]
-    else:
-        return []
-    return [f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}"]
+        done.extend(
+            rebuild_mirror(sink, schema, table, meta) for schema, table in statement.rebuilds
+        )
+    return done
 
 
 def rename_collection(sink: MirrorWriter, old: str, new: str) -> None:

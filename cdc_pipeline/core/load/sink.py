@@ -185,7 +185,9 @@ class MongoSink:
             try:
                 if manifest.kind == "snapshot":
                     return self._apply_snapshot(rows, manifest)
-                return self._apply_changes(rows, manifest, superseded_rebuilds(ddl_rows))
+                mariadb = manifest.flavor == "mariadb"
+                superseded = superseded_rebuilds(ddl_rows, mariadb=mariadb)
+                return self._apply_changes(rows, manifest, superseded)
             finally:
                 self._writes = None
 
@@ -215,7 +217,8 @@ class MongoSink:
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
                 self._drain()
-                report.ddl_applied.extend(apply_ddl(self, row, batch, superseded))
+                mariadb = manifest.flavor == "mariadb"
+                report.ddl_applied.extend(apply_ddl(self, row, batch, superseded, mariadb=mariadb))
                 continue
             before = self.decode(row["before"])
             after = self.decode(row["after"])

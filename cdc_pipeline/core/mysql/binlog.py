@@ -54,6 +54,10 @@ _UNSUPPORTED_EVENT_TYPES = {
 }
 
 
+MODE_ANSI_QUOTES = 4
+"""The ANSI_QUOTES bit of the sql_mode a Query event carries (MySQL and MariaDB)."""
+
+
 @dataclass(frozen=True)
 class TxBegin:
     gtid: str
@@ -77,9 +81,12 @@ class RowImage:
 @dataclass(frozen=True)
 class Ddl:
     schema: str
+    """The session's default schema (what unqualified names in the statement belong to)."""
     statement: str
     binlog_file: str
     binlog_pos: int
+    ansi_quotes: bool = False
+    """The session's sql_mode has ANSI_QUOTES: ``"x"`` in the statement is a name."""
 
 
 @dataclass(frozen=True)
@@ -271,7 +278,8 @@ class BinlogReader:
                     open_gtid = None
                     continue
                 schema = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
-                yield Ddl(str(schema or ""), query, stream_file, position)
+                ansi_quotes = bool((getattr(event, "sql_mode", 0) or 0) & MODE_ANSI_QUOTES)
+                yield Ddl(str(schema or ""), query, stream_file, position, ansi_quotes)
                 if standalone or self.flavor == "mysql":
                     # A DDL statement is its own transaction: no Xid follows it.
                     yield TxCommit(open_gtid, stream_file, position)

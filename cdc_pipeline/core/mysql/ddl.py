@@ -1,113 +1,335 @@
 """Recognise the DDL statements the loader acts on, and the tables they touch.
 
 Only the statements with an effect on the mirror collections are classified (TRUNCATE, DROP
-TABLE, RENAME TABLE, ALTER TABLE ... RENAME TO, CREATE TABLE, ALTER TABLE); everything else is
-``other`` and is still recorded in the DDL history. Invariant: classification never raises; a
-statement it cannot parse is ``other`` with no targets.
+TABLE, RENAME TABLE, ALTER TABLE, CREATE TABLE); everything else is ``other`` and is still
+recorded in the DDL history. Invariant: classification never raises; a statement it cannot
+parse is ``other`` with no targets.
+
+The statement is read as MySQL reads it, by sqlglot's MySQL tokenizer: backquoted names (with
+doubled backquotes), strings, ``#``, ``-- `` and ``/* */`` comments. Two things it does not do
+are done here: the content of an executable comment (``/*!50001 … */``, and ``/*M! … */`` on
+MariaDB) is part of the statement, so it is tokenized in place; and a statement that starts
+with ``RENAME`` or ``REPLACE`` is tokenized like any other (sqlglot keeps the rest of such a
+"command" as one string). With ``ansi_quotes`` (the session's ``sql_mode``), ``"x"`` is a name.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-_NAME = r"(?:`(?:[^`]|``)+`|[\w$]+)"
-_QUALIFIED = rf"{_NAME}(?:\s*\.\s*{_NAME})?"
-_COMMENTS = re.compile(r"/\*.*?\*/|--[^\n]*|#[^\n]*", re.S)
+from sqlglot.dialects.mysql import MySQL
+from sqlglot.errors import SqlglotError
+from sqlglot.tokenizer_core import TokenType
+
+from cdc_pipeline.core.images import decode_document, encode_document
+
+
+class _Tokenizer(MySQL.Tokenizer):
+    COMMANDS: ClassVar = MySQL.Tokenizer.COMMANDS - {TokenType.RENAME, TokenType.REPLACE}
+
+
+class _AnsiTokenizer(_Tokenizer):
+    QUOTES: ClassVar = ["'"]
+    IDENTIFIERS: ClassVar = ["`", '"']
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str
+    """``name`` (a quoted identifier), ``word`` (a bare word), ``string`` or ``punct``."""
+    text: str
+
+    @property
+    def upper(self) -> str:
+        return self.text.upper() if self.kind == "word" else ""
+
+    @property
+    def is_name(self) -> bool:
+        return self.kind in ("name", "word")
+
+
+_WORD = re.compile(r"[\w$]+")
+_STRINGS = {TokenType.STRING, TokenType.NATIONAL_STRING, TokenType.RAW_STRING}
+_EXECUTABLE = re.compile(r"/\*(M?)!(?:\d{5,6})?(.*?)\*/", re.S)
+_GAP_COMMENT = re.compile(r"#[^\n]*|--(?:[ \t\r\n][^\n]*|$)|/\*.*?\*/", re.S)
+
+
+def _tokens(statement: str, mariadb: bool, ansi_quotes: bool) -> list[_Token]:
+    """The statement's tokens, executable comments' content included where it stood."""
+    tokenizer = (_AnsiTokenizer if ansi_quotes else _Tokenizer)()
+    raw = tokenizer.tokenize(statement)
+    out: list[_Token] = []
+    position = 0
+    for token in raw:
+        out.extend(_executable(statement[position : token.start], mariadb, ansi_quotes))
+        position = token.end + 1
+        if token.token_type == TokenType.IDENTIFIER:
+            out.append(_Token("name", token.text))
+        elif token.token_type in _STRINGS:
+            out.append(_Token("string", token.text))
+        elif all(_WORD.fullmatch(part) for part in token.text.split()):
+            # One word, or a keyword sqlglot reads as one token ("PRIMARY KEY"): word by word.
+            out.extend(_Token("word", part) for part in token.text.split())
+        else:
+            out.append(_Token("punct", token.text))
+    out.extend(_executable(statement[position:], mariadb, ansi_quotes))
+    return out
+
+
+def _executable(gap: str, mariadb: bool, ansi_quotes: bool) -> list[_Token]:
+    """Tokens of the executable comments in the text between two tokens (only whitespace and
+    comments can be there); a ``-- `` or ``#`` comment hides what follows it on its line."""
+    out: list[_Token] = []
+    for comment in _GAP_COMMENT.finditer(gap):
+        executable = _EXECUTABLE.fullmatch(comment.group(0))
+        if executable and (mariadb or not executable.group(1)):
+            out.extend(_tokens(executable.group(2), mariadb, ansi_quotes))
+    return out
 
 
 @dataclass(frozen=True)
 class DdlStatement:
     """What a DDL statement does to which tables: ``targets`` are (schema, table) pairs; for a
-    rename, ``renames`` maps each old (schema, table) to its new name, in statement order."""
+    rename, ``renames`` maps each old (schema, table) to its new name, in statement order.
+    ``rebuilds`` lists the tables (after any rename) whose existing rows the statement rewrites
+    without row events in the binlog (column or key changes, dropped, truncated or exchanged
+    partitions, a character set conversion): their mirrors must be read again."""
 
     kind: str
     targets: tuple[tuple[str, str], ...]
     renames: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = ()
+    rebuilds: tuple[tuple[str, str], ...] = ()
 
 
-def _unquote(name: str) -> str:
-    name = name.strip()
-    if name.startswith("`") and name.endswith("`"):
-        return name[1:-1].replace("``", "`")
-    return name
+_OTHER = DdlStatement("other", ())
 
 
-def _split_qualified(text: str, default_schema: str) -> tuple[str, str]:
-    parts = re.findall(_NAME, text)
-    if len(parts) == 2:
-        return _unquote(parts[0]), _unquote(parts[1])
-    return default_schema, _unquote(parts[0])
+class _Reader:
+    def __init__(self, tokens: list[_Token], default_schema: str) -> None:
+        self.tokens = [token for token in tokens if token.text != ";" or token.kind != "punct"]
+        self.at = 0
+        self.default_schema = default_schema
 
+    def peek(self, ahead: int = 0) -> _Token | None:
+        index = self.at + ahead
+        return self.tokens[index] if index < len(self.tokens) else None
 
-def _names(text: str, default_schema: str) -> tuple[tuple[str, str], ...]:
-    return tuple(
-        _split_qualified(match.group(0), default_schema)
-        for match in re.finditer(_QUALIFIED, text)
-        if match.group(0).upper() not in {"IF", "EXISTS", "RESTRICT", "CASCADE"}
-    )
-
-
-def classify_ddl(statement: str, default_schema: str) -> DdlStatement:
-    """Classify one statement; ``default_schema`` qualifies unqualified table names."""
-    text = _COMMENTS.sub(" ", statement).strip().rstrip(";")
-    flat = re.sub(r"\s+", " ", text)
-    upper = flat.upper()
-    try:
-        if match := re.match(rf"TRUNCATE (?:TABLE )?({_QUALIFIED})", flat, re.I):
-            return DdlStatement("truncate", (_split_qualified(match.group(1), default_schema),))
-        if re.match(r"DROP (?:TEMPORARY )?TABLES? ", upper):
-            rest = re.sub(r"^DROP (?:TEMPORARY )?TABLES? (?:IF EXISTS )?", "", flat, flags=re.I)
-            rest = re.sub(r"\s+(RESTRICT|CASCADE)\s*$", "", rest, flags=re.I)
-            return DdlStatement("drop_table", _names(rest, default_schema))
-        if upper.startswith("RENAME TABLE ") or upper.startswith("RENAME TABLES "):
-            pairs = re.findall(rf"({_QUALIFIED})\s+TO\s+({_QUALIFIED})", flat[13:], re.I)
-            renames = tuple(
-                (_split_qualified(old, default_schema), _split_qualified(new, default_schema))
-                for old, new in pairs
-            )
-            return DdlStatement("rename_table", tuple(old for old, _ in renames), renames)
-        if match := re.match(rf"ALTER (?:ONLINE |IGNORE )*TABLE ({_QUALIFIED}) (.*)$", flat, re.I):
-            table = _split_qualified(match.group(1), default_schema)
-            rename = re.search(
-                rf"\bRENAME (?:TO |AS )?(?!COLUMN |INDEX |KEY )({_QUALIFIED})", match.group(2), re.I
-            )
-            if rename and not re.search(r"\bRENAME (COLUMN|INDEX|KEY)\b", match.group(2), re.I):
-                new = _split_qualified(rename.group(1), default_schema)
-                return DdlStatement("rename_table", (table,), ((table, new),))
-            return DdlStatement("alter_table", (table,))
-        if match := re.match(
-            rf"CREATE (?:OR REPLACE )?(?:TEMPORARY )?TABLE (?:IF NOT EXISTS )?({_QUALIFIED})",
-            flat,
-            re.I,
-        ):
-            return DdlStatement("create_table", (_split_qualified(match.group(1), default_schema),))
-    except (IndexError, re.error):
-        pass
-    return DdlStatement("other", ())
-
-
-_NOT_COLUMNS = r"(?:INDEX|KEY|UNIQUE|FULLTEXT|SPATIAL|CONSTRAINT|FOREIGN|CHECK|PARTITION)\b"
-
-
-def changes_columns(statement: str) -> bool:
-    """Whether an ALTER TABLE changes existing rows' columns or key without row events.
-
-    True for ADD/DROP/CHANGE/MODIFY/RENAME COLUMN and primary-key changes: the binlog carries
-    no row events for the rows such a statement rewrites, so their mirrors must be rebuilt.
-    Index, constraint and partition changes, and column DEFAULT changes, are not.
-    """
-    flat = re.sub(r"\s+", " ", _COMMENTS.sub(" ", statement)).strip().upper()
-    if not re.match(r"ALTER (?:ONLINE |IGNORE )*TABLE ", flat):
+    def word(self, *words: str) -> bool:
+        """Consume the next token if it is one of ``words``."""
+        token = self.peek()
+        if token is not None and token.upper in words:
+            self.at += 1
+            return True
         return False
-    clauses = flat.split(" ", 3)[-1] if flat.count(" ") >= 3 else ""
-    patterns = (
-        rf"\bADD (?!{_NOT_COLUMNS})(?:COLUMN )?",
-        r"\bADD (?:CONSTRAINT \S+ )?PRIMARY KEY\b",
-        rf"\bDROP (?!{_NOT_COLUMNS}|DEFAULT\b)(?:COLUMN )?",
-        r"\bDROP PRIMARY KEY\b",
-        r"\bCHANGE (?:COLUMN )?",
-        r"\bMODIFY (?:COLUMN )?",
-        r"\bRENAME COLUMN\b",
+
+    def words(self, *sequence: str) -> bool:
+        """Consume ``sequence`` if the next tokens are exactly it."""
+        for ahead, word in enumerate(sequence):
+            token = self.peek(ahead)
+            if token is None or token.upper != word:
+                return False
+        self.at += len(sequence)
+        return True
+
+    def punct(self, text: str) -> bool:
+        token = self.peek()
+        if token is not None and token.kind == "punct" and token.text == text:
+            self.at += 1
+            return True
+        return False
+
+    def table(self) -> tuple[str, str]:
+        """A table name, qualified or not; raises ``_Unparsed`` if there is none."""
+        first = self.peek()
+        if first is None or not first.is_name:
+            raise _Unparsed
+        self.at += 1
+        if self.punct("."):
+            second = self.peek()
+            if second is None or not second.is_name:
+                raise _Unparsed
+            self.at += 1
+            return first.text, second.text
+        return self.default_schema, first.text
+
+    def tables(self) -> tuple[tuple[str, str], ...]:
+        names = [self.table()]
+        while self.punct(","):
+            names.append(self.table())
+        return tuple(names)
+
+    def rest(self) -> list[_Token]:
+        return self.tokens[self.at :]
+
+
+class _Unparsed(Exception):
+    pass
+
+
+def classify_ddl(
+    statement: str, default_schema: str, *, mariadb: bool = True, ansi_quotes: bool = False
+) -> DdlStatement:
+    """Classify one statement; ``default_schema`` qualifies unqualified table names.
+
+    ``mariadb``: whether ``/*M! … */`` comments are executed (MariaDB) or ignored (MySQL).
+    """
+    try:
+        reader = _Reader(_tokens(statement, mariadb, ansi_quotes), default_schema)
+        return _classify(reader)
+    except (_Unparsed, SqlglotError, IndexError, ValueError):
+        return _OTHER
+
+
+def _classify(read: _Reader) -> DdlStatement:
+    if read.word("TRUNCATE"):
+        read.word("TABLE")
+        return DdlStatement("truncate", (read.table(),))
+    if read.word("DROP"):
+        temporary = read.word("TEMPORARY")
+        if not read.word("TABLE", "TABLES"):
+            return _OTHER
+        read.words("IF", "EXISTS")
+        targets = read.tables()
+        # A temporary table's rows are never in a row-based binlog, and it hides, not drops,
+        # a real table of the same name.
+        return DdlStatement("drop_temporary" if temporary else "drop_table", targets)
+    if read.word("RENAME"):
+        if not read.word("TABLE", "TABLES"):
+            return _OTHER
+        renames = [(read.table(), _after("TO", read))]
+        while read.punct(","):
+            renames.append((read.table(), _after("TO", read)))
+        return DdlStatement("rename_table", tuple(old for old, _ in renames), tuple(renames))
+    if read.word("ALTER"):
+        while read.word("ONLINE", "OFFLINE", "IGNORE"):
+            pass
+        if not read.word("TABLE"):
+            return _OTHER
+        read.words("IF", "EXISTS")
+        return _alter(read.table(), read)
+    if read.word("CREATE"):
+        replace = read.words("OR", "REPLACE")
+        temporary = read.word("TEMPORARY")
+        if not read.word("TABLE"):
+            return _OTHER
+        read.words("IF", "NOT", "EXISTS")
+        target = read.table()
+        if temporary:
+            return DdlStatement("create_temporary", (target,))
+        # MariaDB's CREATE OR REPLACE drops the table first: its old rows go with no row event.
+        return DdlStatement("replace_table" if replace else "create_table", (target,))
+    return _OTHER
+
+
+def _after(word: str, read: _Reader) -> tuple[str, str]:
+    if not read.word(word):
+        raise _Unparsed
+    return read.table()
+
+
+_NOT_COLUMNS = {"INDEX", "KEY", "UNIQUE", "FULLTEXT", "SPATIAL", "FOREIGN", "CHECK", "PERIOD"}
+_NOT_COLUMNS |= {"SYSTEM"}
+
+
+def _alter(table: tuple[str, str], read: _Reader) -> DdlStatement:
+    """ALTER TABLE's clauses, split at the commas outside parentheses."""
+    clauses: list[list[_Token]] = [[]]
+    depth = 0
+    for token in read.rest():
+        if token.kind == "punct" and token.text in "()":
+            depth += 1 if token.text == "(" else -1
+        if token.kind == "punct" and token.text == "," and depth == 0:
+            clauses.append([])
+        else:
+            clauses[-1].append(token)
+    new_name = table
+    rebuild: list[tuple[str, str]] = []
+    for clause in clauses:
+        reader = _Reader(clause, read.default_schema)
+        renamed = _renamed_to(reader)
+        if renamed is not None:
+            new_name = renamed
+            continue
+        reader.at = 0
+        also = _rewrites_rows(reader)
+        if also is not None:
+            rebuild.append(table)
+            rebuild.extend(also)
+    rebuilds = tuple(dict.fromkeys(new_name if name == table else name for name in rebuild))
+    targets = tuple(dict.fromkeys((table, *(name for name in rebuild if name != table))))
+    if new_name != table:
+        return DdlStatement("rename_table", targets, ((table, new_name),), rebuilds)
+    return DdlStatement("alter_table", targets, (), rebuilds)
+
+
+def _renamed_to(read: _Reader) -> tuple[str, str] | None:
+    """``RENAME [TO|AS] name``: the table's new name (None for any other clause)."""
+    if not read.word("RENAME"):
+        return None
+    following = read.peek()
+    if following is None or following.upper in {"COLUMN", "INDEX", "KEY"}:
+        return None
+    read.word("TO", "AS")
+    return read.table()
+
+
+def _rewrites_rows(read: _Reader) -> list[tuple[str, str]] | None:
+    """Whether a clause rewrites existing rows without row events: None if not, else the other
+    tables it rewrites too (EXCHANGE PARTITION's)."""
+    first = read.peek()
+    if first is None:
+        return None
+    word = first.upper
+    read.at += 1
+    following = read.peek()
+    after = following.upper if following is not None else ""
+    if word == "ADD":
+        if after == "CONSTRAINT":
+            return [] if any(token.upper == "PRIMARY" for token in read.rest()) else None
+        if after == "PRIMARY":
+            return []
+        return None if after in _NOT_COLUMNS or after == "PARTITION" else []
+    if word == "DROP":
+        if after in _NOT_COLUMNS or after in {"CONSTRAINT", "DEFAULT"}:
+            return None
+        return []  # a column, the primary key, or a partition (its rows go without events)
+    if word in {"CHANGE", "MODIFY", "TRUNCATE", "CONVERT"}:
+        return []
+    if word == "RENAME":
+        return [] if after == "COLUMN" else None
+    if word == "EXCHANGE":
+        rest = read.rest()
+        for index, token in enumerate(rest[:-1]):
+            if token.upper == "TABLE":
+                return [_Reader(rest[index + 1 :], read.default_schema).table()]
+        return []
+    return None
+
+
+def changes_columns(statement: str, default_schema: str = "") -> bool:
+    """Whether a statement rewrites some table's existing rows without row events."""
+    return bool(classify_ddl(statement, default_schema).rebuilds)
+
+
+def ddl_context(default_schema: str, ansi_quotes: bool) -> str:
+    """What a WAL DDL row keeps (in its ``after`` column) of the session that ran it: its
+    default schema and whether ``"x"`` is a name. The row's own ``schema`` is its first
+    target's, which is not the session's when the statement qualifies a name."""
+    text = encode_document({"default_schema": default_schema, "ansi_quotes": ansi_quotes})
+    assert text is not None
+    return text
+
+
+def classify_row(row: Mapping[str, Any], *, mariadb: bool = True) -> DdlStatement:
+    """Classify a WAL DDL row in the session it ran in (``ddl_context``). A row written before
+    the context was kept falls back to the row's schema, as the loader always did."""
+    context = decode_document(row.get("after")) or {}
+    return classify_ddl(
+        row.get("statement") or "",
+        str(context.get("default_schema", row.get("schema") or "")),
+        mariadb=mariadb,
+        ansi_quotes=bool(context.get("ansi_quotes", False)),
     )
-    return any(re.search(pattern, clauses) for pattern in patterns)

@@ -171,11 +171,11 @@ class VerifiedSegment:
             yield from batch.to_pylist()
 
     def ddl_rows(self) -> list[dict[str, Any]]:
-        """The DDL rows alone, in order (``gtid``, ``schema``, ``statement``): what a loader
-        looks ahead at before applying the rows."""
+        """The DDL rows alone, in order (``gtid``, ``schema``, ``statement`` and ``after``, the
+        session it ran in): what a loader looks ahead at before applying the rows."""
         if not self.manifest.ddl_count:
             return []
-        columns = ["gtid", "schema", "op", "statement"]
+        columns = ["gtid", "schema", "op", "statement", "after"]
         table = pq.read_table(pa.BufferReader(self._buffer), columns=columns)
         return [row for row in table.to_pylist() if row["op"] == "ddl"]
 

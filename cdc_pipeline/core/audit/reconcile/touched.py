@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
+from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.mysql.ddl import classify_ddl
 from cdc_pipeline.core.wal.segment import read_manifest
 
@@ -133,10 +134,19 @@ def span_of(path: Path, flavor: Flavor) -> SegmentSpan:
 
 def _ddl_rows(path: Path) -> list[tuple[str, str]]:
     try:
-        table = pq.read_table(path, columns=["schema", "statement"], filters=[("op", "=", "ddl")])
+        table = pq.read_table(
+            path, columns=["schema", "statement", "after"], filters=[("op", "=", "ddl")]
+        )
     except Exception as error:  # any failure to decode the bytes means they are damaged
         raise CorruptSegmentError(
             f"segment {path.name} cannot be read ({type(error).__name__}); move it to the"
             " quarantine folder and re-capture it from the binlog (see docs/operations.md)."
         ) from None
-    return [(str(row["schema"]), str(row["statement"] or "")) for row in table.to_pylist()]
+    # The session's default schema where capture kept it (``ddl_context``), else the row's.
+    return [
+        (
+            str((decode_document(row["after"]) or {}).get("default_schema", row["schema"])),
+            str(row["statement"] or ""),
+        )
+        for row in table.to_pylist()
+    ]
