@@ -161,6 +161,14 @@ class _Reader:
             names.append(self.table())
         return tuple(names)
 
+    def lock_wait(self) -> None:
+        """Skip MariaDB's ``WAIT n`` / ``NOWAIT`` after a table name."""
+        if self.word("NOWAIT"):
+            return
+        token = self.peek()
+        if token is not None and token.upper == "WAIT" and self.peek(1) is not None:
+            self.at += 2
+
     def rest(self) -> list[_Token]:
         return self.tokens[self.at :]
 
@@ -199,9 +207,10 @@ def _classify(read: _Reader) -> DdlStatement:
     if read.word("RENAME"):
         if not read.word("TABLE", "TABLES"):
             return _OTHER
-        renames = [(read.table(), _after("TO", read))]
+        read.words("IF", "EXISTS")
+        renames = [_renamed(read)]
         while read.punct(","):
-            renames.append((read.table(), _after("TO", read)))
+            renames.append(_renamed(read))
         return DdlStatement("rename_table", tuple(old for old, _ in renames), tuple(renames))
     if read.word("ALTER"):
         while read.word("ONLINE", "OFFLINE", "IGNORE"):
@@ -209,7 +218,9 @@ def _classify(read: _Reader) -> DdlStatement:
         if not read.word("TABLE"):
             return _OTHER
         read.words("IF", "EXISTS")
-        return _alter(read.table(), read)
+        table = read.table()
+        read.lock_wait()
+        return _alter(table, read)
     if read.word("CREATE"):
         replace = read.words("OR", "REPLACE")
         temporary = read.word("TEMPORARY")
@@ -224,10 +235,13 @@ def _classify(read: _Reader) -> DdlStatement:
     return _OTHER
 
 
-def _after(word: str, read: _Reader) -> tuple[str, str]:
-    if not read.word(word):
+def _renamed(read: _Reader) -> tuple[tuple[str, str], tuple[str, str]]:
+    """``old [WAIT n | NOWAIT] TO new``."""
+    old = read.table()
+    read.lock_wait()
+    if not read.word("TO"):
         raise _Unparsed
-    return read.table()
+    return old, read.table()
 
 
 _NOT_COLUMNS = {"INDEX", "KEY", "UNIQUE", "FULLTEXT", "SPATIAL", "FOREIGN", "CHECK", "PERIOD"}

@@ -43,6 +43,9 @@ CORPUS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("/*!40101 DROP TABLE IF EXISTS `t` */", "drop_table", [(D, "t")]),
     ("DROP TABLE /*!50001 `t` */", "drop_table", [(D, "t")]),
     ("DROP TEMPORARY TABLE IF EXISTS t", "drop_temporary", [(D, "t")]),
+    ("DROP TABLE IF EXISTS t WAIT 5", "drop_table", [(D, "t")]),
+    ("RENAME TABLE IF EXISTS a WAIT 3 TO b, c NOWAIT TO d", "rename_table", [(D, "a"), (D, "c")]),
+    ("ALTER TABLE t NOWAIT ADD c INT", "alter_table", [(D, "t")]),
     ("DROP VIEW v", "other", []),
     ("DROP DATABASE x", "other", []),
     ("DROP INDEX i ON t", "other", []),
@@ -141,6 +144,9 @@ def test_comments_do_not_confuse_the_parser() -> None:
         ("ALTER TABLE t ADD INDEX `drop` (a)", False),
         ("ALTER TABLE t RENAME TO u", False),
         ("ALTER TABLE t ADD c INT DEFAULT 1, RENAME TO u", True),
+        ("ALTER TABLE t WAIT 10 DROP COLUMN c", True),
+        ("ALTER TABLE t NOWAIT ADD INDEX (a)", False),
+        ("ALTER TABLE t ALGORITHM=INSTANT, ADD COLUMN x INT AFTER a", True),
     ],
 )
 def test_which_alter_clauses_rewrite_rows(statement: str, rebuilds: bool) -> None:
