@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import CorruptSegmentError
@@ -177,7 +178,7 @@ class VerifiedSegment:
             return []
         columns = ["gtid", "schema", "op", "statement", "after"]
         table = pq.read_table(pa.BufferReader(self._buffer), columns=columns)
-        return [row for row in table.to_pylist() if row["op"] == "ddl"]
+        return table.filter(pc.equal(table["op"], "ddl")).to_pylist()  # type: ignore[no-any-return]
 
 
 def read_verified(
