@@ -66,27 +66,27 @@ def superseded_rebuilds(
     at its last change in the WAL, or at the value read. That holds only while nothing between
     the two acts on the table's mirror otherwise: a TRUNCATE, DROP or RENAME naming the table
     (as source or target) keeps the first rebuild, and so does any statement not recognised
-    (it might). Names compare case-folded, which only ever keeps a rebuild.
+    (it might). A statement naming the table in another letter case also keeps it (the server
+    may fold case), but only the exact same name supersedes it (it may not: ``t`` and ``T``
+    can be two tables).
     """
-    pending: dict[tuple[str, str], str] = {}
+    pending: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
     superseded: set[str] = set()
     for row in ddl_rows:
         statement = classify_row(row, mariadb=mariadb)
         if statement.kind == "other":
             pending.clear()
             continue
-        named = {
-            (schema.casefold(), table.casefold())
-            for schema, table in (*statement.targets, *(new for _, new in statement.renames))
-        }
+        named = {*statement.targets, *(new for _, new in statement.renames)}
         # Only a plain column change of one table can leave its rebuild to a later one.
         alone = statement.kind == "alter_table" and statement.rebuilds == statement.targets
-        for table in named:
-            earlier = pending.pop(table, None)
-            if alone and earlier is not None:
-                superseded.add(earlier)
+        for name in named:
+            folded = (name[0].casefold(), name[1].casefold())
+            earlier = pending.pop(folded, None)
+            if alone and earlier is not None and earlier[0] == name:
+                superseded.add(earlier[1])
             if alone and len(named) == 1:
-                pending[table] = row["gtid"]
+                pending[folded] = (name, row["gtid"])
     return frozenset(superseded)
 
 

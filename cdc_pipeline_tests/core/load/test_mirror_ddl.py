@@ -18,10 +18,23 @@ def test_only_the_last_column_change_of_a_table_rebuilds() -> None:
         "ALTER TABLE other.t ADD COLUMN a INT",  # another schema's t
         "ALTER TABLE `shop`.`t` RENAME COLUMN a TO b",
         "ALTER TABLE t ADD INDEX (b)",  # names t: keeps the rebuild before it
-        "ALTER TABLE T MODIFY COLUMN b BIGINT",  # case-folded: same as t
+        "ALTER TABLE t MODIFY COLUMN b BIGINT",
         "ALTER TABLE t DROP COLUMN b",
     )
     assert superseded_rebuilds(rows) == {"0-1-1", "0-1-5"}
+
+
+def test_a_name_in_another_case_keeps_a_rebuild_and_never_supersedes_one() -> None:
+    """``t`` and ``T`` are two tables on a case-sensitive server, one on a case-folding one:
+    the rebuild of ``t`` must happen either way."""
+    rows = _rows(
+        "ALTER TABLE t ADD COLUMN a INT",
+        "ALTER TABLE T ADD COLUMN a INT",
+        "ALTER TABLE t DROP COLUMN a",
+    )
+    assert superseded_rebuilds(rows) == frozenset()
+    same = _rows("ALTER TABLE T ADD COLUMN a INT", "ALTER TABLE T DROP COLUMN a")
+    assert superseded_rebuilds(same) == {"0-1-1"}
 
 
 def test_a_statement_naming_the_table_between_two_changes_keeps_both() -> None:
