@@ -185,9 +185,7 @@ class MongoSink:
             try:
                 if manifest.kind == "snapshot":
                     return self._apply_snapshot(rows, manifest)
-                mariadb = manifest.flavor == "mariadb"
-                superseded = superseded_rebuilds(ddl_rows, mariadb=mariadb)
-                return self._apply_changes(rows, manifest, superseded)
+                return self._apply_changes(rows, manifest, ddl_rows)
             finally:
                 self._writes = None
 
@@ -202,9 +200,14 @@ class MongoSink:
             self._writes.drain()
 
     def _apply_changes(
-        self, rows: Iterable[Mapping[str, Any]], manifest: Manifest, superseded: frozenset[str]
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        manifest: Manifest,
+        ddl_rows: Iterable[Mapping[str, Any]],
     ) -> ApplyReport:
         batch = manifest.partition_key
+        mariadb = manifest.flavor == "mariadb"
+        superseded = superseded_rebuilds(ddl_rows, mariadb=mariadb)
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
         changes: list[ReplaceOne[Any]] = []
@@ -217,7 +220,6 @@ class MongoSink:
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
                 self._drain()
-                mariadb = manifest.flavor == "mariadb"
                 report.ddl_applied.extend(apply_ddl(self, row, batch, superseded, mariadb=mariadb))
                 continue
             before = self.decode(row["before"])

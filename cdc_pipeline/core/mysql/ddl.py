@@ -323,11 +323,6 @@ def _rewrites_rows(read: _Reader) -> list[tuple[str, str]] | None:
     return None
 
 
-def changes_columns(statement: str, default_schema: str = "") -> bool:
-    """Whether a statement rewrites some table's existing rows without row events."""
-    return bool(classify_ddl(statement, default_schema).rebuilds)
-
-
 def ddl_context(default_schema: str, ansi_quotes: bool) -> str:
     """What a WAL DDL row keeps (in its ``after`` column) of the session that ran it: its
     default schema and whether ``"x"`` is a name. The row's own ``schema`` is its first
@@ -343,7 +338,14 @@ def classify_row(row: Mapping[str, Any], *, mariadb: bool = True) -> DdlStatemen
     context = decode_document(row.get("after")) or {}
     return classify_ddl(
         row.get("statement") or "",
-        str(context.get("default_schema", row.get("schema") or "")),
+        session_schema(row),
         mariadb=mariadb,
         ansi_quotes=bool(context.get("ansi_quotes", False)),
     )
+
+
+def session_schema(row: Mapping[str, Any]) -> str:
+    """The default schema of the session a WAL DDL row ran in (``ddl_context``), else the
+    row's own schema (segments written before the context was kept)."""
+    context = decode_document(row.get("after")) or {}
+    return str(context.get("default_schema", row.get("schema") or ""))

@@ -28,8 +28,7 @@ import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import CorruptSegmentError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
-from cdc_pipeline.core.images import decode_document
-from cdc_pipeline.core.mysql.ddl import classify_ddl
+from cdc_pipeline.core.mysql.ddl import classify_ddl, session_schema
 from cdc_pipeline.core.wal.segment import read_manifest
 
 _DATABASE = re.compile(
@@ -142,11 +141,5 @@ def _ddl_rows(path: Path) -> list[tuple[str, str]]:
             f"segment {path.name} cannot be read ({type(error).__name__}); move it to the"
             " quarantine folder and re-capture it from the binlog (see docs/operations.md)."
         ) from None
-    # The session's default schema where capture kept it (``ddl_context``), else the row's.
-    return [
-        (
-            str((decode_document(row["after"]) or {}).get("default_schema", row["schema"])),
-            str(row["statement"] or ""),
-        )
-        for row in table.to_pylist()
-    ]
+    rows = table.to_pylist()
+    return [(session_schema(row), str(row["statement"] or "")) for row in rows]
