@@ -7,8 +7,12 @@ each other's rows.
 
 Environment:
     CDC_TEST_SOURCES: comma-separated subset of ``mariadb,mysql`` (default both).
-    CDC_TEST_MONGO_URI: run against this MongoDB instead of starting ``nx-27017``; tests that
-        kill the MongoDB server are skipped then.
+    CDC_TEST_MONGO: which MongoDB the session starts: ``nx-27017`` (default; fast, run with
+        CDC_MONGO_COMPAT=nx-27017) or ``mongoeco`` (close to MongoDB but slow; run with
+        CDC_MONGO_COMPAT=standard: dotted mirror names, Decimal128, renameCollection). Tests that
+        kill MongoDB are skipped on mongoeco (its memory engine dies with its process).
+    CDC_TEST_MONGO_URI: run against this MongoDB instead of starting one (CDC_MONGO_COMPAT
+        standard); tests that kill the MongoDB server are skipped then.
     CDC_MYSQL_CHROOT: where the MySQL 9.7 chroot is cached (``make mysql-chroot`` builds it).
 """
 
@@ -27,13 +31,16 @@ import pymongo
 import pytest
 
 from cdc_pipeline.core.load.sink import MongoSink
-from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
+from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths
 from devtools.local_servers import (
     MariaDBServer,
+    MongoecoServer,
+    MongoecoUnavailable,
     MySQLServer,
     NxMongoServer,
     SourceServer,
+    mongoeco_python,
     new_data_dir,
 )
 from devtools.postgres import PostgresServer
@@ -52,7 +59,9 @@ SOURCE_FLAVORS = [
 ]
 
 
-def _assert_stopped(server: SourceServer | NxMongoServer | PostgresServer) -> None:
+def _assert_stopped(
+    server: SourceServer | NxMongoServer | MongoecoServer | PostgresServer,
+) -> None:
     server.cleanup()
     assert not server.is_running(), f"{server.name} (pid {server.pid}) is still running"
 
@@ -99,33 +108,60 @@ def source_schema(source_server: SourceServer) -> Iterator[str]:
         source_server.execute(f"DROP DATABASE IF EXISTS `{name}`")
 
 
+MONGO_KINDS = ("nx-27017", "mongoeco")
+
+
+def session_mongo_kind() -> str:
+    """Which MongoDB this session runs on: ``mongodb`` (CDC_TEST_MONGO_URI, external), else
+    CDC_TEST_MONGO (``nx-27017`` by default, or ``mongoeco``)."""
+    if os.environ.get("CDC_TEST_MONGO_URI"):
+        return "mongodb"
+    kind = os.environ.get("CDC_TEST_MONGO", "").strip() or "nx-27017"
+    if kind not in MONGO_KINDS:
+        raise pytest.UsageError(f"CDC_TEST_MONGO must be one of {', '.join(MONGO_KINDS)}: {kind!r}")
+    return kind
+
+
 @dataclass
 class MongoTarget:
-    """Where the tests' MongoDB is: a local nx-27017 we started, or an external real MongoDB."""
+    """Where the tests' MongoDB is: nx-27017 or mongoeco started here, or an external MongoDB.
+
+    ``kind`` decides the CDC_MONGO_COMPAT the pipeline runs with: ``nx-27017`` for the fast
+    stand-in, ``standard`` (what a real MongoDB gets) for mongoeco and an external server.
+    Tests ask this object (``compat``, ``mirror_style``, ``sink``) rather than assume a server.
+    """
 
     uri: str
-    server: NxMongoServer | None
+    kind: str
+    server: NxMongoServer | MongoecoServer | None
+
+    @property
+    def settings(self) -> MongoSettings:
+        """The sink settings CDC_MONGO_COMPAT gives for this server (database ``cdc``)."""
+        return MongoSettings(uri=self.uri, compat=self.compat)
 
     @property
     def can_kill(self) -> bool:
-        return self.server is not None
+        """Whether a test may kill -9 the server and expect it back with its data."""
+        return self.server is not None and self.server.keeps_data_on_restart
 
     @property
     def compat(self) -> str:
         """CDC_MONGO_COMPAT for this server: the stand-in lacks dotted names and Decimal128."""
-        return "nx-27017" if self.server is not None else "standard"
+        return "nx-27017" if self.kind == "nx-27017" else "standard"
 
     @property
     def mirror_style(self) -> str:
-        return "underscore" if self.server is not None else "dotted"
+        return self.settings.mirror_name_style
 
     def sink(self, database: Any, **kwargs: Any) -> MongoSink:
         """A MongoSink configured for this server, as CDC_MONGO_COMPAT would configure it."""
+        settings = self.settings
         return MongoSink(
             database,
-            mirror_style=self.mirror_style,
-            decimals_as_strings=self.server is not None,
-            native_rename=self.server is None,
+            mirror_style=settings.mirror_name_style,
+            decimals_as_strings=settings.decimals_as_strings,
+            native_rename=settings.native_rename,
             **kwargs,
         )
 
@@ -133,17 +169,29 @@ class MongoTarget:
         return pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=5000, **kwargs)
 
 
+def _start_mongo(kind: str) -> NxMongoServer | MongoecoServer:
+    if kind == "mongoeco":
+        try:
+            python = mongoeco_python()
+        except MongoecoUnavailable as reason:
+            pytest.exit(f"CDC_TEST_MONGO=mongoeco, but mongoeco cannot run here: {reason}", 2)
+        server: NxMongoServer | MongoecoServer = MongoecoServer(python, new_data_dir("mongoeco"))
+    else:
+        server = NxMongoServer(new_data_dir("nx-27017"))
+    server.start()
+    return server
+
+
 @pytest.fixture(scope="session")
 def mongo_target() -> Iterator[MongoTarget]:
-    external = os.environ.get("CDC_TEST_MONGO_URI")
-    if external:
-        target = MongoTarget(uri=external, server=None)
+    kind = session_mongo_kind()
+    if kind == "mongodb":
+        target = MongoTarget(uri=os.environ["CDC_TEST_MONGO_URI"], kind=kind, server=None)
         os.environ["CDC_MONGO_COMPAT"] = target.compat
         yield target
         return
-    server = NxMongoServer(new_data_dir("nx-27017"))
-    server.start()
-    target = MongoTarget(uri=server.uri, server=server)
+    server = _start_mongo(kind)
+    target = MongoTarget(uri=server.uri, kind=kind, server=server)
     # Subprocesses (the CLI) and Dagster runs name mirrors the way this server accepts.
     os.environ["CDC_MONGO_COMPAT"] = target.compat
     yield target
@@ -152,9 +200,15 @@ def mongo_target() -> Iterator[MongoTarget]:
 
 @pytest.fixture
 def killable_mongo(mongo_target: MongoTarget) -> NxMongoServer:
-    """The local MongoDB stand-in, for tests that kill it; skipped against a real MongoDB."""
-    if mongo_target.server is None:
+    """The local MongoDB stand-in, for tests that kill it and expect it back with its data;
+    skipped against an external MongoDB and against mongoeco."""
+    if mongo_target.kind == "mongodb":
         pytest.skip("CDC_TEST_MONGO_URI is set: the external MongoDB is not ours to kill")
+    if not isinstance(mongo_target.server, NxMongoServer):
+        pytest.skip(
+            f"{mongo_target.kind} keeps its data in memory only: a kill -9 and restart comes"
+            " back empty, so recovery on the same data cannot be tested on it"
+        )
     return mongo_target.server
 
 

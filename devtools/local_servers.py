@@ -1,16 +1,18 @@
-"""Throwaway local servers for the tests and the demo: MariaDB, MySQL 9.7 and the MongoDB stand-in.
+"""Throwaway local servers for the tests and the demo: MariaDB, MySQL 9.7 and two MongoDB stand-ins.
 
 No Docker engine runs on our machines, so the real servers run as plain child processes
 (recipes in ../shared/FIELD-NOTES.md): MariaDB from Debian's package, MySQL 9.7 LTS inside a
-cached debootstrap chroot (``scripts/ensure_mysql_chroot.sh``), and ``nx-27017``, a MongoDB
-wire-protocol server backed by SQLite.
+cached debootstrap chroot (``scripts/ensure_mysql_chroot.sh``), ``nx-27017``, a fast MongoDB
+wire-protocol server backed by SQLite, and ``mongoeco``, a slower wire server much closer to
+MongoDB (memory engine, from its own Python >= 3.13 venv, ``scripts/ensure_mongoeco.sh``).
 
 Invariants:
     * every server is a child process started here, bound to 127.0.0.1 on a free port, with its
       data in a folder created here whose path contains ``TEMP_PREFIX`` (CI greps for leftovers);
     * ``kill9``, ``stop`` and ``cleanup`` only ever signal the PID this object started;
     * ``restart`` brings the same server back on the same port and the same data, so tests can
-      kill -9 a server mid-stream and watch the pipeline recover;
+      kill -9 a server mid-stream and watch the pipeline recover (``keeps_data_on_restart``:
+      not ``mongoeco``, whose memory engine dies with its process);
     * by default a server dies with the process that started it (``PR_SET_PDEATHSIG``), so a
       crashed test run cannot leave servers behind.
 """
@@ -74,6 +76,7 @@ class LocalServer:
 
     name: ClassVar[str] = "server"
     start_timeout: ClassVar[float] = 60.0
+    keeps_data_on_restart: ClassVar[bool] = True
 
     def __init__(self, data_dir: Path, port: int | None = None, die_with_parent: bool = True):
         self.data_dir = data_dir
@@ -397,6 +400,77 @@ class NxMongoServer(LocalServer):
 
     def _log_tail(self) -> str:
         return _tail(self.data_dir / "nx.log") + "\n" + _tail(self.log_path)
+
+
+REPO = Path(__file__).resolve().parents[1]
+ENSURE_MONGOECO = REPO / "scripts" / "ensure_mongoeco.sh"
+
+# mongoeco 4.11.0 has no console script for its wire server: this is the documented start
+# command (scripts/ensure_mongoeco.sh), with host and port as arguments.
+_MONGOECO_SERVER_CODE = """\
+import asyncio, sys
+from mongoeco.engines.memory import MemoryEngine
+from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
+async def main(host, port):
+    proxy = AsyncMongoEcoProxyServer(engine=MemoryEngine(), host=host, port=int(port))
+    await proxy.start()
+    print(proxy.address.uri, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+class MongoecoUnavailable(RuntimeError):
+    """No mongoeco venv here (no Python >= 3.13, or its build failed); the message says why."""
+
+
+def mongoeco_python() -> Path:
+    """The Python of the mongoeco venv, built first if needed by ``scripts/ensure_mongoeco.sh``
+    (CDC_MONGOECO_VENV, CDC_MONGOECO_PYTHON); ``MongoecoUnavailable`` when there is none."""
+    try:
+        result = subprocess.run(
+            [str(ENSURE_MONGOECO)], capture_output=True, text=True, timeout=600, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise MongoecoUnavailable(f"{ENSURE_MONGOECO.name} could not run ({error})") from None
+    venv = Path(
+        os.environ.get("CDC_MONGOECO_VENV")
+        or Path.home() / ".cache" / "cdc_pipeline" / "mongoeco-venv"
+    )
+    notice = result.stderr.strip().splitlines()[-1:] or ["no output"]
+    if result.returncode != 0:
+        raise MongoecoUnavailable(f"{ENSURE_MONGOECO.name} failed: {notice[0]}")
+    python = venv / "bin" / "python"
+    if not (python.exists() and (venv / ".cdc_ready").exists()):
+        raise MongoecoUnavailable(f"no venv at {venv} ({notice[0]})")
+    return python
+
+
+class MongoecoServer(LocalServer):
+    """The ``mongoeco`` wire server, memory engine, run by the Python of its own venv.
+
+    Its data lives in the process only: after ``kill9``/``restart`` it answers again, empty
+    (``keeps_data_on_restart`` is False), so no test kills it to watch a recovery.
+    """
+
+    name = "mongoeco"
+    keeps_data_on_restart = False
+
+    def __init__(self, python: Path, data_dir: Path, port: int | None = None):
+        self.python = python
+        super().__init__(data_dir, port)
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def _command(self) -> list[str]:
+        return [str(self.python), "-c", _MONGOECO_SERVER_CODE, "127.0.0.1", str(self.port)]
+
+    def _is_ready(self) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
 
 def new_data_dir(kind: str) -> Path:

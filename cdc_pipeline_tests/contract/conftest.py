@@ -1,8 +1,10 @@
 """The MongoDB backends the sink's contract tests run against, one session fixture parameter each.
 
-- ``nx-27017``: the session's local stand-in (the ``mongo_target`` fixture), when it is local;
+- ``nx-27017``: the session's local stand-in (the ``mongo_target`` fixture), when the session
+  runs on it (the default);
 - ``mongoeco``: the ``mongoeco`` wire server (memory engine) from its own Python >= 3.13 venv,
-  built by ``scripts/ensure_mongoeco.sh`` and started here as a child process on a free port;
+  built by ``scripts/ensure_mongoeco.sh`` (``devtools.local_servers.MongoecoServer``): the
+  session's own under ``CDC_TEST_MONGO=mongoeco``, else started here on a free port;
 - ``mongodb``: a real MongoDB at ``CDC_TEST_MONGO_URI``, when that is set.
 
 A backend that is not available is skipped with the reason. Each test gets a fresh database on the
@@ -16,8 +18,6 @@ Environment:
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,26 +27,15 @@ import pymongo
 import pytest
 from pymongo.database import Database
 
-from cdc_pipeline_tests.conftest import MongoTarget
-from devtools.local_servers import LocalServer, new_data_dir
+from cdc_pipeline_tests.conftest import MongoTarget, session_mongo_kind
+from devtools.local_servers import (
+    MongoecoServer,
+    MongoecoUnavailable,
+    mongoeco_python,
+    new_data_dir,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-ENSURE_MONGOECO = REPO / "scripts" / "ensure_mongoeco.sh"
 BACKENDS = ("nx-27017", "mongoeco", "mongodb")
-
-# mongoeco 4.11.0 has no console script for its wire server: this is the documented start
-# command (scripts/ensure_mongoeco.sh), with host and port as arguments.
-_MONGOECO_SERVER_CODE = """\
-import asyncio, sys
-from mongoeco.engines.memory import MemoryEngine
-from mongoeco.wire.proxy import AsyncMongoEcoProxyServer
-async def main(host, port):
-    proxy = AsyncMongoEcoProxyServer(engine=MemoryEngine(), host=host, port=int(port))
-    await proxy.start()
-    print(proxy.address.uri, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main(sys.argv[1], sys.argv[2]))
-"""
 
 
 class ContractBackend(NamedTuple):
@@ -57,58 +46,26 @@ class ContractBackend(NamedTuple):
     mirror_style: str
 
 
-class MongoecoServer(LocalServer):
-    """The ``mongoeco`` wire server, memory engine, run by the Python of its own venv."""
-
-    name = "mongoeco"
-
-    def __init__(self, python: Path, data_dir: Path):
-        self.python = python
-        super().__init__(data_dir)
-
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
-
-    def _command(self) -> list[str]:
-        return [str(self.python), "-c", _MONGOECO_SERVER_CODE, "127.0.0.1", str(self.port)]
-
-    def _is_ready(self) -> bool:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.settimeout(0.5)
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-
 def _mongoeco_python() -> Path:
-    """The venv's Python after ``ensure_mongoeco.sh``; skips the test if there is none."""
+    """The mongoeco venv's Python (``devtools.local_servers.mongoeco_python``), or a skip."""
     try:
-        result = subprocess.run(
-            [str(ENSURE_MONGOECO)], capture_output=True, text=True, timeout=600, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        pytest.skip(f"mongoeco: {ENSURE_MONGOECO.name} could not run ({error})")
-    venv = Path(
-        os.environ.get("CDC_MONGOECO_VENV")
-        or Path.home() / ".cache" / "cdc_pipeline" / "mongoeco-venv"
-    )
-    notice = result.stderr.strip().splitlines()[-1:] or ["no output"]
-    if result.returncode != 0:
-        pytest.skip(f"mongoeco: {ENSURE_MONGOECO.name} failed: {notice[0]}")
-    python = venv / "bin" / "python"
-    if not (python.exists() and (venv / ".cdc_ready").exists()):
-        pytest.skip(f"mongoeco: no venv at {venv} ({notice[0]})")
-    return python
+        return mongoeco_python()
+    except MongoecoUnavailable as reason:
+        pytest.skip(f"mongoeco: {reason}")
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def contract_mongo(request: pytest.FixtureRequest) -> Iterator[ContractBackend]:
     """Each contract test runs once per available backend; yields (name, uri, mirror_style)."""
+    session_kind = session_mongo_kind()
     if request.param == "nx-27017":
-        if os.environ.get("CDC_TEST_MONGO_URI"):
-            pytest.skip("nx-27017: CDC_TEST_MONGO_URI is set, so the session did not start it")
+        if session_kind != "nx-27017":
+            pytest.skip(f"nx-27017: the session's MongoDB is {session_kind}, not nx-27017")
         target: MongoTarget = request.getfixturevalue("mongo_target")
-        assert target.server is not None
         yield ContractBackend("nx-27017", target.uri, "underscore")
+    elif request.param == "mongoeco" and session_kind == "mongoeco":
+        target = request.getfixturevalue("mongo_target")
+        yield ContractBackend("mongoeco", target.uri, "dotted")
     elif request.param == "mongoeco":
         server = MongoecoServer(_mongoeco_python(), new_data_dir("mongoeco"))
         try:
