@@ -19,7 +19,13 @@ from pymongo.database import Database
 
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.images import decode_document
-from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES, mirror_field, mirror_id
+from cdc_pipeline.core.load.documents import (
+    CATALOG,
+    CHECKPOINTS,
+    ROW_CHANGES,
+    mirror_field,
+    mirror_id,
+)
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source_rows import row_documents
@@ -52,7 +58,7 @@ def mirror_differences(
     with contextlib.closing(server.connect(charset="utf8mb4")) as connection:
         with connection.cursor() as cursor:
             cursor.execute("SET time_zone = '+00:00'")
-        tables = list_tables(connection, (f"{schema}.*",))
+        tables = list_tables(connection, (f"`{schema.replace('`', '``')}`.*",))
         for _, table in tables:
             described = describe_table(connection, schema, table)
             collection = database[sink.mirror(schema, table)]
@@ -76,12 +82,22 @@ def mirror_differences(
                     problems.append(
                         f"{table} {key}: source {expected.get(key)} mirror {actual.get(key)}"
                     )
-    prefix = sink.mirror(schema, "")
-    expected_names = {sink.mirror(schema, table) for _, table in tables}
-    for name in database.list_collection_names():
-        stray = name.startswith(prefix) and name not in expected_names
-        if stray and database[name].estimated_document_count():
-            problems.append(f"mirror {name} exists but its source table does not")
+    # Which table a mirror holds is what cdc_collections says, never parsed from its name.
+    listed = set(database.list_collection_names())
+    present = {table for _, table in tables}
+    for entry in database[CATALOG].find({"schema": schema}):
+        name = entry["_id"]
+        if entry["table"] not in present and name in listed:
+            if database[name].estimated_document_count():
+                problems.append(f"mirror {name} exists but its source table does not")
+        elif name != sink.mirror(schema, entry["table"]):
+            problems.append(f"cdc_collections maps {entry['table']} to {name}, not its mirror")
+    for _, table in tables:
+        name = sink.mirror(schema, table)
+        if name not in listed or not database[name].estimated_document_count():
+            continue
+        if database[CATALOG].find_one({"_id": name, "schema": schema, "table": table}) is None:
+            problems.append(f"mirror {name} of {table} is not in cdc_collections")
     return problems[:20]
 
 

@@ -74,6 +74,10 @@ class SinkWriteError(CdcError):
     """MongoDB refused a write for a reason retrying cannot fix."""
 
 
+class TableNameCollisionError(SinkWriteError):
+    """Two source tables were given one MongoDB collection name (``cdc_collections`` knows)."""
+
+
 class LoadHaltedError(CdcError):
     """Loading stopped at a position it must not skip (a gap, a quarantined segment)."""
 

@@ -78,12 +78,69 @@ class SourceUrl:
         return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
 
 
+def split_table_pattern(pattern: str) -> tuple[str, str]:
+    """The schema and table sides of a ``schema.table`` pattern, each an ``fnmatch`` pattern.
+
+    The schema side ends at the first dot; the table side is the rest. Either may use ``*``,
+    ``?`` and ``[...]``, or be a literal name in backquotes (``` `` ``` for a backquote inside),
+    which may hold dots and wildcard characters: ```shop.eu`.*``. The sides are matched
+    separately, so ``*`` never crosses the dot: ``shop.*`` does not include the tables of a
+    schema named ``shop.x``. ValueError when the pattern has no two sides.
+    """
+    schema, rest = _pattern_side(pattern.strip(), schema_side=True)
+    if not rest.startswith("."):
+        raise ValueError("it needs the form schema.table")
+    table, rest = _pattern_side(rest[1:], schema_side=False)
+    if rest or not schema or not table:
+        raise ValueError("it needs the form schema.table")
+    return schema, table
+
+
+def _pattern_side(text: str, *, schema_side: bool) -> tuple[str, str]:
+    """One side of a pattern and what follows it."""
+    if not text.startswith("`"):
+        if not schema_side:
+            return text, ""
+        side, dot, rest = text.partition(".")
+        return side, dot + rest
+    literal, position = [], 1
+    while True:
+        close = text.find("`", position)
+        if close < 0:
+            raise ValueError("a backquote is not closed")
+        literal.append(text[position:close])
+        if not text.startswith("``", close):
+            break
+        literal.append("`")
+        position = close + 2
+    name = "".join(literal)
+    return "".join(f"[{char}]" if char in "*?[" else char for char in name), text[close + 1 :]
+
+
+def table_label(schema: str, table: str) -> str:
+    """A table's name for people and reports: ``schema.table``, with a side in backquotes when
+    it holds a dot, a backquote or a wildcard character, so the label names one table (and, as
+    a pattern, matches exactly it): ``shop.orders``, ```shop.eu`.orders``."""
+
+    def side(name: str) -> str:
+        if any(char in name for char in ".`*?["):
+            return "`" + name.replace("`", "``") + "`"
+        return name
+
+    return f"{side(schema)}.{side(table)}"
+
+
 def table_included(schema: str, table: str, patterns: tuple[str, ...]) -> bool:
-    """Whether ``schema.table`` is captured: it matches a pattern, or no patterns and not system."""
+    """Whether ``schema.table`` is captured: it matches a pattern (``split_table_pattern``), or
+    there are no patterns and it is not a system schema."""
     if not patterns:
         return schema.lower() not in SYSTEM_SCHEMAS
-    name = f"{schema}.{table}"
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    return any(_matches(schema, table, pattern) for pattern in patterns)
+
+
+def _matches(schema: str, table: str, pattern: str) -> bool:
+    schema_side, table_side = split_table_pattern(pattern)
+    return fnmatch.fnmatchcase(schema, schema_side) and fnmatch.fnmatchcase(table, table_side)
 
 
 @dataclass(frozen=True)
@@ -117,11 +174,13 @@ class CaptureSettings:
             p.strip() for p in env.get("CDC_INCLUDE_TABLES", "").split(",") if p.strip()
         )
         for pattern in patterns:
-            if "." not in pattern:
+            try:
+                split_table_pattern(pattern)
+            except ValueError:
                 raise ConfigError(
                     f"CDC_INCLUDE_TABLES entry '{pattern}' needs the form schema.table"
-                    " (wildcards allowed, e.g. shop.*)."
-                )
+                    " (wildcards allowed, e.g. shop.*; a name holding a dot in backquotes)."
+                ) from None
         return cls(
             source_url=SourceUrl.parse(url),
             staging_dir=staging_dir_from_env(env),

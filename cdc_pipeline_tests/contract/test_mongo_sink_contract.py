@@ -21,6 +21,7 @@ from pymysqlreplication.constants import FIELD_TYPE
 
 from cdc_pipeline.core.images import decode_document, encode_document
 from cdc_pipeline.core.load.documents import (
+    CATALOG,
     CHECKPOINTS,
     DDL_HISTORY,
     ROW_CHANGES,
@@ -253,7 +254,12 @@ def test_applying_a_segment_gives_exact_documents_and_a_replay_changes_no_byte(
     names = set(contract_db.list_collection_names())
     assert sink.mirror("shop", "audit") not in names  # a table without a key: change log only
     assert sink.mirror("shop", "old_items") not in names
-    assert names == {*expected, ROW_CHANGES, DDL_HISTORY}
+    assert names == {*expected, ROW_CHANGES, DDL_HISTORY, CATALOG}
+    catalog = {
+        entry["_id"]: (entry["schema"], entry["table"]) for entry in contract_db[CATALOG].find()
+    }
+    tables = {"items", "lines", "scratch", *([archive] if with_rename else [])}
+    assert catalog == {sink.mirror("shop", table): ("shop", table) for table in tables}
 
     first = _dump(contract_db)
     sink.apply(rows, _manifest())
@@ -338,6 +344,7 @@ def test_registering_schema_versions_twice_changes_nothing(contract_db: Database
                     {"name": "sku", "type": "varchar(20)(80 bytes) character set utf8mb4"},
                 ],
                 "primary_key": ["order_id", "line_no"],
+                "field_escapes": {},
                 "schema": lines.to_dict(),
                 "first_gtid": "0-1-1",
                 "first_sequence": 7,

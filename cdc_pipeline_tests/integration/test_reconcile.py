@@ -212,7 +212,8 @@ def test_changes_behind_the_pipelines_back_are_named_by_key_and_field(
         key = {"region": "US", "id": 3}
         assert composite.update_one(id_filter(key), {"$set": {"qty": 999}}).modified_count == 1
         plain.insert_one({"_id": 4242, "name": "intruder"})
-        ghost = sink.database[sink.mirror(pipeline.schema, "ghost")]
+        # A table the pipeline once mirrored (so cdc_collections has it) dropped behind its back.
+        ghost = sink.database[sink.register("default", pipeline.schema, "ghost", ["_id"])]
         ghost.insert_many([{"_id": 1}, {"_id": 2}])
 
     report = pipeline.reconcile()

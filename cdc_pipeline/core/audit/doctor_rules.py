@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.mysql.grants import account_name, has_wildcard, parse_grant, select_covers
+from cdc_pipeline.core.settings import split_table_pattern
 
 SOURCE_VARIABLES = (
     "log_bin",
@@ -229,7 +230,7 @@ def _grant_finding(
             if select_covers(pattern, parsed):
                 continue
             lacking_select.append(pattern)
-            schema = pattern.partition(".")[0]
+            schema = split_table_pattern(pattern)[0]
             if has_wildcard(schema):
                 global_needed.append("SELECT")
             else:

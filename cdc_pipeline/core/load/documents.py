@@ -13,7 +13,10 @@ ObjectId); ``table_of_collection`` inverts ``mirror_collection`` for every name 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+import re
+import urllib.parse
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,40 +29,168 @@ CHECKPOINTS = "cdc_checkpoints"
 MIRROR_STATUS = "cdc_mirror_status"
 SCHEMA_VERSIONS = "cdc_schema_versions"
 DDL_HISTORY = "cdc_ddl"
-PIPELINE_COLLECTIONS = frozenset(
-    {ROW_CHANGES, CHECKPOINTS, MIRROR_STATUS, SCHEMA_VERSIONS, DDL_HISTORY}
-)
 RESERVED_FIELDS = ("_id", "_cdc")
 COLUMN_PREFIX = "_src"
 MIRROR_NAME_STYLES = ("dotted", "underscore")
-REBUILD_SUFFIX = "__cdc_rebuild"
+CATALOG = "cdc_collections"
+DEAD_LETTERS = "cdc_dead_letters"
+LARGE_VALUES = "cdc_large_values"
+PIPELINE_COLLECTIONS = frozenset(
+    {ROW_CHANGES, CHECKPOINTS, MIRROR_STATUS, SCHEMA_VERSIONS, DDL_HISTORY, CATALOG, DEAD_LETTERS}
+)
+MAX_NAMESPACE_BYTES = 255
+"""MongoDB's limit on ``<database>.<collection>`` in bytes (4.4 and later)."""
+_HASH_HEX = 20
+# Schemas whose dotted mirror names would be MongoDB's own (system.*) or the GridFS bucket's.
+_RESERVED_SCHEMAS = frozenset({"system", LARGE_VALUES})
+_DOTTED_ESCAPED = frozenset("%.$\x00")
+_FIELD_ESCAPED = frozenset("%.$\x00")
+_LITERAL = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_PLAIN_PART = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 
 
-def mirror_collection(schema: str, table: str, style: str = "dotted") -> str:
-    """The mirror collection of a table: ``<schema>.<table>`` (the CONTRACT's name).
+def _percent(text: str, escaped: frozenset[str]) -> str:
+    return "".join(f"%{ord(char):02X}" if char in escaped else char for char in text)
 
-    ``style="underscore"`` gives ``<schema>__<table>`` instead, for MongoDB-compatible servers
-    that refuse dots in collection names (the nx-27017 stand-in); see CDC_MONGO_COMPAT.
+
+def _dotted_part(text: str, *, schema: bool) -> str:
+    """One side of a dotted name: ``%``, ``.``, ``$`` and NUL as ``%XX``; a reserved schema name
+    gets its first letter escaped too (``system`` -> ``%73ystem``)."""
+    encoded = _percent(text, _DOTTED_ESCAPED)
+    if schema and text in _RESERVED_SCHEMAS:
+        encoded = f"%{ord(text[0]):02X}" + encoded[1:]
+    return encoded
+
+
+def _underscore_part(text: str) -> str:
+    """One side of an underscore name, for the nx-27017 stand-in: its names hold only
+    ``[A-Za-z0-9_]``, may not start with a digit, and ignore letter case (SQLite tables).
+
+    A name that starts with a lower-case letter and holds only lower-case letters, digits and
+    single inner underscores stays as it is. Any other gets ``_x`` and then its characters,
+    lower-case letters and digits as they are and every other UTF-8 byte as ``_`` + two hex
+    digits (``c--d`` -> ``_xc_2d_2dd``, ``Orders`` -> ``_x_4frders``). So a name is all lower
+    case (two tables differing only in case get two names), an encoded side never contains
+    ``__`` nor ends with ``_``, and the first ``__`` of a name is always the separator.
     """
-    return f"{schema}__{table}" if style == "underscore" else f"{schema}.{table}"
+    if _PLAIN_PART.fullmatch(text):
+        return text
+    body = "".join(
+        char if char in _LITERAL else "".join(f"_{byte:02x}" for byte in char.encode())
+        for char in text
+    )
+    return "_x" + body
+
+
+def _fits(name: str, database: str) -> bool:
+    return len(database.encode()) + 1 + len(name.encode()) <= MAX_NAMESPACE_BYTES
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:_HASH_HEX]
+
+
+def _shortened(name: str, marker: str, digest: str, database: str) -> str:
+    """``name`` cut (on a character boundary) so that ``name + marker + digest`` fits."""
+    room = MAX_NAMESPACE_BYTES - len(database.encode()) - 1 - len(marker) - len(digest)
+    cut = name
+    while len(cut.encode()) > room:
+        cut = cut[:-1]
+    return cut + marker + digest
+
+
+def mirror_collection(schema: str, table: str, style: str = "dotted", database: str = "") -> str:
+    """The mirror collection of a table; one-to-one: no two tables ever share a collection.
+
+    ``dotted`` (CDC_MONGO_COMPAT=standard): ``<schema>.<table>``, with ``%``, ``.``, ``$`` and NUL
+    written ``%XX`` (``shop.order_lines`` stays as it is; table ``a.b`` -> ``shop.a%2Eb``), and a
+    schema named ``system`` or ``cdc_large_values`` escaped (``%73ystem.t``).
+    ``underscore`` (CDC_MONGO_COMPAT=nx-27017): ``<schema>__<table>``, each side as
+    ``_underscore_part`` writes it.
+    A name that would not fit MongoDB's 255-byte namespace (with ``database``) is cut and given
+    a hash of the table's name after a marker that no other name contains: ``%h`` (dotted) or a
+    leading ``__h`` (underscore). ``cdc_collections`` records every name given; nothing parses
+    one back.
+    """
+    if style == "underscore":
+        name = f"{_underscore_part(schema)}__{_underscore_part(table)}"
+        if _fits(name, database):
+            return name
+        prefix = f"__h{_digest(schema, table)}_"
+        return prefix + _shortened(name, "", "", database + prefix)
+    name = f"{_dotted_part(schema, schema=True)}.{_dotted_part(table, schema=False)}"
+    if _fits(name, database):
+        return name
+    return _shortened(name, "%h", _digest(schema, table), database)
+
+
+def rebuild_collection(mirror: str, style: str = "dotted") -> str:
+    """The temporary collection a mirror is rebuilt in before it is renamed over the mirror.
+
+    Named from a hash of the mirror's name after a marker no mirror name contains, so it is
+    short and never another table's mirror: ``cdc_rebuild.%r<hash>`` or ``__r<hash>``.
+    """
+    digest = _digest(mirror)
+    return f"__r{digest}" if style == "underscore" else f"cdc_rebuild.%r{digest}"
+
+
+def is_rebuild_collection(name: str) -> bool:
+    return name.startswith(("__r", "cdc_rebuild.%r"))
 
 
 def mirror_field(column: str) -> str:
-    """The field name of a source column in a mirror document, never clashing with ``_id``/``_cdc``.
+    """The field name of a source column in a mirror document (and in a composite ``_id``).
 
-    A column named ``_id`` or ``_cdc``, or any name starting with ``_src``, gets the prefix
-    ``_src``: ``_id`` -> ``_src_id``, ``_srcx`` -> ``_src_srcx``. The mapping is one-to-one.
+    A column that MongoDB cannot hold as a field (starting with ``$``, containing ``.`` or NUL)
+    or that would clash with ``_id``, ``_cdc`` or this escape (starting with ``_src``) is stored
+    as ``_src`` + the column with ``%``, ``.``, ``$`` and NUL written ``%XX``: ``_id`` ->
+    ``_src_id``, ``$price`` -> ``_src%24price``, ``a.b`` -> ``_srca%2Eb``. Every other column
+    keeps its name. One-to-one, and ``column_of_field`` reverses it.
     """
-    if column in RESERVED_FIELDS or column.startswith(COLUMN_PREFIX):
-        return COLUMN_PREFIX + column
+    if (
+        column in RESERVED_FIELDS
+        or column.startswith(COLUMN_PREFIX)
+        or column.startswith("$")
+        or "." in column
+        or "\x00" in column
+    ):
+        return COLUMN_PREFIX + _percent(column, _FIELD_ESCAPED)
     return column
 
 
+def column_of_field(field_name: str) -> str:
+    """The source column a mirror field stands for (the inverse of ``mirror_field``)."""
+    if not field_name.startswith(COLUMN_PREFIX):
+        return field_name
+    return urllib.parse.unquote(field_name[len(COLUMN_PREFIX) :])
+
+
+def field_escapes(columns: Iterable[str]) -> dict[str, str]:
+    """The columns stored under another field name, ``{column: field}``: what
+    ``cdc_collections`` and ``cdc_schema_versions`` record."""
+    return {column: mirror_field(column) for column in columns if mirror_field(column) != column}
+
+
+def catalog_document(
+    collection: str, source: str, schema: str, table: str, style: str, columns: Iterable[str]
+) -> dict[str, Any]:
+    """The ``cdc_collections`` entry of a mirror: which table it holds, the field escapes."""
+    return {
+        "_id": collection,
+        "source": source,
+        "schema": schema,
+        "table": table,
+        "style": style,
+        "field_escapes": field_escapes(columns),
+    }
+
+
 def mirror_id(key: Mapping[str, Any]) -> Any:
-    """``_id`` of a mirror document: the bare value of a one-column key, else the key document."""
+    """``_id`` of a mirror document: the bare value of a one-column key, else the key document
+    (its fields named as ``mirror_field`` names them, so ``id_filter`` can address each)."""
     if len(key) == 1:
         return next(iter(key.values()))
-    return dict(key)
+    return {mirror_field(name): value for name, value in key.items()}
 
 
 def id_filter(identity: Any) -> dict[str, Any]:
@@ -176,18 +307,3 @@ def change_document(
         "committed_at": row["committed_at"],
         "batch": batch,
     }
-
-
-def table_of_collection(name: str, mirror_style: str) -> tuple[str, str] | None:
-    """``(schema, table)`` a mirror collection name stands for, or None if it is no mirror name."""
-    if name in PIPELINE_COLLECTIONS or name.startswith("system.") or name.endswith(REBUILD_SUFFIX):
-        return None
-    schema, found, table = name.partition("__" if mirror_style == "underscore" else ".")
-    if not (found and schema and table):
-        return None
-    return schema, table
-
-
-def rebuild_collection(mirror: str) -> str:
-    """The temporary collection a mirror is rebuilt in before it is renamed over the mirror."""
-    return mirror + REBUILD_SUFFIX

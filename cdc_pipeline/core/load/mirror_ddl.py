@@ -6,7 +6,7 @@ key rebuilds the mirror from the source table (the binlog carries no row events 
 such a statement rewrites).
 
 Invariants: every effect is replay-safe: a rename whose old name is gone already happened; a
-rebuild is written to ``<mirror>__cdc_rebuild`` and renamed over the mirror, so readers never
+rebuild is written to a temporary collection and renamed over the mirror, so readers never
 see a half-built mirror on a real MongoDB; a mirror that cannot be rebuilt (no source
 connection, table gone) is marked stale in ``cdc_mirror_status``, never silently left wrong.
 """
@@ -46,6 +46,7 @@ class MirrorWriter(Protocol):
     database: Database[Any]
     rebaseline: Rebaseline | None
     native_rename: bool
+    mirror_style: str
 
     def retry(self, action: Callable[[], T]) -> T: ...
 
@@ -54,6 +55,12 @@ class MirrorWriter(Protocol):
     def mirror(self, schema: str, table: str) -> str: ...
 
     def stored(self, value: Any) -> Any: ...
+
+    def register(self, source: str, schema: str, table: str, columns: Iterable[str]) -> str: ...
+
+    def unregister(self, name: str) -> None: ...
+
+    def moved(self, old: str, schema: str, table: str) -> None: ...
 
 
 def superseded_rebuilds(
@@ -131,9 +138,11 @@ def apply_ddl(
         for schema, table in statement.targets:
             name = sink.mirror(schema, table)
             sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
+            sink.unregister(name)
     elif statement.kind == "rename_table":
         for old, new in statement.renames:
             rename_collection(sink, sink.mirror(*old), sink.mirror(*new))
+            sink.moved(sink.mirror(*old), *new)
     if statement.kind in ("truncate", "drop_table", "replace_table", "rename_table"):
         done.append(f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}")
     if statement.rebuilds and row["gtid"] in superseded:
@@ -142,7 +151,8 @@ def apply_ddl(
     elif statement.rebuilds:
         meta = mirror_meta(row["gtid"], batch, None, row["committed_at"], rebuilt_after_ddl=True)
         done.extend(
-            rebuild_mirror(sink, schema, table, meta) for schema, table in statement.rebuilds
+            rebuild_mirror(sink, schema, table, meta, row["source"])
+            for schema, table in statement.rebuilds
         )
     return done
 
@@ -187,18 +197,20 @@ def _copy_collection(sink: MirrorWriter, old: str, new: str) -> None:
     database.drop_collection(old)
 
 
-def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, Any]) -> str:
+def rebuild_mirror(
+    sink: MirrorWriter, schema: str, table: str, meta: dict[str, Any], source: str = ""
+) -> str:
     """Replace a mirror with the source table's current rows (after a column change).
 
-    Builds ``<mirror>__cdc_rebuild`` then renames it over the mirror. Returns what was done,
-    for the run's report.
+    Builds ``documents.rebuild_collection`` then renames it over the mirror, recorded in
+    ``cdc_collections`` first. Returns what was done, for the run's report.
     """
     database = sink.database
     name = sink.mirror(schema, table)
     if sink.rebaseline is None:
         _mark_stale(sink, name, meta, "no source connection to re-read the table")
         return f"{name} marked stale (no source connection)"
-    temporary = rebuild_collection(name)
+    temporary = rebuild_collection(name, sink.mirror_style)
     for attempt in range(1, REBUILD_READS + 1):
         rows = sink.rebaseline(schema, table)
         if rows is None:
@@ -206,7 +218,7 @@ def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, 
             return f"{name} marked stale (table gone from the source)"
         sink.retry(lambda: database.drop_collection(temporary))
         try:
-            count = _fill(sink, temporary, rows, meta)
+            count, columns = _fill(sink, temporary, rows, meta)
             break
         except SourceTableChangedError:
             # A later DDL landed mid-read; it is in the WAL after this one and rebuilds again,
@@ -214,6 +226,7 @@ def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, 
             if attempt == REBUILD_READS:
                 raise
     if count:
+        sink.register(source, schema, table, columns)
         rename_collection(sink, temporary, name)
     else:
         sink.retry(lambda: database.drop_collection(name))
@@ -223,11 +236,15 @@ def rebuild_mirror(sink: MirrorWriter, schema: str, table: str, meta: dict[str, 
 
 def _fill(
     sink: MirrorWriter, temporary: str, rows: Iterable[tuple[Any, dict[str, Any]]], meta: Any
-) -> int:
-    """Write the rows read into the rebuild's temporary collection; returns how many."""
+) -> tuple[int, list[str]]:
+    """Write the rows read into the rebuild's temporary collection; returns how many, and
+    the columns of the table read."""
     count = 0
+    columns: list[str] = []
     batch: list[Any] = []
     for identity, values in rows:
+        if not count:
+            columns = list(values)
         batch.append(upsert_by_id(sink.stored(mirror_document(identity, values, meta))))
         count += 1
         if len(batch) >= BULK_CHUNK:
@@ -235,7 +252,7 @@ def _fill(
             batch = []
     if batch:
         sink.bulk(temporary, batch)
-    return count
+    return count, columns
 
 
 def _mark_stale(sink: MirrorWriter, name: str, meta: dict[str, Any], reason: str) -> None:

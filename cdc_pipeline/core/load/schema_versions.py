@@ -1,5 +1,5 @@
 """``cdc_schema_versions``: one document per table schema version, with its difference from the
-previous version.
+previous version and the columns stored under escaped field names (``documents.mirror_field``).
 
 Invariant: ``register_schema_versions`` only inserts (``$setOnInsert``): a version's first
 record wins, so re-running a load never rewrites history.
@@ -13,7 +13,7 @@ from typing import Any
 from pymongo import UpdateOne
 from pymongo.database import Database
 
-from cdc_pipeline.core.load.documents import SCHEMA_VERSIONS
+from cdc_pipeline.core.load.documents import SCHEMA_VERSIONS, field_escapes
 from cdc_pipeline.core.schema import TableSchema, schema_diff
 from cdc_pipeline.core.wal.segment import Manifest
 
@@ -49,6 +49,7 @@ def register_schema_versions(
                     {"name": column.name, "type": column.describe()} for column in current.columns
                 ],
                 "primary_key": list(current.primary_key),
+                "field_escapes": field_escapes(column.name for column in current.columns),
                 "schema": data,
                 "first_gtid": first_gtids.get((table, version)),
                 "first_sequence": manifest.sequence,

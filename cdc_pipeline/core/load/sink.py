@@ -28,13 +28,15 @@ from pymongo import DeleteOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from cdc_pipeline.core.errors import SinkWriteError
+from cdc_pipeline.core.errors import SinkWriteError, TableNameCollisionError
 from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.load.documents import (
+    CATALOG,
     CHECKPOINTS,
     MIRROR_STATUS,
     ROW_CHANGES,
     Checkpoint,
+    catalog_document,
     change_document,
     id_filter,
     key_text,
@@ -119,6 +121,9 @@ class MongoSink:
         self.decimals_as_strings = decimals_as_strings
         self.native_rename = native_rename
         self._writes: WritePipeline | None = None
+        self._names: dict[tuple[str, str], str] = {}
+        self._registered: dict[str, str] = {}
+        self._versions_seen: dict[tuple[str, str, Any], str] = {}
 
     def decode(self, text: str | None) -> dict[str, Any] | None:
         """A WAL document (row image or key) as this server stores it: ``decode_document``,
@@ -132,7 +137,52 @@ class MongoSink:
         return _decimals_to_strings(value) if self.decimals_as_strings else value
 
     def mirror(self, schema: str, table: str) -> str:
-        return mirror_collection(schema, table, self.mirror_style)
+        """The mirror collection of a table (``documents.mirror_collection``)."""
+        name = self._names.get((schema, table))
+        if name is None:
+            name = mirror_collection(schema, table, self.mirror_style, self.database.name)
+            self._names[(schema, table)] = name
+        return name
+
+    # -- cdc_collections -------------------------------------------------------------------
+    def register(self, source: str, schema: str, table: str, columns: Iterable[str]) -> str:
+        """Record in ``cdc_collections`` which table the mirror holds and its field escapes,
+        before anything is written to it; returns the mirror's name.
+
+        Written once per name and escapes in this sink's life. A name already recorded for
+        another table stops the load (``TableNameCollisionError``): two tables never share a
+        collection, even on a hash collision of shortened names.
+        """
+        name = self.mirror(schema, table)
+        document = catalog_document(name, source, schema, table, self.mirror_style, columns)
+        marker = key_text(document)
+        if self._registered.get(name) == marker:
+            return name
+        catalog = self.database[CATALOG]
+        existing = self.retry(lambda: catalog.find_one({"_id": name}))
+        if existing and (existing.get("schema"), existing.get("table")) != (schema, table):
+            raise TableNameCollisionError(
+                f"tables {existing.get('schema')}.{existing.get('table')} and {schema}.{table}"
+                f" both map to the collection {name!r}: the load stops rather than mix their"
+                " rows; report this (docs/naming.md) and exclude one of the tables."
+            )
+        self.retry(lambda: catalog.replace_one({"_id": name}, document, upsert=True))
+        self._registered[name] = marker
+        return name
+
+    def unregister(self, name: str) -> None:
+        """Forget a dropped mirror in ``cdc_collections``."""
+        self._registered.pop(name, None)
+        self.retry(lambda: self.database[CATALOG].delete_one({"_id": name}))
+
+    def moved(self, old: str, schema: str, table: str) -> None:
+        """A mirror renamed to the one of ``schema.table``: its entry follows it."""
+        catalog = self.database[CATALOG]
+        entry = self.retry(lambda: catalog.find_one({"_id": old}))
+        if entry is not None:
+            columns = [*entry.get("field_escapes", {})]
+            self.register(entry.get("source", ""), schema, table, columns)
+        self.unregister(old)
 
     def retry(self, action: Callable[[], T]) -> T:
         return call_with_retries(action, self.retry_policy)
@@ -248,9 +298,17 @@ class MongoSink:
         report = ApplyReport(batch)
         info = manifest.snapshot or {}
         table_name = str(info.get("table", ""))
-        schema, _, table = table_name.partition(".")
-        collection = self.mirror(schema, table)
+        schema, table = _snapshot_table(info)
         keyed = bool(info.get("keyed"))
+        declared: dict[str, Any] = next(
+            iter(manifest.schema_versions.get(table_name, {}).values()), {}
+        )
+        columns = [str(column["name"]) for column in declared.get("columns", ())]
+        collection = (
+            self.register(manifest.source, schema, table, columns)
+            if keyed
+            else self.mirror(schema, table)
+        )
         if keyed and info.get("table_start"):
             status = {
                 "_id": collection,
@@ -265,9 +323,6 @@ class MongoSink:
                 )
             )
             self.retry(lambda: self.database[collection].delete_many({}))
-        declared: dict[str, Any] = next(
-            iter(manifest.schema_versions.get(table_name, {}).values()), {}
-        )
         key_columns = tuple(declared.get("primary_key") or ())
         changes: list[ReplaceOne[Any]] = []
         phase = _Phase()
@@ -313,7 +368,7 @@ class MongoSink:
         key_columns: tuple[str, ...],
         batch: str,
     ) -> None:
-        collection = self.mirror(row["schema"], row["table"])
+        collection = self._registered_mirror(row, after or before or {})
         meta = mirror_meta(row["gtid"], batch, row["schema_version"], row["committed_at"])
         old_key = {name: before[name] for name in key_columns} if before else None
         if after is None:
@@ -324,6 +379,15 @@ class MongoSink:
             phase.set(collection, mirror_id(old_key), None)  # a key update moves it
         identity = mirror_id(new_key)
         phase.set(collection, identity, mirror_document(identity, after, meta))
+
+    def _registered_mirror(self, row: Mapping[str, Any], image: Mapping[str, Any]) -> str:
+        """The row's mirror, registered once per table and schema version."""
+        seen = (row["schema"], row["table"], row["schema_version"])
+        name = self._versions_seen.get(seen)
+        if name is None:
+            name = self.register(row["source"], row["schema"], row["table"], image)
+            self._versions_seen[seen] = name
+        return name
 
     def _flush_changes(self, changes: list[ReplaceOne[Any]], report: ApplyReport) -> None:
         if not changes:
@@ -357,6 +421,15 @@ class MongoSink:
                 " segment stays in the WAL: fix the collection (validation rules, indexes) and"
                 " re-run the load."
             ) from None
+
+
+def _snapshot_table(info: Mapping[str, Any]) -> tuple[str, str]:
+    """``(schema, table)`` of a snapshot segment: its own fields, or (segments written before
+    they existed) the joined name split at its first dot."""
+    if "schema_name" in info and "table_name" in info:
+        return str(info["schema_name"]), str(info["table_name"])
+    schema, _, table = str(info.get("table", "")).partition(".")
+    return schema, table
 
 
 def _primary_keys(manifest: Manifest) -> dict[tuple[str, str], tuple[str, ...]]:

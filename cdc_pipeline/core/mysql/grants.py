@@ -15,7 +15,7 @@ import pymysql
 
 from cdc_pipeline.core.errors import SourceSettingError
 from cdc_pipeline.core.mysql.source import connect, query_one
-from cdc_pipeline.core.settings import SourceUrl
+from cdc_pipeline.core.settings import SourceUrl, split_table_pattern
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ def _like(pattern: str, name: str) -> bool:
 
 def select_covers(pattern: str, grants: Sequence[Grant]) -> bool:
     """Whether schema- or table-level SELECT grants cover the include pattern ``schema.table``."""
-    schema_pattern, _, table_pattern = pattern.partition(".")
+    schema_pattern, table_pattern = split_table_pattern(pattern)
     for grant in grants:
         if grant.schema is None or not grant.privileges & {"SELECT", "ALL"}:
             continue
@@ -165,7 +165,7 @@ def require_select(url: SourceUrl, include_tables: Sequence[str]) -> None:
     would look like a stray). A schema name that does not exist still answers "denied" first."""
     with connect(url) as connection:
         for pattern in include_tables:
-            schema, _, table = pattern.partition(".")
+            schema, table = split_table_pattern(pattern)
             if has_wildcard(schema):
                 continue
             probe = "cdc_pipeline_select_probe" if has_wildcard(table) else table

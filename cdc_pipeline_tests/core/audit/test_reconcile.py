@@ -18,7 +18,6 @@ from cdc_pipeline.core.audit.reconcile.compare import (
 from cdc_pipeline.core.audit.reconcile.report import ReconcileReport, StrayMirror, TableResult
 from cdc_pipeline.core.audit.reconcile.touched import SegmentSpan, ddl_touches, touched_by
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.load.documents import table_of_collection
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import SourceTable
 
@@ -205,14 +204,6 @@ def test_ddl_targets_include_both_names_of_a_rename_and_whole_schemas_otherwise(
         {"old_shop", "db"},
     )
     assert ddl_touches("CREATE INDEX i ON t (x)", "shop")[2] == {"shop"}
-
-
-def test_mirror_collection_names_map_back_to_tables() -> None:
-    assert table_of_collection("shop.orders", "dotted") == ("shop", "orders")
-    assert table_of_collection("shop__orders", "underscore") == ("shop", "orders")
-    assert table_of_collection("shop__orders__cdc_rebuild", "underscore") is None
-    for name in ("row_changes", "cdc_checkpoints", "cdc_mirror_status", "system.views", "x"):
-        assert table_of_collection(name, "dotted") is None
 
 
 # --- the report --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
 from cdc_pipeline.core.mysql.grants import PRIVILEGE_ERRORS
 from cdc_pipeline.core.mysql.source import query_one
 from cdc_pipeline.core.mysql.source_rows import row_documents
-from cdc_pipeline.core.settings import SourceUrl
+from cdc_pipeline.core.settings import SourceUrl, table_label
 from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.staging import (
     WalPaths,
@@ -178,7 +178,7 @@ class ReconcileRun:
         return ""
 
     def compare_table(self, table: SourceTable) -> Outcome:
-        name = f"{table.schema}.{table.table}"
+        name = table_label(table.schema, table.table)
         collection = self.sink.mirror(table.schema, table.table)
         with self.locked() as position:
             if position is None:
@@ -244,7 +244,7 @@ class ReconcileRun:
             except ValueConversionError as error:
                 column = str(error).split(":")[0] if str(error).startswith("column ") else ""
                 return TableResult(
-                    name=f"{table.schema}.{table.table}",
+                    name=table_label(table.schema, table.table),
                     state="skipped",
                     reason=f"{column or 'a column'} cannot be read exactly"
                     " (a type or value outside the CONTRACT's type mapping)",

@@ -67,7 +67,7 @@ from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect, detect_flavor
-from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.settings import MongoSettings, SourceUrl, table_label
 from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.staging import WalPaths
 
@@ -127,9 +127,9 @@ def reconcile(
         for schema, name in list_tables(connection, patterns):
             table = describe_table(connection, schema, name)
             if table.primary_key:
-                items[f"{schema}.{name}"] = table
+                items[table_label(schema, name)] = table
             else:
-                report.unmirrored.append(f"{schema}.{name}")
+                report.unmirrored.append(table_label(schema, name))
         if wal_end(paths) is None:
             for name in items:
                 report.add_table(TableResult(name=name, state="skipped", reason=NOTHING_CAPTURED))

@@ -1,0 +1,162 @@
+"""Real-world identifiers end in exact mirrors, on real MariaDB and MySQL 9.7 and the session's
+MongoDB: dashes, dots, ``$``, ``#``, ``--``, ``/*``, ``|``, ``@``, spaces, non-ASCII, 64-character
+schema and table names, reserved words, names differing only in case, names that two older naming
+rules gave one collection (``a__b``.``c`` / ``a``.``b__c``, ``a.b``.``c`` / ``a``.``b.c``), and
+columns named ``$price``, ``a.b`` (also in a composite key), ``_id``, ``_cdc``, ``_src``.
+
+Before issue 19 this corpus failed in three ways (each load exiting 0 or stopping for good):
+collection names the server refuses, two tables sharing one mirror, and an update or delete of
+a composite key with a dotted column matching nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from cdc_pipeline.core.audit.reconcile.run import reconcile
+from cdc_pipeline.core.load.documents import CATALOG
+from cdc_pipeline.core.load.loader import load_pending
+from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.staging import WalPaths
+from cdc_pipeline_tests.conftest import MongoTarget
+from cdc_pipeline_tests.integration.test_load import capture_all
+from cdc_pipeline_tests.pipeline_checks import mirror_differences
+from devtools.local_servers import SourceServer
+
+pytestmark = pytest.mark.integration
+
+TABLES = [
+    "c--d",
+    "a#old",
+    "a/*b",
+    "c*/",
+    "price$",
+    "x|y",
+    "x@y",
+    "with space",
+    "Ünïcödé",
+    "日本",
+    "select",
+    "order",
+    "Orders",
+    "orders",
+    "b__c",
+    "b.c",
+    "t" * 64,
+    "`tick`",
+]
+KEYED_COLUMNS = "`$price` INT, `x.y` VARCHAR(8), `_id` INT, `_cdc` INT, `_src` INT, `é` CHAR(2)"
+
+
+def q(name: str) -> str:
+    """A MySQL identifier, quoted."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def schemas_of(db: str) -> list[str]:
+    """The test's schemas: its own, the two that collided with a table of it under the older
+    rules, and one of 64 characters with a dollar and a space."""
+    return [db, f"{db}__b", f"{db}.b", (f"{db}$ s" + "s" * 64)[:64]]
+
+
+def workload(server: SourceServer, db: str) -> None:
+    """Rows in every table, then updates, deletes, key moves and DDL on the special names."""
+    statements: list[str] = []
+    for schema in schemas_of(db)[1:]:
+        for table in ("c", "t" * 64):
+            name = f"{q(schema)}.{q(table)}"
+            statements += [
+                f"INSERT INTO {name} VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+                f"UPDATE {name} SET v = 'changed' WHERE id = 2",
+                f"DELETE FROM {name} WHERE id = 3",
+            ]
+    for table in TABLES:
+        name = f"{q(db)}.{q(table)}"
+        statements += [
+            f"INSERT INTO {name} (id, v) VALUES (1, 'one'), (2, 'two'), (3, 'three')",
+            f"UPDATE {name} SET v = 'changed', `$price` = 5, `x.y` = 'a.b' WHERE id = 2",
+            f"UPDATE {name} SET id = 30 WHERE id = 3",  # the key moves
+            f"DELETE FROM {name} WHERE id = 1",
+        ]
+    composite = f"{q(db)}.composite"
+    statements += [
+        f"INSERT INTO {composite} VALUES (1, 'x', 10, 1), (2, 'y', 20, 2), (3, 'z', 30, 3)",
+        f"UPDATE {composite} SET `$v` = 99 WHERE `a.b` = 2",
+        f"UPDATE {composite} SET k = 'moved' WHERE `a.b` = 3",
+        f"DELETE FROM {composite} WHERE `a.b` = 1",
+        f"RENAME TABLE {q(db)}.{q('x|y')} TO {q(db)}.{q('x|z')}",
+        f"TRUNCATE TABLE {q(db)}.{q('a/*b')}",
+        f"DROP TABLE {q(db)}.{q('c*/')}",
+        f"ALTER TABLE {q(db)}.{q('price$')} ADD COLUMN `$new` INT DEFAULT 7",
+        f"INSERT INTO {q(db)}.{q('price$')} (id, v) VALUES (40, 'after')",
+    ]
+    server.execute(*statements)
+
+
+def test_real_world_identifiers_end_in_exact_mirrors(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+    tmp_path: Path,
+) -> None:
+    db = source_schema
+    schemas = schemas_of(db)
+    patterns = tuple(f"{q(schema)}.*" for schema in schemas)
+    settings = replace(capture_settings, include_tables=patterns)
+    create = [f"CREATE DATABASE {q(schema)}" for schema in schemas[1:]]
+    for schema in schemas[1:]:
+        for table in ("c", "t" * 64):
+            create.append(f"CREATE TABLE {q(schema)}.{q(table)} (id INT PRIMARY KEY, v TEXT)")
+    for table in TABLES:
+        create.append(
+            f"CREATE TABLE {q(db)}.{q(table)} (id INT PRIMARY KEY, v TEXT, {KEYED_COLUMNS})"
+        )
+    create.append(
+        f"CREATE TABLE {q(db)}.composite (`a.b` INT, k VARCHAR(8), `$v` INT, `_id` INT,"
+        " PRIMARY KEY (`a.b`, k))"
+    )
+    source_server.execute(*create)
+    try:
+        capture_all(settings)
+        workload(source_server, db)
+        capture_all(settings)
+        url = SourceUrl.parse(source_server.url)
+        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+            load_pending(WalPaths(settings.staging_dir, "default"), sink)
+            for schema in schemas:
+                assert mirror_differences(source_server, schema, sink) == [], schema
+            names = {sink.mirror(db, table) for table in TABLES}
+            assert len(names) == len(TABLES)  # no two tables share a mirror
+            catalog = client[mongo_db_name][CATALOG]
+            entry = catalog.find_one({"_id": sink.mirror(db, "x|z")})
+            assert entry is not None and (entry["schema"], entry["table"]) == (db, "x|z")
+            assert entry["field_escapes"]["$price"] == "_src%24price"
+            assert catalog.find_one({"_id": sink.mirror(db, "x|y")}) is None
+            assert catalog.find_one({"_id": sink.mirror(db, "c*/")}) is None
+            assert client[mongo_db_name][sink.mirror(db, "price$")].count_documents({}) == 3
+            composite = client[mongo_db_name][sink.mirror(db, "composite")]
+            assert sorted(d["k"] for d in composite.find()) == ["moved", "y"]
+        mongo = MongoSettings.from_env(
+            {
+                "CDC_MONGO_URI": mongo_target.uri,
+                "CDC_MONGO_DB": mongo_db_name,
+                "CDC_MONGO_COMPAT": mongo_target.compat,
+            }
+        )
+        report = reconcile(
+            WalPaths(settings.staging_dir, "default"), url, mongo, patterns, wait_seconds=20
+        )
+        assert report.passed and report.complete, report.lines()
+        assert report.strays == []
+        assert len(report.tables) == len(TABLES) - 1 + 1 + 2 * 3, " ".join(
+            r.name for r in report.tables
+        )
+    finally:
+        source_server.execute(*(f"DROP DATABASE IF EXISTS {q(s)}" for s in schemas[1:]))
