@@ -28,6 +28,7 @@ from cdc_pipeline.core.settings import (
     source_name_from_env,
     source_url_if_set,
     staging_dir_from_env,
+    table_scope_from_env,
 )
 from cdc_pipeline.core.wal.staging import WalPaths, check_staging_folder
 
@@ -128,6 +129,7 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.load.loader import run_load
+    from cdc_pipeline.core.wal.identity import check_load_identity
 
     if not args.pending:
         raise ConfigError(
@@ -138,6 +140,7 @@ def _load(args: argparse.Namespace) -> int:
     mongo = MongoSettings.from_env()
     paths = _wal_paths()
     check_staging_folder(paths, create=False, write=True)
+    check_load_identity(paths, mongo, table_scope_from_env())
     result = run_load(paths, mongo, source_url=source_url)
     _print(args, result.to_dict(), result.summary())
     return 0
@@ -150,7 +153,7 @@ def _status(args: argparse.Namespace) -> int:
     mongo = mongo_settings_if_set()
     paths = _wal_paths()
     check_staging_folder(paths, create=False, write=False)
-    status = read_status(paths, source_url, mongo)
+    status = read_status(paths, source_url, mongo, table_scope_from_env())
     _print(args, status.to_dict(), "\n".join(status.lines()))
     if not status.problems:
         return 0

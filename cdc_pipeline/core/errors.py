@@ -92,3 +92,8 @@ class RecaptureRefusedError(CdcError):
 
 class SnapshotError(CdcError):
     """The snapshot cannot go on; what it committed stays, and running it again resumes."""
+
+
+class WalIdentityError(CdcError):
+    """The staging folder was written by another server or configuration (``wal.identity``);
+    nothing in it was changed by the refusal."""

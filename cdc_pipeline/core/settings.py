@@ -143,6 +143,37 @@ def _matches(schema: str, table: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(schema, schema_side) and fnmatch.fnmatchcase(table, table_side)
 
 
+TABLE_SCOPE_VARIABLES = ("CDC_INCLUDE_TABLES",)
+"""The settings that choose the captured tables; a staging folder records them, and a capture
+with other values is refused (``wal.identity``). A variable added here is read as unset (its
+default) from folders recorded before it existed."""
+
+
+def table_patterns_from_env(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    """The comma-separated ``schema.table`` patterns of ``variable`` (empty when unset)."""
+    patterns = tuple(p.strip() for p in env.get(variable, "").split(",") if p.strip())
+    for pattern in patterns:
+        try:
+            split_table_pattern(pattern)
+        except ValueError:
+            raise ConfigError(
+                f"{variable} entry '{pattern}' needs the form schema.table"
+                " (wildcards allowed, e.g. shop.*; a name holding a dot in backquotes)."
+            ) from None
+    return patterns
+
+
+def table_scope_from_env(environ: Mapping[str, str] | None = None) -> dict[str, tuple[str, ...]]:
+    """The ``TABLE_SCOPE_VARIABLES`` that are set (non-empty) in the environment, parsed: for a
+    command that does not capture (``load --pending``) and checks only what it is told."""
+    env = _environ(environ)
+    return {
+        variable: table_patterns_from_env(env, variable)
+        for variable in TABLE_SCOPE_VARIABLES
+        if env.get(variable, "").strip()
+    }
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     """Everything the capture side needs. Bounds keep one tick well inside a sensor's timeout."""
@@ -161,6 +192,12 @@ class CaptureSettings:
     def includes(self, schema: str, table: str) -> bool:
         return table_included(schema, table, self.include_tables)
 
+    @property
+    def table_scope(self) -> dict[str, tuple[str, ...]]:
+        """The settings that decide which rows reach the WAL, by variable name (every one of
+        ``TABLE_SCOPE_VARIABLES``): what the staging folder records (``wal.identity``)."""
+        return {"CDC_INCLUDE_TABLES": self.include_tables}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
         env = _environ(environ)
@@ -170,23 +207,12 @@ class CaptureSettings:
                 "CDC_MYSQL_URL is not set; export it as mysql://user:password@host:port."
             )
         source_name = source_name_from_env(env)
-        patterns = tuple(
-            p.strip() for p in env.get("CDC_INCLUDE_TABLES", "").split(",") if p.strip()
-        )
-        for pattern in patterns:
-            try:
-                split_table_pattern(pattern)
-            except ValueError:
-                raise ConfigError(
-                    f"CDC_INCLUDE_TABLES entry '{pattern}' needs the form schema.table"
-                    " (wildcards allowed, e.g. shop.*; a name holding a dot in backquotes)."
-                ) from None
         return cls(
             source_url=SourceUrl.parse(url),
             staging_dir=staging_dir_from_env(env),
             source_name=source_name,
             server_id=int_from_env(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
-            include_tables=patterns,
+            include_tables=table_patterns_from_env(env, "CDC_INCLUDE_TABLES"),
             start_position=env.get("CDC_START_POSITION", "current").strip() or "current",
             max_events_per_segment=int_from_env(env, "CDC_SEGMENT_MAX_EVENTS", 50_000, low=1),
             max_seconds_per_tick=float(int_from_env(env, "CDC_TICK_MAX_SECONDS", 20, low=1)),

@@ -7,7 +7,9 @@ by the next tick. The cursor is informational only; the WAL is the truth.
 
 When capture fails (source down, binlog purged, staging disk full), the tick still registers
 and loads what the WAL already holds, logs the error, and fails when it had nothing else to do,
-so the failure shows in the UI while the backlog keeps draining.
+so the failure shows in the UI while the backlog keeps draining. The exception: a staging
+folder that another server or configuration writes (``WalIdentityError``) fails the tick at
+once, with nothing registered or launched: that WAL is not this pipeline's to load.
 
 While the MongoDB breaker is open (a load run exhausted its retries), capture goes on, new
 partitions are registered without runs, and at most one probe run per probe interval is
@@ -33,7 +35,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.errors import CaptureLockedError, CdcError
+from cdc_pipeline.core.errors import CaptureLockedError, CdcError, WalIdentityError
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.retention import retire_loaded, retired_partitions
 from cdc_pipeline.core.settings import sensor_interval_from_env
@@ -88,8 +90,11 @@ def binlog_capture_sensor(
     try:
         result = capture_once(settings)
         message = result.summary()
-        if result.error:
+        if result.error or result.notice:
             context.log.warning(message)
+    except WalIdentityError as error:
+        context.log.error(f"capture refused: {error}")
+        raise
     except CdcError as error:
         # Capture cannot go on (source down, binlog purged, disk full...): what is already in
         # the WAL still gets its partitions and runs; the tick fails unless it launched some.

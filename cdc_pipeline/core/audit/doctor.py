@@ -7,6 +7,7 @@ out); the ``check_*`` functions gather those inputs and never raise for an opera
 Invariants: no finding contains a password, a password hash or a full connection URI (servers
 are named by their redacted form; grant lines are parsed, never echoed); a check only reads,
 except ``check_staging``, which writes and removes one probe file in an existing folder.
+``check_identity`` judges the settings as a capture and a load would (``wal.identity``), read only.
 """
 
 from __future__ import annotations
@@ -28,9 +29,19 @@ from cdc_pipeline.core.audit.doctor_rules import (
     failed,
     passed,
 )
-from cdc_pipeline.core.errors import SourceUnavailableError
-from cdc_pipeline.core.mysql.source import connect, detect_flavor, query_all, query_one
+from cdc_pipeline.core.capture.identity import read_server_identity
+from cdc_pipeline.core.errors import CdcError, SourceUnavailableError
+from cdc_pipeline.core.mysql.source import (
+    SourceState,
+    connect,
+    detect_flavor,
+    query_all,
+    query_one,
+    read_state,
+)
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.identity import Observed, ServerIdentity, identity_problems
+from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.staging import WalPaths
 
 MIN_FREE_BYTES = 100_000_000
@@ -175,6 +186,43 @@ def check_staging(path: Path, must_exist: Path | None = None) -> list[Finding]:
     return [found, space]
 
 
+def check_identity(capture: CaptureSettings, mongo: MongoSettings | None) -> list[Finding]:
+    """The staging folder's record of who writes it against these settings: the source server
+    (when it answers), the table settings and the mirror style; one finding per contradiction."""
+    paths = WalPaths(capture.staging_dir, capture.source_name)
+    if not paths.identity.exists():
+        return [passed("wal_identity", "no identity recorded yet: the first capture records it")]
+    state: SourceState | None = None
+    server: ServerIdentity | None = None
+    try:
+        with connect(capture.source_url) as connection:
+            state = read_state(connection)
+            server = read_server_identity(connection, state.flavor)
+    except (CdcError, pymysql.err.MySQLError):
+        pass  # the connection finding says why; the other facts are still compared
+    try:
+        end = wal_end(paths)
+    except CdcError:
+        end = None
+    observed = Observed(
+        door="configuration",
+        server=server,
+        executed=state.executed if state is not None else None,
+        captured=end.gtid if end is not None else None,
+        tables=capture.table_scope,
+        mirror_style=mongo.mirror_name_style if mongo is not None else None,
+        mongo_compat=mongo.compat if mongo is not None else None,
+    )
+    problems = identity_problems(paths, observed)
+    if not problems:
+        return [passed("wal_identity", f"{paths.identity} matches these settings")]
+    findings = []
+    for problem in problems:
+        detail, _, fix = problem.partition("; ")
+        findings.append(failed("wal_identity", detail, fix.rstrip(".")))
+    return findings
+
+
 def run_doctor(
     capture: CaptureSettings, mongo: MongoSettings | None, mongo_problem: str | None = None
 ) -> list[Finding]:
@@ -191,4 +239,6 @@ def run_doctor(
     else:
         findings += check_mongo(mongo)
     root = WalPaths(capture.staging_dir, capture.source_name).root
-    return findings + check_staging(root, capture.staging_dir.parent)
+    return (
+        findings + check_staging(root, capture.staging_dir.parent) + check_identity(capture, mongo)
+    )

@@ -1,16 +1,21 @@
 """``cdc-pipeline status``: where the source, the WAL and MongoDB stand, and the lag between.
 
 Each part is read independently and a part that cannot be read is reported as such, so status
-works (and says what is down) during an outage of the source or the sink.
+works (and says what is down) during an outage of the source or the sink. The staging folder's
+record of who writes it (``wal.identity``) is compared, read only, with what status knows: the
+source server when it is reachable, the mirror style when MongoDB is configured, and the table
+settings it is given; a contradiction is a problem (exit 1), as capture or load would refuse.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cdc_pipeline.core.capture.identity import read_server_identity
 from cdc_pipeline.core.capture.snapshot_plan import load_plan
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.gtid import GtidSet, as_flavor
@@ -18,6 +23,13 @@ from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.sink import read_checkpoint
 from cdc_pipeline.core.mysql.source import connect, read_state
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.identity import (
+    Observed,
+    ServerIdentity,
+    WalIdentity,
+    identity_problems,
+    read_identity,
+)
 from cdc_pipeline.core.wal.ledger import applied_on_disk, wal_end
 from cdc_pipeline.core.wal.segment import read_manifest
 from cdc_pipeline.core.wal.staging import (
@@ -52,6 +64,8 @@ class Status:
     breaker: str = "closed"
     breaker_text: str = ""
     snapshot: str = ""
+    identity: str = ""
+    """Who writes this WAL, as ``identity.json`` records it (empty: nothing recorded yet)."""
     notes: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)
     """Partitions whose segments validation set aside; loading halts at the first."""
@@ -85,6 +99,7 @@ class Status:
                 ),
             ]
             + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
+            + ([f"identity    {self.identity}"] if self.identity else [])
             + (
                 [
                     f"quarantined {', '.join(self.quarantined)} (loading halts at"
@@ -122,14 +137,21 @@ def _oldest_unapplied_age(
 
 
 def read_status(
-    paths: WalPaths, source_url: SourceUrl | None, mongo: MongoSettings | None
+    paths: WalPaths,
+    source_url: SourceUrl | None,
+    mongo: MongoSettings | None,
+    tables: Mapping[str, tuple[str, ...]] | None = None,
 ) -> Status:
+    """The status of ``paths``; ``tables``: the table settings to compare with the folder's
+    record (``settings.table_scope_from_env``; None: not compared)."""
     status = Status(source=paths.source)
     source_executed: GtidSet | None = None
+    server: ServerIdentity | None = None
     if source_url is not None:
         try:
             with connect(source_url) as connection:
                 state = read_state(connection)
+                server = read_server_identity(connection, state.flavor)
             source_executed = state.executed
             status.source_gtid = str(state.executed)
             status.source_binlog = f"{state.binlog_file}:{state.binlog_pos}"
@@ -178,7 +200,36 @@ def read_status(
     status.breaker = breaker.read().state
     status.breaker_text = breaker.describe(status.pending_segments)
     _add_problems(status, paths, applied_sequence or applied_on_disk(paths), mongo)
+    observed = Observed(
+        door="configuration",
+        server=server,
+        executed=source_executed,
+        captured=end.gtid if end is not None else None,
+        tables=tables,
+        mirror_style=mongo.mirror_name_style if mongo is not None else None,
+        mongo_compat=mongo.compat if mongo is not None else None,
+    )
+    status.problems[:0] = identity_problems(paths, observed)  # first: nothing moves until fixed
+    status.identity = _identity_text(paths)
     return status
+
+
+def _identity_text(paths: WalPaths) -> str:
+    """``identity.json`` in one line ("" when there is none; its problem is reported apart)."""
+    try:
+        recorded: WalIdentity | None = read_identity(paths)
+    except CdcError:
+        return "unreadable"
+    if recorded is None:
+        return ""
+    parts = [recorded.server.describe() if recorded.server else "server not recorded yet"]
+    for variable, patterns in sorted((recorded.tables or {}).items()):
+        parts.append(f"{variable}={','.join(patterns)}" if patterns else f"{variable} unset")
+    if recorded.mirror_style:
+        parts.append(f"{recorded.mirror_style} mirror names")
+    if recorded.previous_servers:
+        parts.append(f"{len(recorded.previous_servers)} earlier server(s) before a failover")
+    return "; ".join(parts)
 
 
 def _add_problems(

@@ -21,7 +21,9 @@ Invariants:
     * a table without a primary key is written as one segment (all or nothing: it cannot be
       resumed part-way) and goes to the change log only (there is no mirror to fill);
     * memory holds one page of rows and one Parquet row group, whatever the table size;
-    * the staging lock is held throughout, so no capture tick writes between its segments.
+    * the staging lock is held throughout, so no capture tick writes between its segments;
+    * before anything is written (the plan included), the folder's record of who writes it is
+      checked as for a capture tick (``capture.identity``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 import pymysql
 
+from cdc_pipeline.core.capture.identity import check_capture_identity
 from cdc_pipeline.core.capture.snapshot_plan import (
     SnapshotPlan,
     SnapshotProgress,
@@ -77,6 +80,10 @@ def run_snapshot(
     paths = WalPaths(settings.staging_dir, settings.source_name)
     with capture_lock(paths, purpose="snapshot"):
         remove_stale_temp_files(paths)
+        with connect(settings.source_url) as connection:
+            notice = check_capture_identity(
+                settings, paths, connection, read_state(connection), "snapshot"
+            )
         plan, resumed = _plan(settings, paths, patterns)
         progress = table_progress(paths, plan)
         with connect(settings.source_url, timeout=30.0) as connection:
@@ -92,6 +99,7 @@ def run_snapshot(
                 complete=False,
                 tables=progress,
                 rows_kept_from_before=sum(table.rows_done for table in progress.values()),
+                notice=notice or "",
             )
             start = _bring_stream_to(settings, paths, point, result, clock)
             session = SnapshotSession(

@@ -186,6 +186,8 @@ class SnapshotResult:
     lost: str = ""
     seconds: float = 0.0
     tables: dict[str, TableProgress] = field(default_factory=dict)
+    notice: str = ""
+    """A change the operator should see (a failover accepted by ``capture.identity``)."""
 
     def summary(self) -> str:
         text = (
@@ -201,6 +203,8 @@ class SnapshotResult:
             text += (
                 f"; re-baselines transactions {self.recovered} (lost from the binlog: {self.lost})"
             )
+        if self.notice:
+            text += f"; NOTE: {self.notice}"
         return text + ("" if self.complete else "; NOT complete")
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +220,7 @@ class SnapshotResult:
             "stream_segments": self.stream_segments,
             "recovered": self.recovered,
             "lost": self.lost,
+            "notice": self.notice,
             "seconds": round(self.seconds, 3),
             "tables": {
                 name: {

@@ -11,7 +11,10 @@ Invariants:
     * before connecting, the start state is checked against the server: GTIDs purged from the
       binlog that we never captured stop capture with their names (``BinlogPurgedError``), and a
       start state the server never executed stops it too (``SourceHistoryError``);
-    * one capture per source at a time (``wal.capture_lock``).
+    * one capture per source at a time (``wal.capture_lock``);
+    * before anything is written, the staging folder's record of who writes it is checked
+      (``capture.identity``): another server (unless a replica holding all the WAL has) or
+      another table list is refused (``WalIdentityError``) and the WAL is left as it was.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cdc_pipeline.core.capture.identity import check_capture_identity
 from cdc_pipeline.core.capture.segment_builder import SegmentBuilder
 from cdc_pipeline.core.errors import (
     BinlogPurgedError,
@@ -80,6 +84,8 @@ class CaptureResult:
     error: str | None = None
     binlog_file: str = ""
     binlog_pos: int = 0
+    notice: str | None = None
+    """A change the operator should see though the tick succeeded (a failover accepted)."""
 
     @property
     def partition_key(self) -> str | None:
@@ -98,6 +104,8 @@ class CaptureResult:
             )
         if self.error:
             text += f"; stopped early: {self.error}"
+        if self.notice:
+            text += f"; NOTE: {self.notice}"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +122,7 @@ class CaptureResult:
             "stopped_because": self.stopped_because,
             "seconds": round(self.seconds, 3),
             "error": self.error,
+            "notice": self.notice,
         }
 
 
@@ -215,6 +224,7 @@ def capture_locked(
         read_at = datetime.now(UTC)
         state = read_state(connection)
         check_source_settings(connection, state)
+        notice = check_capture_identity(settings, paths, connection, state, "capture")
     end = wal_end(paths) or _decide_origin(settings, state, paths)
     if end.gtid.flavor != state.flavor:
         raise SourceHistoryError(
@@ -231,6 +241,7 @@ def capture_locked(
         source_gtid=str(state.executed),
         binlog_file=end.binlog_file,
         binlog_pos=end.binlog_pos,
+        notice=notice,
     )
     if end.gtid.issuperset(target):
         if stop_at is None:

@@ -9,6 +9,8 @@ Layout::
                                         .reason.json beside it (kept, never deleted)
     quarantine/recaptured-<time>/       segments set aside by 'cdc-pipeline recapture'
     origin.json                         where capture started when the WAL was empty
+    identity.json, identity.lock        who writes this WAL: the source server, the table
+                                        settings and the mirror style (``wal.identity``)
     capture.lock                        held by the one capture (or snapshot) of this source
     loader.lock                         held by the one loader of this source
     applied.json                        the last segment this host saw applied
@@ -86,6 +88,8 @@ class WalPaths:
         self.segments = self.root / "segments"
         self.quarantine = self.root / "quarantine"
         self.origin = self.root / "origin.json"
+        self.identity = self.root / "identity.json"
+        self.identity_lock_file = self.root / "identity.lock"
         self.capture_lock_file = self.root / "capture.lock"
         self.loader_lock_file = self.root / "loader.lock"
         self.applied = self.root / "applied.json"
@@ -272,6 +276,28 @@ def loader_lock(paths: WalPaths, timeout: float = 600.0) -> Iterator[None]:
                         " check for a stuck 'cdc-pipeline load' or load run."
                     ) from None
                 time.sleep(0.2)
+        yield
+
+
+@contextlib.contextmanager
+def identity_lock(paths: WalPaths, timeout: float = 30.0) -> Iterator[None]:
+    """Hold the lock of ``identity.json`` while it is read, compared and rewritten, so two
+    pipelines starting at once on one folder cannot both record themselves (an ``flock``;
+    each holder keeps it for a file read and write only)."""
+    paths.ensure()
+    with paths.identity_lock_file.open("a+") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StagingError(
+                        f"{paths.identity_lock_file} stayed locked for {timeout:.0f} s; check"
+                        " for a hung cdc-pipeline process on this staging folder."
+                    ) from None
+                time.sleep(0.05)
         yield
 
 
