@@ -74,6 +74,10 @@ class SinkWriteError(CdcError):
     """MongoDB refused a write for a reason retrying cannot fix."""
 
 
+class UnloadableRowError(SinkWriteError):
+    """MongoDB refuses a row as a data error (not a transient fault): loading halts there."""
+
+
 class TableNameCollisionError(SinkWriteError):
     """Two source tables were given one MongoDB collection name (``cdc_collections`` knows)."""
 
@@ -97,3 +101,8 @@ class SnapshotError(CdcError):
 class WalIdentityError(CdcError):
     """The staging folder was written by another server or configuration (``wal.identity``);
     nothing in it was changed by the refusal."""
+
+
+class WalServerError(WalIdentityError, SourceHistoryError):
+    """The staging folder was captured from another server, and this one does not hold all of
+    its history (not a replica to fail over to)."""

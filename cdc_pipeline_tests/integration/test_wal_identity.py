@@ -19,7 +19,7 @@ import pytest
 from cdc_pipeline.core.capture.identity import read_server_identity
 from cdc_pipeline.core.capture.snapshot import run_snapshot
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.errors import WalIdentityError
+from cdc_pipeline.core.errors import WalIdentityError, WalServerError
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.load.documents import CHECKPOINTS
 from cdc_pipeline.core.mysql.source import connect, read_state
@@ -216,13 +216,13 @@ def test_a_server_lacking_the_wals_history_is_refused_naming_both(
     old = fake_other_server(state.flavor)
     recorded_as(paths, old, capture_settings)
     before = folder_state(paths)
-    with pytest.raises(WalIdentityError) as refused:
+    with pytest.raises(WalServerError) as refused:
         capture_once(capture_settings)
     sentence = str(refused.value)
     assert old.key in sentence and f"CDC_MYSQL_URL reaches {current.describe()}" in sentence
     identity = read_identity(paths)
     assert identity is not None and identity.server == old
-    assert "lacks" in sentence and "point CDC_MYSQL_URL back" in sentence
+    assert "never executed" in sentence and "point CDC_MYSQL_URL back" in sentence
     assert folder_state(paths) == before
 
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cdc_pipeline.core.errors import WalIdentityError
+from cdc_pipeline.core.errors import WalIdentityError, WalServerError
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.settings import MongoSettings
 from cdc_pipeline.core.wal.staging import (
@@ -133,11 +133,13 @@ class Observed:
 
 @dataclass
 class Comparison:
-    """``refusals``: one sentence per recorded fact ``observed`` contradicts (empty: accepted);
-    ``failover``: the notice when a different server is accepted."""
+    """``refusals``: one sentence per recorded fact ``observed`` contradicts (empty: accepted),
+    the server's first (``server_refused``); ``failover``: the notice when a different server
+    is accepted."""
 
     refusals: list[str] = field(default_factory=list)
     failover: str | None = None
+    server_refused: bool = False
 
 
 def _patterns(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -214,9 +216,10 @@ def _compare_server(
             )
             return
         lacking = (
-            f"lacks {missing.count():,} of the WAL's transactions ({missing.describe()}), so it"
-            " is not that server or a replica carrying its history"
+            f"never executed {missing.count():,} of the WAL's transactions"
+            f" ({missing.describe()}), so it is not that server or a replica carrying its history"
         )
+    result.server_refused = True
     result.refusals.append(
         f"the WAL in {where} was captured from {kept.describe()}, but CDC_MYSQL_URL reaches"
         f" {now.describe()}, which {lacking}; point CDC_MYSQL_URL back at that server (or a"
@@ -294,7 +297,8 @@ def check_identity(paths: WalPaths, observed: Observed, facts: Collection[str]) 
         base = recorded or WalIdentity(source=paths.source)
         comparison = compare(base, observed, paths.root)
         if comparison.refusals:
-            raise WalIdentityError(comparison.refusals[0])
+            refused = WalServerError if comparison.server_refused else WalIdentityError
+            raise refused(comparison.refusals[0])
         updated = adopt(base, observed, facts, datetime.now(UTC).isoformat())
         if updated != recorded:
             write_json_atomically(paths.identity, updated.to_dict())

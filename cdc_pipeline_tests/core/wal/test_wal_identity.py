@@ -120,7 +120,8 @@ def test_a_server_missing_captured_transactions_is_refused_naming_both() -> None
     result = compare(recorded(), observed, WHERE)
     [refusal] = result.refusals
     assert result.failover is None
-    assert UUID_A in refusal and UUID_B in refusal and "lacks 3 of" in refusal
+    assert UUID_A in refusal and UUID_B in refusal and "never executed 3 of" in refusal
+    assert result.server_refused
     assert "point CDC_MYSQL_URL back" in refusal
 
 
