@@ -20,7 +20,7 @@ from cdc_pipeline.core.capture.snapshot_plan import load_plan
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.gtid import GtidSet, as_flavor
 from cdc_pipeline.core.load.breaker import breaker_of
-from cdc_pipeline.core.load.sink import read_checkpoint
+from cdc_pipeline.core.load.sink import halt_sentence, read_checkpoint, read_halt
 from cdc_pipeline.core.mysql.source import connect, read_state
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.identity import (
@@ -64,6 +64,8 @@ class Status:
     breaker: str = "closed"
     breaker_text: str = ""
     snapshot: str = ""
+    load_halt: str = ""
+    """Where loading stopped at a row MongoDB refuses (``cdc_load_halts``), as a sentence."""
     identity: str = ""
     """Who writes this WAL, as ``identity.json`` records it (empty: nothing recorded yet)."""
     notes: list[str] = field(default_factory=list)
@@ -87,6 +89,9 @@ class Status:
                 + (f" ({self.source_binlog})" if self.source_binlog else ""),
                 f"captured    {self.captured_gtid or 'nothing yet'}"
                 + (f" (last segment {self.last_segment})" if self.last_segment else ""),
+            ]
+            + ([f"written by  {self.identity}"] if self.identity else [])
+            + [
                 f"applied     {self.applied_gtid or self.sink_error or 'nothing yet'}"
                 + (f" (through {self.applied_partition})" if self.applied_partition else ""),
                 f"pending     {self.pending_segments} segments",
@@ -99,7 +104,6 @@ class Status:
                 ),
             ]
             + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
-            + ([f"identity    {self.identity}"] if self.identity else [])
             + (
                 [
                     f"quarantined {', '.join(self.quarantined)} (loading halts at"
@@ -175,6 +179,10 @@ def read_status(
                 applied_committed_at = checkpoint.last_committed_at
                 status.applied_gtid = checkpoint.gtid
                 status.applied_partition = checkpoint.last_partition
+            halt = read_halt(mongo, paths.source, deadline=5.0)
+            if halt is not None:
+                status.load_halt = halt_sentence(halt)
+                status.problems.append(status.load_halt)
         except CdcError as error:
             status.sink_error = str(error)
     origin = read_origin(paths)
