@@ -97,7 +97,7 @@ class RealPipeline(CheckedPipeline):
     ):
         self.mongo_server = NxMongoServer(new_data_dir("nx-27017"))
         self.mongo_server.start()
-        mongo = MongoTarget(uri=self.mongo_server.uri, server=self.mongo_server)
+        mongo = MongoTarget(uri=self.mongo_server.uri, kind="nx-27017", server=self.mongo_server)
         super().__init__(server, schema, mongo, f"cdc_{uuid.uuid4().hex[:8]}", tmp_path)
         # One tick per interval (not the stand-in's 0.3 s): a tick must be able to catch up.
         self.env["CDC_SEGMENT_MAX_EVENTS"] = "5000"
