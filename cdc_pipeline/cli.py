@@ -28,6 +28,7 @@ from cdc_pipeline.core.settings import (
     source_name_from_env,
     source_url_if_set,
     staging_dir_from_env,
+    table_label,
     table_scope_from_env,
 )
 from cdc_pipeline.core.wal.staging import WalPaths, check_staging_folder
@@ -129,7 +130,6 @@ def _snapshot(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.load.loader import run_load
-    from cdc_pipeline.core.wal.identity import check_load_identity
 
     if not args.pending:
         raise ConfigError(
@@ -140,8 +140,7 @@ def _load(args: argparse.Namespace) -> int:
     mongo = MongoSettings.from_env()
     paths = _wal_paths()
     check_staging_folder(paths, create=False, write=True)
-    check_load_identity(paths, mongo, table_scope_from_env())
-    result = run_load(paths, mongo, source_url=source_url)
+    result = run_load(paths, mongo, source_url=source_url, table_scope=table_scope_from_env())
     _print(args, result.to_dict(), result.summary())
     return 0
 
@@ -208,6 +207,58 @@ def _verify(args: argparse.Namespace) -> int:
     if not findings:
         return 0
     _fail(scrub_secrets("verify: " + findings))
+    return EXIT_FAILED
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.load.dead_letters import DeadLetters
+    from cdc_pipeline.core.load.sink import open_sink
+    from cdc_pipeline.core.wal.staging import loader_lock
+
+    mongo = MongoSettings.from_env()
+    paths = _wal_paths()
+
+    def shown(letter: dict[str, Any], reason: Any) -> dict[str, Any]:
+        return {
+            "table": table_label(str(letter["schema"]), str(letter["table"])),
+            "key": letter.get("key_text"),
+            "reason": reason,
+            "changes": letter.get("changes"),
+            "first_gtid": letter.get("first_gtid"),
+            "gtid": letter.get("gtid"),
+            "set_aside_at": letter.get("set_aside_at"),
+        }
+
+    if args.action == "list":
+        with open_sink(mongo) as sink:
+            letters = DeadLetters(sink.database, sink.retry, paths.source).listed()
+        rows = [shown(letter, letter.get("reason")) for letter in letters]
+        text = "\n".join(
+            f"{row['table']} {row['key']}: {row['reason']} ({row['changes']} change(s) since"
+            f" {row['first_gtid']})"
+            for row in rows
+        )
+        _print(args, {"dead_letters": rows}, text or f"no rows of {paths.source} are set aside")
+        return 0
+    # Under the loader lock: no load diverts a change of a key while it is being written.
+    with loader_lock(paths), open_sink(mongo) as sink:
+        letters = DeadLetters(sink.database, sink.retry, paths.source)
+        results = [
+            (shown(letter, reason), reason) for letter, reason in letters.retry_all(sink.database)
+        ]
+    still = [row for row, reason in results if reason is not None]
+    summary = (
+        f"{len(results) - len(still)} of {len(results)} set-aside rows written to their mirrors"
+    )
+    _print(args, {"written": len(results) - len(still), "still_refused": still}, summary)
+    if not still:
+        return 0
+    first = still[0]
+    _fail(
+        f"{len(still)} row{'s' * (len(still) > 1)} still refused (the row {first['key']} of"
+        f" {first['table']}: {first['reason']}); fix the collection and run"
+        " 'cdc-pipeline dead-letters retry' again."
+    )
     return EXIT_FAILED
 
 
@@ -287,6 +338,14 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
         ),
     ),
     (
+        "dead-letters",
+        "list the rows set aside in cdc_dead_letters (CDC_ON_UNLOADABLE=dead-letter), or retry"
+        " writing them to their mirrors once the collection is fixed; retry exits 1 while any"
+        " is still refused",
+        "rows",
+        (("action", {"choices": ("list", "retry"), "help": "list or retry"}),),
+    ),
+    (
         "verify",
         "compare every mirrored table with its source table (row count and a hash per row) at"
         " a moment the checkpoint covers; exit 1 on any difference, stale or stray mirror, or a"
@@ -329,7 +388,8 @@ def build_parser() -> _Parser:
         sub.add_argument(
             json_flag, **{**json_settings, "help": json_settings["help"].format(what=reports)}
         )
-        sub.set_defaults(handler=globals()[f"_{name}"])  # the command's handler, _<name>
+        # the command's handler: _<name>, a dash written as an underscore
+        sub.set_defaults(handler=globals()[f"_{name.replace('-', '_')}"])
         parser.commands[name] = sub
     return parser
 

@@ -26,6 +26,7 @@ from cdc_pipeline.core.load.documents import (
     mirror_field,
     mirror_id,
 )
+from cdc_pipeline.core.load.large_values import resolve_mirror_document
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source_rows import row_documents
@@ -75,6 +76,7 @@ def mirror_differences(
                 expected[_canonical(identity, exact)] = _canonical(mirrored, exact)
             actual = {}
             for document in collection.find():
+                resolve_mirror_document(database, document)  # values kept in GridFS
                 document.pop("_cdc", None)
                 actual[_canonical(document["_id"], exact)] = _canonical(document, exact)
             for key in sorted(set(expected) | set(actual)):

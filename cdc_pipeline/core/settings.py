@@ -119,11 +119,12 @@ def _pattern_side(text: str, *, schema_side: bool) -> tuple[str, str]:
 
 def table_label(schema: str, table: str) -> str:
     """A table's name for people and reports: ``schema.table``, with a side in backquotes when
-    it holds a dot, a backquote or a wildcard character, so the label names one table (and, as
-    a pattern, matches exactly it): ``shop.orders``, ```shop.eu`.orders``."""
+    it holds a dot, a backquote or a wildcard character or starts with a space, so the label
+    names one table (and, as a pattern, matches exactly it): ``shop.orders``,
+    ```shop.eu`.orders``."""
 
     def side(name: str) -> str:
-        if any(char in name for char in ".`*?["):
+        if name != name.strip() or any(char in name for char in ".`*?["):
             return "`" + name.replace("`", "``") + "`"
         return name
 
@@ -219,6 +220,9 @@ class CaptureSettings:
         )
 
 
+UNLOADABLE_POLICIES = ("halt", "dead-letter")
+
+
 @dataclass(frozen=True)
 class MongoSettings:
     """Where the sink is. ``uri`` may hold credentials: never print it (``redacted()``)."""
@@ -231,6 +235,9 @@ class MongoSettings:
     breaker opens): CDC_MONGO_RETRY_SECONDS."""
     breaker_probe_seconds: float = 60.0
     """While MongoDB is down, the least time between two probe loads: CDC_BREAKER_PROBE_SECONDS."""
+    on_unloadable: str = "halt"
+    """A row MongoDB refuses as a data error: ``halt`` loading there, or ``dead-letter`` it
+    (set it and later changes of its key aside in ``cdc_dead_letters``): CDC_ON_UNLOADABLE."""
     """``standard`` (MongoDB) or ``nx-27017`` (the test stand-in: no dots in collection names,
     no Decimal128; see ``mirror_name_style`` and ``decimals_as_strings``)."""
 
@@ -269,10 +276,17 @@ class MongoSettings:
                 f"CDC_MONGO_COMPAT must be 'standard' (MongoDB) or 'nx-27017' (the test"
                 f" stand-in), got '{compat}'."
             )
+        on_unloadable = env.get("CDC_ON_UNLOADABLE", "halt").strip() or "halt"
+        if on_unloadable not in UNLOADABLE_POLICIES:
+            raise ConfigError(
+                f"CDC_ON_UNLOADABLE must be 'halt' (stop loading at a row MongoDB refuses) or"
+                f" 'dead-letter' (set it aside and load the rest), got '{on_unloadable}'."
+            )
         return cls(
             uri=uri,
             database=env.get("CDC_MONGO_DB", "cdc").strip() or "cdc",
             compat=compat,
+            on_unloadable=on_unloadable,
             retry_seconds=float(int_from_env(env, "CDC_MONGO_RETRY_SECONDS", 30, low=1)),
             breaker_probe_seconds=float(int_from_env(env, "CDC_BREAKER_PROBE_SECONDS", 60, low=1)),
         )

@@ -16,7 +16,6 @@ from cdc_pipeline.core.errors import CdcError, CorruptSegmentError, SinkUnavaila
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.loader import SegmentLoad, run_load
 from cdc_pipeline.core.settings import SOURCE_VARIABLES, overlay, table_scope_from_env
-from cdc_pipeline.core.wal.identity import check_load_identity
 from cdc_pipeline.core.wal.ledger import pending_count
 from cdc_pipeline.core.wal.staging import WalPaths, sequence_of_partition, source_of_partition
 from cdc_pipeline.core.wal.validation import ValidatedSegment, validate_segment
@@ -207,10 +206,6 @@ def load_segment(
     # The table settings this run is given (resource field or variable), as the CLI's load.
     given = {name: getattr(source, name) for name in SOURCE_VARIABLES}
     try:
-        # This pipeline's settings against the folder's record, before anything is loaded.
-        check_load_identity(
-            paths, mongo_settings, table_scope_from_env(overlay(SOURCE_VARIABLES, given))
-        )
         result = run_load(
             paths,
             mongo_settings,
@@ -218,6 +213,8 @@ def load_segment(
             report_predecessor,
             source.capture_settings().source_url,  # to rebuild mirrors after column changes
             on_validated,
+            # This pipeline's table settings, checked against the folder's record first.
+            table_scope=table_scope_from_env(overlay(SOURCE_VARIABLES, given)),
         )
     except SinkUnavailableError as error:
         breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)

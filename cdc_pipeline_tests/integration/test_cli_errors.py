@@ -102,7 +102,16 @@ def cdc_user(server: SourceServer, grants: str) -> Iterator[tuple[str, str]]:
 
 COMMANDS = sorted(cli.build_parser().commands)
 """Every subcommand, read from the parser itself, so a new command is tested without asking."""
-REPORTING = {"doctor", "capture", "load", "status", "recapture", "verify", "snapshot"}
+REPORTING = {
+    "doctor",
+    "capture",
+    "load",
+    "status",
+    "recapture",
+    "verify",
+    "snapshot",
+    "dead-letters",
+}
 """The commands that report state and so take --json (test_cli_bad_input runs each with it)."""
 
 
@@ -340,6 +349,8 @@ def test_every_reporting_command_prints_parseable_json(
     snapshot = run_json("snapshot", env=cli_env)
     assert snapshot["complete"] and snapshot["rows_written"] == 3  # type: ignore[call-overload]
     assert snapshot["stream_segments"] == 1  # the set-aside segment, captured again first  # type: ignore[call-overload]
+    assert run_json("dead-letters", "list", env=cli_env) == {"dead_letters": []}
+    assert run_json("dead-letters", "retry", env=cli_env) == {"written": 0, "still_refused": []}
     assert RAN_WITH_JSON >= REPORTING
 
 

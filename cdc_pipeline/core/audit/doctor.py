@@ -31,6 +31,7 @@ from cdc_pipeline.core.audit.doctor_rules import (
 )
 from cdc_pipeline.core.capture.identity import read_server_identity
 from cdc_pipeline.core.errors import CdcError, SourceUnavailableError
+from cdc_pipeline.core.load.sink import halt_sentence, read_halt
 from cdc_pipeline.core.mysql.source import (
     SourceState,
     connect,
@@ -128,6 +129,18 @@ def check_mongo(settings: MongoSettings, timeout_s: float = 5) -> list[Finding]:
     finally:
         client.close()
     return [passed("mongo", f"MongoDB at {where} answers")]
+
+
+def check_load_halt(settings: MongoSettings, source: str) -> list[Finding]:
+    """Whether loading stopped at a row MongoDB refuses (``cdc_load_halts``)."""
+    try:
+        halt = read_halt(settings, source, deadline=5.0)
+    except CdcError:
+        return []  # check_mongo has said whether MongoDB answers
+    if halt is None:
+        return [passed("load", "no row is refused by MongoDB")]
+    detail, _, fix = halt_sentence(halt).partition("; ")
+    return [failed("load", detail, fix.rstrip("."))]
 
 
 def check_staging(path: Path, must_exist: Path | None = None) -> list[Finding]:
@@ -237,7 +250,10 @@ def run_doctor(
             )
         )
     else:
-        findings += check_mongo(mongo)
+        mongo_findings = check_mongo(mongo)
+        findings += mongo_findings
+        if all(finding.ok for finding in mongo_findings):
+            findings += check_load_halt(mongo, capture.source_name)
     root = WalPaths(capture.staging_dir, capture.source_name).root
     return (
         findings + check_staging(root, capture.staging_dir.parent) + check_identity(capture, mongo)

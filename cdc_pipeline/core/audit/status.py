@@ -20,7 +20,13 @@ from cdc_pipeline.core.capture.snapshot_plan import load_plan
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.gtid import GtidSet, as_flavor
 from cdc_pipeline.core.load.breaker import breaker_of
-from cdc_pipeline.core.load.sink import halt_sentence, read_checkpoint, read_halt
+from cdc_pipeline.core.load.sink import (
+    dead_letters_sentence,
+    halt_sentence,
+    read_checkpoint,
+    read_dead_letters,
+    read_halt,
+)
 from cdc_pipeline.core.mysql.source import connect, read_state
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.identity import (
@@ -64,6 +70,8 @@ class Status:
     breaker: str = "closed"
     breaker_text: str = ""
     snapshot: str = ""
+    dead_letters: int = 0
+    """Rows set aside in ``cdc_dead_letters`` (CDC_ON_UNLOADABLE=dead-letter)."""
     load_halt: str = ""
     """Where loading stopped at a row MongoDB refuses (``cdc_load_halts``), as a sentence."""
     identity: str = ""
@@ -183,6 +191,10 @@ def read_status(
             if halt is not None:
                 status.load_halt = halt_sentence(halt)
                 status.problems.append(status.load_halt)
+            letters = read_dead_letters(mongo, paths.source, deadline=5.0)
+            status.dead_letters = len(letters)
+            if letters:
+                status.problems.append(dead_letters_sentence(letters))
         except CdcError as error:
             status.sink_error = str(error)
     origin = read_origin(paths)

@@ -33,10 +33,20 @@ RESERVED_FIELDS = ("_id", "_cdc")
 COLUMN_PREFIX = "_src"
 MIRROR_NAME_STYLES = ("dotted", "underscore")
 CATALOG = "cdc_collections"
+LOAD_HALTS = "cdc_load_halts"
 DEAD_LETTERS = "cdc_dead_letters"
 LARGE_VALUES = "cdc_large_values"
 PIPELINE_COLLECTIONS = frozenset(
-    {ROW_CHANGES, CHECKPOINTS, MIRROR_STATUS, SCHEMA_VERSIONS, DDL_HISTORY, CATALOG, DEAD_LETTERS}
+    {
+        ROW_CHANGES,
+        CHECKPOINTS,
+        MIRROR_STATUS,
+        SCHEMA_VERSIONS,
+        DDL_HISTORY,
+        CATALOG,
+        DEAD_LETTERS,
+        LOAD_HALTS,
+    }
 )
 MAX_NAMESPACE_BYTES = 255
 """MongoDB's limit on ``<database>.<collection>`` in bytes (4.4 and later)."""
@@ -232,6 +242,11 @@ def mirror_document(
     document.update((mirror_field(name), value) for name, value in values.items())
     document["_cdc"] = meta
     return document
+
+
+def key_label(value: Any) -> str:
+    """A key as operators read it in messages: relaxed JSON (``2``, ``{"a": 1, "b": "x"}``)."""
+    return json_util.dumps(value, json_options=json_util.RELAXED_JSON_OPTIONS)
 
 
 def key_text(value: Any) -> str:

@@ -20,7 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import ApplyReport, MongoSink, open_sink
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
+from cdc_pipeline.core.wal.identity import check_load_identity
 from cdc_pipeline.core.wal.ledger import read_ledger
 from cdc_pipeline.core.wal.segment import Manifest
 from cdc_pipeline.core.wal.staging import (
@@ -251,13 +252,19 @@ def run_load(
     on_loaded: Callable[[SegmentLoad], None] | None = None,
     source_url: SourceUrl | None = None,
     on_validated: Callable[[ValidatedSegment], None] | None = None,
+    table_scope: Mapping[str, tuple[str, ...]] | None = None,
 ) -> LoadResult:
     """``load_pending`` against ``mongo``, keeping the breaker: the path every loader takes.
+
+    First the staging folder's record is checked (``wal.identity``): a load with another mirror
+    style, or with table settings (``table_scope``, the ones the caller was given) other than
+    the folder's, is refused before anything is written.
 
     A load that exhausts its retries opens the breaker (the sensor then sends one probe per
     interval instead of a run per segment); any successful load closes it. With
     ``source_url``, mirrors are rebuilt after column changes; without, they are marked stale.
     """
+    check_load_identity(paths, mongo, table_scope)
     breaker = breaker_of(paths, mongo.breaker_probe_seconds)
     try:
         with (

@@ -62,6 +62,10 @@ class MirrorWriter(Protocol):
 
     def moved(self, old: str, schema: str, table: str) -> None: ...
 
+    def fit_mirror(
+        self, document: dict[str, Any], values: Mapping[str, Any] | None = None
+    ) -> None: ...
+
 
 def superseded_rebuilds(
     ddl_rows: Iterable[Mapping[str, Any]], *, mariadb: bool = True
@@ -245,7 +249,9 @@ def _fill(
     for identity, values in rows:
         if not count:
             columns = list(values)
-        batch.append(upsert_by_id(sink.stored(mirror_document(identity, values, meta))))
+        document = sink.stored(mirror_document(identity, values, meta))
+        sink.fit_mirror(document, values)
+        batch.append(upsert_by_id(document))
         count += 1
         if len(batch) >= BULK_CHUNK:
             sink.bulk(temporary, batch)

@@ -24,21 +24,25 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from bson.decimal128 import Decimal128
+from bson.errors import InvalidDocument
 from pymongo import DeleteOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
-from cdc_pipeline.core.errors import SinkWriteError, TableNameCollisionError
+from cdc_pipeline.core.errors import TableNameCollisionError, UnloadableRowError
 from cdc_pipeline.core.images import decode_document
+from cdc_pipeline.core.load.dead_letters import DeadLetters, Refusal
 from cdc_pipeline.core.load.documents import (
     CATALOG,
     CHECKPOINTS,
+    LOAD_HALTS,
     MIRROR_STATUS,
     ROW_CHANGES,
     Checkpoint,
     catalog_document,
     change_document,
     id_filter,
+    key_label,
     key_text,
     mirror_collection,
     mirror_document,
@@ -46,6 +50,7 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
+from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import (
     BULK_CHUNK,
     Rebaseline,
@@ -54,7 +59,7 @@ from cdc_pipeline.core.load.mirror_ddl import (
 )
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
-from cdc_pipeline.core.settings import MongoSettings
+from cdc_pipeline.core.settings import MongoSettings, table_label
 from cdc_pipeline.core.wal.segment import Manifest
 
 PHASE_KEYS = 5_000
@@ -82,6 +87,7 @@ class ApplyReport:
     mirror_deletes: int = 0
     ddl_applied: list[str] = field(default_factory=list)
     tables_without_key: dict[str, int] = field(default_factory=dict)
+    dead_lettered: int = 0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -89,14 +95,14 @@ class ApplyReport:
 class _Phase:
     """Mirror changes since the last mirror-changing DDL, coalesced to the last change per key."""
 
-    actions: dict[tuple[str, str], tuple[str, Any, dict[str, Any] | None]] = field(
+    actions: dict[tuple[str, str], tuple[str, Any, dict[str, Any] | None, str]] = field(
         default_factory=dict
     )
 
-    def set(self, collection: str, key: Any, document: dict[str, Any] | None) -> None:
+    def set(self, collection: str, key: Any, document: dict[str, Any] | None, gtid: str) -> None:
         identity = (collection, key_text(key))
         self.actions.pop(identity, None)  # keep insertion order = order of last change
-        self.actions[identity] = (collection, key, document)
+        self.actions[identity] = (collection, key, document, gtid)
 
 
 class MongoSink:
@@ -110,10 +116,15 @@ class MongoSink:
         rebaseline: Rebaseline | None = None,
         decimals_as_strings: bool = False,
         native_rename: bool = True,
+        large_values: bool | None = None,
+        on_unloadable: str = "halt",
     ):
         """``mirror_style``, ``decimals_as_strings`` and ``native_rename`` describe what the
         server accepts (``MongoSettings`` derives them from CDC_MONGO_COMPAT): dotted collection
-        names, Decimal128, and ``renameCollection`` within the database."""
+        names, Decimal128, and ``renameCollection`` within the database. ``large_values``:
+        values a document cannot hold go to GridFS (``load.large_values``); by default in the
+        dotted style only, since the nx-27017 stand-in has no size limit and refuses the
+        bucket's dotted collection names."""
         self.database = database
         self.retry_policy = retry_policy or RetryPolicy()
         self.mirror_style = mirror_style
@@ -124,6 +135,13 @@ class MongoSink:
         self._names: dict[tuple[str, str], str] = {}
         self._registered: dict[str, str] = {}
         self._versions_seen: dict[tuple[str, str, Any], str] = {}
+        if large_values is None:
+            large_values = mirror_style == "dotted"
+        self.large = LargeValues(database, self.retry) if large_values else None
+        self.on_unloadable = on_unloadable
+        self.dead: DeadLetters | None = None
+        self.source = ""
+        self._batch = ""
 
     def decode(self, text: str | None) -> dict[str, Any] | None:
         """A WAL document (row image or key) as this server stores it: ``decode_document``,
@@ -211,7 +229,13 @@ class MongoSink:
                 {"_id": checkpoint.source}, document, upsert=True
             )
         )
+        # A segment loaded: a halt recorded at one of its rows is over.
+        self.retry(lambda: self.database[LOAD_HALTS].delete_one({"_id": checkpoint.source}))
         return checkpoint
+
+    def read_halt(self, source: str) -> dict[str, Any] | None:
+        """Where loading of ``source`` stopped at a row MongoDB refuses, if it did."""
+        return self.retry(lambda: self.database[LOAD_HALTS].find_one({"_id": source}))
 
     # -- data ------------------------------------------------------------------------------
     def apply(
@@ -230,6 +254,11 @@ class MongoSink:
         drained before each DDL's effects and before returning, so the caller's checkpoint
         follows every write of the segment.
         """
+        self.source = manifest.source
+        self._batch = manifest.partition_key
+        if self.on_unloadable == "dead-letter":
+            self.dead = DeadLetters(self.database, self.retry, self.source)
+            self.dead.load()
         with WritePipeline() as writes:
             self._writes = writes
             try:
@@ -355,6 +384,11 @@ class MongoSink:
     ) -> None:
         """Queue the row's change-log document; a full chunk goes to the write thread."""
         document = change_document(row, self.decode(row["pk"]), before, after, batch)
+        if self.large is not None and may_not_fit(row["before"], row["after"]):
+            moved: list[str] = []
+            self.large.fit(document, ("before", "after"), moved)
+            if moved:
+                document["large_values"] = moved
         changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
         if len(changes) >= BULK_CHUNK:
             self._flush_changes(changes, report)
@@ -372,13 +406,26 @@ class MongoSink:
         meta = mirror_meta(row["gtid"], batch, row["schema_version"], row["committed_at"])
         old_key = {name: before[name] for name in key_columns} if before else None
         if after is None:
-            phase.set(collection, mirror_id(old_key or {}), None)
+            phase.set(collection, mirror_id(old_key or {}), None, row["gtid"])
             return
         new_key = {name: after[name] for name in key_columns}
         if old_key is not None and key_text(old_key) != key_text(new_key):
-            phase.set(collection, mirror_id(old_key), None)  # a key update moves it
+            phase.set(collection, mirror_id(old_key), None, row["gtid"])  # a key update moves it
         identity = mirror_id(new_key)
-        phase.set(collection, identity, mirror_document(identity, after, meta))
+        document = mirror_document(identity, after, meta)
+        if self.large is not None and may_not_fit(row["after"]):
+            self.fit_mirror(document)
+        phase.set(collection, identity, document, row["gtid"])
+
+    def fit_mirror(self, document: dict[str, Any], values: Mapping[str, Any] | None = None) -> None:
+        """Move values of a mirror document out of line until it fits (``load.large_values``);
+        ``values``, when given, are the row's columns, to skip rows that surely fit."""
+        if self.large is None or (values is not None and not may_not_fit_values(values)):
+            return
+        moved: list[str] = []
+        self.large.fit(document, (), moved)
+        if moved:
+            document["_cdc"] = {**document["_cdc"], "large_values": moved}
 
     def _registered_mirror(self, row: Mapping[str, Any], image: Mapping[str, Any]) -> str:
         """The row's mirror, registered once per table and schema version."""
@@ -399,7 +446,14 @@ class MongoSink:
 
     def _flush_phase(self, phase: _Phase, report: ApplyReport) -> None:
         by_collection: dict[str, list[Any]] = {}
-        for collection, key, document in phase.actions.values():
+        if self.dead is not None and phase.actions:
+            self._drain()  # every earlier refusal is known: a later change of its key follows it
+        for collection, key, document, gtid in phase.actions.values():
+            if self.dead is not None and self.dead.holds(collection, key):
+                refusal = Refusal(collection, *self._table_of(collection), key, document, "")
+                self.dead.set_aside(refusal, gtid, self._batch)
+                report.dead_lettered += 1
+                continue
             if document is None:
                 by_collection.setdefault(collection, []).append(DeleteOne(id_filter(key)))
                 report.mirror_deletes += 1
@@ -415,12 +469,87 @@ class MongoSink:
         try:
             self.retry(lambda: self.database[collection].bulk_write(operations, ordered=False))
         except BulkWriteError as error:
-            first = (error.details.get("writeErrors") or [{}])[0]
-            raise SinkWriteError(
-                f"MongoDB refused writes to {collection} (code {first.get('code')}); the"
-                " segment stays in the WAL: fix the collection (validation rules, indexes) and"
-                " re-run the load."
-            ) from None
+            errors = error.details.get("writeErrors") or [{}]
+            refused = [
+                (operations[item["index"]] if isinstance(item.get("index"), int) else None, item)
+                for item in errors
+            ]
+            if self._dead_letter(collection, refused):
+                return
+            operation, first = refused[0]
+            reason = f"code {first.get('code')}, {first.get('codeName') or 'refused'}"
+            raise self._halt(collection, operation, reason) from None
+        except InvalidDocument as error:  # refused before sending (pymongo's own checks)
+            raise self._halt(collection, None, type(error).__name__) from None
+
+    def _dead_letter(self, collection: str, refused: list[tuple[Any, dict[str, Any]]]) -> bool:
+        """Under CDC_ON_UNLOADABLE=dead-letter, set each refused mirror write aside (the rest of
+        the bulk was written: it is unordered); False when this is not such a case (the change
+        log, a rebuild's temporary collection, or a write error without its operation)."""
+        mirrors = {name for name in self._names.values()}
+        if self.dead is None or collection not in mirrors:
+            return False
+        if any(operation is None for operation, _ in refused):
+            return False
+        for operation, item in refused:
+            document = getattr(operation, "_doc", None)
+            identity = (
+                document["_id"]
+                if document is not None
+                else _id_of_filter(getattr(operation, "_filter", {}))
+            )
+            reason = f"code {item.get('code')}, {item.get('codeName') or 'refused'}"
+            refusal = Refusal(collection, *self._table_of(collection), identity, document, reason)
+            gtid = ((document or {}).get("_cdc") or {}).get("gtid")
+            self.dead.set_aside(refusal, gtid, self._batch)
+        return True
+
+    def _table_of(self, collection: str) -> tuple[str, str]:
+        for pair, name in self._names.items():
+            if name == collection:
+                return pair
+        return "", collection
+
+    def _halt(self, collection: str, operation: Any, reason: str) -> UnloadableRowError:
+        """Record in ``cdc_load_halts`` that loading stopped at a row MongoDB refuses
+        (``status`` and ``doctor`` report it; the next checkpoint clears it), and return the
+        error that stops the load. Names the table and key, never the row's values."""
+        table, key = self._row_of(collection, operation)
+        halt = {
+            "collection": collection,
+            "table": table,
+            "key": key,
+            "reason": reason,
+            "at": datetime.now(UTC),
+        }
+        if self.source:
+            source = self.source
+            self.retry(
+                lambda: self.database[LOAD_HALTS].replace_one(
+                    {"_id": source}, {"_id": source, **halt}, upsert=True
+                )
+            )
+        return UnloadableRowError(halt_sentence(halt))
+
+    def _row_of(self, collection: str, operation: Any) -> tuple[str, str]:
+        """``(table, key text)`` of a refused write, as far as it can be told."""
+        document = getattr(operation, "_doc", None) or {}
+        if collection == ROW_CHANGES and document:
+            table = table_label(str(document.get("schema")), str(document.get("table")))
+            return table, key_label(document.get("pk"))
+        names = {name: pair for pair, name in self._names.items()}
+        table = table_label(*names[collection]) if collection in names else collection
+        identity = document.get("_id") if document else None
+        if identity is None:
+            identity = (getattr(operation, "_filter", None) or {}).get("_id", "?")
+        return table, key_label(identity)
+
+
+def _id_of_filter(selector: Mapping[str, Any]) -> Any:
+    """The ``_id`` an ``id_filter`` selects (a composite key's fields put back together)."""
+    if "_id" in selector:
+        return selector["_id"]
+    return {name[len("_id.") :]: value for name, value in selector.items()}
 
 
 def _snapshot_table(info: Mapping[str, Any]) -> tuple[str, str]:
@@ -458,9 +587,48 @@ def open_sink(
             rebaseline,
             settings.decimals_as_strings,
             settings.native_rename,
+            on_unloadable=settings.on_unloadable,
         )
     finally:
         client.close()
+
+
+def read_halt(settings: MongoSettings, source: str, deadline: float) -> dict[str, Any] | None:
+    """``cdc_load_halts``' record for ``source`` (``MongoSink._halt``), retrying for at most
+    ``deadline`` seconds."""
+    with open_sink(settings, RetryPolicy(deadline=deadline)) as sink:
+        return sink.read_halt(source)
+
+
+def read_dead_letters(
+    settings: MongoSettings, source: str, deadline: float
+) -> list[dict[str, Any]]:
+    """The rows of ``source`` set aside in ``cdc_dead_letters``, oldest first (no documents)."""
+    with open_sink(settings, RetryPolicy(deadline=deadline)) as sink:
+        return DeadLetters(sink.database, sink.retry, source).listed()
+
+
+def dead_letters_sentence(letters: list[dict[str, Any]]) -> str:
+    """The operator's sentence for rows set aside: how many, the first, what resolves it."""
+    first = letters[0]
+    more = f" and {len(letters) - 1} more" if len(letters) > 1 else ""
+    return (
+        f"{len(letters)} row{'s' * (len(letters) > 1)} set aside in cdc_dead_letters (the row"
+        f" {first.get('key_text')} of {table_label(first['schema'], first['table'])}:"
+        f" {first.get('reason')}{more}); their mirrors lack those changes until you fix the"
+        " collection and run 'cdc-pipeline dead-letters retry' (docs/operations.md, 'A row"
+        " MongoDB refuses')."
+    )
+
+
+def halt_sentence(halt: Mapping[str, Any]) -> str:
+    """The operator's sentence for a halt: table, key, reason, and what resolves it."""
+    return (
+        f"loading stopped at the row {halt.get('key')} of {halt.get('table')}: MongoDB refuses"
+        f" it ({halt.get('reason')}); fix the validation rules or indexes of the collection"
+        f" {halt.get('collection')}, then run 'cdc-pipeline load --pending'"
+        " (docs/operations.md, 'A row MongoDB refuses')."
+    )
 
 
 def read_checkpoint(settings: MongoSettings, source: str, deadline: float) -> Checkpoint | None:

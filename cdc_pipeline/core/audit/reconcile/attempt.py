@@ -31,7 +31,9 @@ from cdc_pipeline.core.errors import (
     ValueConversionError,
 )
 from cdc_pipeline.core.gtid import Flavor, GtidError, GtidSet
-from cdc_pipeline.core.load.documents import MIRROR_STATUS
+from cdc_pipeline.core.load.dead_letters import held_keys
+from cdc_pipeline.core.load.documents import MIRROR_STATUS, key_label
+from cdc_pipeline.core.load.large_values import resolve_mirror_document
 from cdc_pipeline.core.load.retry import call_with_retries, is_transient
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
@@ -213,8 +215,14 @@ class ReconcileRun:
             checkpoint_gtid=str(applied),
             source_gtid=str(after),
             seconds=self.clock() - started,
+            set_aside=sorted(self.held(collection)),
         )
         return Compared(applied, sequence, before, after, result)
+
+    def held(self, collection: str) -> set[str]:
+        """Keys of the mirror set aside in ``cdc_dead_letters``: known to differ."""
+        database = self.sink.database
+        return call_with_retries(lambda: held_keys(database, collection), self.sink.retry_policy)
 
     def read_both(
         self, table: SourceTable, collection: str
@@ -229,16 +237,23 @@ class ReconcileRun:
             if not described.primary_key:
                 return Retry(CHANGED)
 
+            held = self.held(collection)
+
             def expected() -> Iterator[dict[str, Any]]:
                 for row in row_documents(self.connection, described):
-                    yield expected_document(described, row, self.sink.stored)
+                    document = expected_document(described, row, self.sink.stored)
+                    if not held or key_label(document["_id"]) not in held:
+                        yield document
 
             try:
                 for document in expected():
                     comparison.add_expected(document)
                 with self.mirror_errors():
-                    for document in self.sink.database[collection].find({}, batch_size=1000):
-                        comparison.add_mirror(document)
+                    database = self.sink.database
+                    for document in database[collection].find({}, batch_size=1000):
+                        if held and key_label(document["_id"]) in held:
+                            continue  # set aside in cdc_dead_letters: reported, not compared
+                        comparison.add_mirror(resolve_mirror_document(database, document))
                 if comparison.needs_second_pass:
                     comparison.resolve(expected())
             except ValueConversionError as error:

@@ -28,6 +28,8 @@ class TableResult(Comparison):
     checkpoint_gtid: str = ""
     source_gtid: str = ""
     seconds: float = 0.0
+    set_aside: list[str] = field(default_factory=list)
+    """Keys set aside in ``cdc_dead_letters``: known to differ, left out of the comparison."""
 
     @classmethod
     def compared(cls, name: str, comparison: Comparison, **details: Any) -> TableResult:
@@ -54,6 +56,15 @@ class TableResult(Comparison):
         return "; ".join(parts)
 
     def line(self) -> str:
+        if self.set_aside and self.state in ("equal", "different"):
+            keys = ", ".join(self.set_aside[:10])
+            return (
+                self._line() + f"; {len(self.set_aside):,} key(s) set aside in cdc_dead_letters"
+                f" and known to differ: {keys}"
+            )
+        return self._line()
+
+    def _line(self) -> str:
         if self.state == "equal":
             return f"{self.name}: equal {self.source_rows:,} rows"
         if self.state == "different":
@@ -81,6 +92,7 @@ class TableResult(Comparison):
                 {"key": key, "fields": fields} for key, fields in self.differing_keys
             ],
             "reason": self.reason,
+            "set_aside_keys": self.set_aside,
             "checkpoint_gtid": self.checkpoint_gtid,
             "source_gtid": self.source_gtid,
             "seconds": round(self.seconds, 3),
@@ -120,7 +132,9 @@ class ReconcileReport(CappedProblems):
     @property
     def passed(self) -> bool:
         """No table differs, no mirror is stale, no stray mirror, nothing else wrong."""
-        bad = any(result.state in ("different", "stale") for result in self.tables)
+        bad = any(
+            result.state in ("different", "stale") or result.set_aside for result in self.tables
+        )
         return not bad and not self.strays and not self.unrelated_problems
 
     @property
@@ -157,6 +171,12 @@ class ReconcileReport(CappedProblems):
             names = [result.name for result in self.tables if result.state == state]
             if names:
                 findings.append(f"{len(names)} {verb} ({', '.join(names)})")
+        held = [result.name for result in self.tables if result.set_aside]
+        if held:
+            findings.append(
+                f"{len(held)} with rows set aside in cdc_dead_letters ({', '.join(held)}:"
+                " cdc-pipeline dead-letters list)"
+            )
         if self.strays:
             strays = [stray.collection for stray in self.strays]
             findings.append(f"{len(strays)} stray mirror collections ({', '.join(strays)})")
