@@ -139,6 +139,14 @@ def table_included(schema: str, table: str, patterns: tuple[str, ...]) -> bool:
     return any(_matches(schema, table, pattern) for pattern in patterns)
 
 
+def schema_included(schema: str, patterns: tuple[str, ...]) -> bool:
+    """Whether some table of ``schema`` may be captured: a pattern's schema side matches it
+    (for a statement on the whole schema, such as ``DROP DATABASE``)."""
+    if not patterns:
+        return schema.lower() not in SYSTEM_SCHEMAS
+    return any(fnmatch.fnmatchcase(schema, split_table_pattern(p)[0]) for p in patterns)
+
+
 def _matches(schema: str, table: str, pattern: str) -> bool:
     schema_side, table_side = split_table_pattern(pattern)
     return fnmatch.fnmatchcase(schema, schema_side) and fnmatch.fnmatchcase(table, table_side)
@@ -192,6 +200,9 @@ class CaptureSettings:
 
     def includes(self, schema: str, table: str) -> bool:
         return table_included(schema, table, self.include_tables)
+
+    def includes_schema(self, schema: str) -> bool:
+        return schema_included(schema, self.include_tables)
 
     @property
     def table_scope(self) -> dict[str, tuple[str, ...]]:

@@ -160,3 +160,56 @@ def test_real_world_identifiers_end_in_exact_mirrors(
         )
     finally:
         source_server.execute(*(f"DROP DATABASE IF EXISTS {q(s)}" for s in schemas[1:]))
+
+
+def test_a_dropped_schema_drops_its_mirrors_and_a_table_renamed_into_scope_is_read_whole(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """``DROP DATABASE`` names no table: its mirrors used to stay (strays with the dropped
+    rows). ``RENAME TABLE out.x TO in.x`` from an excluded name was not in the WAL at all (its
+    target was only the old name), so the new table's rows before the rename never reached a
+    mirror. Also checked: a pattern naming one table of the dropped schema still takes the drop."""
+    db, gone, out = source_schema, f"{source_schema}_gone", f"{source_schema}_out"
+    patterns = (f"{db}.*", f"{gone}.t")
+    settings = replace(capture_settings, include_tables=patterns)
+    source_server.execute(
+        f"CREATE DATABASE {q(gone)}",
+        f"CREATE DATABASE {q(out)}",
+        f"CREATE TABLE {q(gone)}.t (id INT PRIMARY KEY)",
+        f"CREATE TABLE {q(out)}.x (id INT PRIMARY KEY, v INT)",
+        f"CREATE TABLE {q(db)}.keep (id INT PRIMARY KEY)",
+    )
+    try:
+        capture_all(settings)
+        source_server.execute(
+            f"INSERT INTO {q(gone)}.t VALUES (1), (2)",
+            f"INSERT INTO {q(out)}.x VALUES (1, 1), (2, 2)",
+            f"INSERT INTO {q(db)}.keep VALUES (1)",
+        )
+        capture_all(settings)
+        url = SourceUrl.parse(source_server.url)
+        paths = WalPaths(settings.staging_dir, "default")
+        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+            load_pending(paths, sink)
+            database = client[mongo_db_name]
+            assert database[sink.mirror(gone, "t")].count_documents({}) == 2
+            source_server.execute(
+                f"DROP DATABASE {q(gone)}",
+                f"RENAME TABLE {q(out)}.x TO {q(db)}.x_in",
+                f"INSERT INTO {q(db)}.x_in VALUES (3, 3)",
+            )
+            capture_all(settings)
+            load_pending(paths, sink)
+            assert sink.mirror(gone, "t") not in database.list_collection_names()
+            assert database[CATALOG].count_documents({"schema": gone}) == 0
+            assert mirror_differences(source_server, db, sink) == []
+            assert database[sink.mirror(db, "x_in")].count_documents({}) == 3
+    finally:
+        source_server.execute(
+            f"DROP DATABASE IF EXISTS {q(gone)}", f"DROP DATABASE IF EXISTS {q(out)}"
+        )

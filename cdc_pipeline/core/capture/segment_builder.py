@@ -26,6 +26,7 @@ class SegmentBuilder:
     settings: CaptureSettings
     writer: SegmentWriter
     spill_rows: int
+    mariadb: bool = True
     open_rows: list[dict[str, Any]] = field(default_factory=list)
     open_stats: list[tuple[str, str]] = field(default_factory=list)
     open_spilled: bool = False
@@ -96,10 +97,29 @@ class SegmentBuilder:
 
     def add_ddl(self, item: Ddl) -> None:
         assert self.transaction is not None
-        classified = classify_ddl(item.statement, item.schema, ansi_quotes=item.ansi_quotes)
-        targets = classified.targets or ((item.schema, "*"),)
-        if not any(self.settings.includes(schema, table) for schema, table in targets):
+        classified = classify_ddl(
+            item.statement, item.schema, mariadb=self.mariadb, ansi_quotes=item.ansi_quotes
+        )
+        includes = self.settings.includes
+        # Every table the statement acts on counts, a rename's new name too (a table renamed
+        # into the included ones must reach its mirror); a whole schema's drop counts when the
+        # patterns name the schema at all.
+        named = [
+            *classified.targets,
+            *(new for _, new in classified.renames),
+            *classified.rebuilds,
+        ]
+        if classified.kind == "drop_database":
+            wanted = self.settings.includes_schema(classified.targets[0][0])
+        elif not classified.targets:
+            wanted = includes(item.schema, "*")
+        else:
+            wanted = any(includes(schema, table) for schema, table in named)
+        if not wanted:
             return
+        # A table renamed from outside the included ones has no mirror to move: the loader
+        # reads it from the source instead (``ddl_context``'s ``rebuild``).
+        entering = [new for old, new in classified.renames if includes(*new) and not includes(*old)]
         table = classified.targets[0][1] if classified.targets else None
         self.open_rows.append(
             self._row(
@@ -109,7 +129,7 @@ class SegmentBuilder:
                 table=table,
                 op="ddl",
                 statement=item.statement,
-                after=ddl_context(item.schema, item.ansi_quotes),
+                after=ddl_context(item.schema, item.ansi_quotes, entering),
                 binlog_file=item.binlog_file,
                 binlog_pos=item.binlog_pos,
             )

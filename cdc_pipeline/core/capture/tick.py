@@ -266,7 +266,9 @@ def _read_segment(
 ) -> CaptureResult:
     deadline = started + settings.max_seconds_per_tick
     writer = SegmentWriter(paths, end.sequence + 1, settings.row_group_size)
-    builder = SegmentBuilder(settings, writer, spill_rows=settings.row_group_size * 4)
+    builder = SegmentBuilder(
+        settings, writer, spill_rows=settings.row_group_size * 4, mariadb=state.flavor == "mariadb"
+    )
     captured = end.gtid
     last_file, last_pos = end.binlog_file, end.binlog_pos
     json_columns = MariadbJsonColumns(settings.source_url) if state.flavor == "mariadb" else None

@@ -62,6 +62,8 @@ class MirrorWriter(Protocol):
 
     def moved(self, old: str, schema: str, table: str) -> None: ...
 
+    def mirrors_of_schema(self, source: str, schema: str) -> list[str]: ...
+
     def fit_mirror(
         self, document: dict[str, Any], values: Mapping[str, Any] | None = None
     ) -> None: ...
@@ -85,7 +87,7 @@ def superseded_rebuilds(
     superseded: set[str] = set()
     for row in ddl_rows:
         statement = classify_row(row, mariadb=mariadb)
-        if statement.kind == "other":
+        if statement.kind in ("other", "drop_database"):
             pending.clear()
             continue
         named = {*statement.targets, *(new for _, new in statement.renames)}
@@ -143,11 +145,23 @@ def apply_ddl(
             name = sink.mirror(schema, table)
             sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
             sink.unregister(name)
+    elif statement.kind == "drop_database":
+        # The statement names no table: the catalog knows which mirrors the schema has.
+        for schema, _ in statement.targets:
+            for name in sink.mirrors_of_schema(row["source"], schema):
+                sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
+                sink.unregister(name)
     elif statement.kind == "rename_table":
         for old, new in statement.renames:
             rename_collection(sink, sink.mirror(*old), sink.mirror(*new))
             sink.moved(sink.mirror(*old), *new)
-    if statement.kind in ("truncate", "drop_table", "replace_table", "rename_table"):
+    if statement.kind in (
+        "truncate",
+        "drop_table",
+        "replace_table",
+        "rename_table",
+        "drop_database",
+    ):
         done.append(f"{statement.kind} {', '.join('.'.join(t) for t in statement.targets)}")
     if statement.rebuilds and row["gtid"] in superseded:
         names = ", ".join(sink.mirror(*target) for target in statement.rebuilds)

@@ -188,6 +188,12 @@ class MongoSink:
         self._registered[name] = marker
         return name
 
+    def mirrors_of_schema(self, source: str, schema: str) -> list[str]:
+        """The mirrors ``cdc_collections`` records for the tables of ``schema``."""
+        catalog = self.database[CATALOG]
+        found = self.retry(lambda: list(catalog.find({"source": source, "schema": schema})))
+        return [str(entry["_id"]) for entry in found]
+
     def unregister(self, name: str) -> None:
         """Forget a dropped mirror in ``cdc_collections``."""
         self._registered.pop(name, None)

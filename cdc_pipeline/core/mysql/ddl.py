@@ -22,8 +22,8 @@ checks that the loader's actions on this module's answers leave the mirrors equa
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from sqlglot.dialects.mysql import MySQL
@@ -239,6 +239,14 @@ def _classify(read: _Reader) -> DdlStatement:
                 return _OTHER
             table = read.table()  # DROP INDEX `PRIMARY` ON t drops the primary key
             return DdlStatement("alter_table", (table,), (), (table,))
+        if read.word("DATABASE", "SCHEMA"):
+            read.words("IF", "EXISTS")
+            name = read.peek()
+            if name is None or not name.is_name:
+                return _OTHER
+            # Every table of the schema goes; the statement names none of them, so the loader
+            # drops the mirrors ``cdc_collections`` records for it (target table "").
+            return DdlStatement("drop_database", ((name.text, ""),))
         temporary = read.word("TEMPORARY")
         if not read.word("TABLE", "TABLES"):
             return _OTHER
@@ -392,11 +400,18 @@ def _is_primary(token: _Token | None) -> bool:
     return token is not None and token.is_name and token.text.upper() == "PRIMARY"
 
 
-def ddl_context(default_schema: str, ansi_quotes: bool) -> str:
+def ddl_context(
+    default_schema: str, ansi_quotes: bool, rebuild: Sequence[tuple[str, str]] = ()
+) -> str:
     """What a WAL DDL row keeps (in its ``after`` column) of the session that ran it: its
-    default schema and whether ``"x"`` is a name. The row's own ``schema`` is its first
-    target's, which is not the session's when the statement qualifies a name."""
-    text = encode_document({"default_schema": default_schema, "ansi_quotes": ansi_quotes})
+    default schema and whether ``"x"`` is a name; and ``rebuild``, tables capture saw enter
+    the included ones (renamed from an excluded name), which have no mirror to move. The
+    row's own ``schema`` is its first target's, which is not the session's when the statement
+    qualifies a name."""
+    context: dict[str, Any] = {"default_schema": default_schema, "ansi_quotes": ansi_quotes}
+    if rebuild:
+        context["rebuild"] = [list(name) for name in rebuild]
+    text = encode_document(context)
     assert text is not None
     return text
 
@@ -405,12 +420,17 @@ def classify_row(row: Mapping[str, Any], *, mariadb: bool = True) -> DdlStatemen
     """Classify a WAL DDL row in the session it ran in (``ddl_context``). A row written before
     the context was kept falls back to the row's schema, as the loader always did."""
     context = decode_document(row.get("after")) or {}
-    return classify_ddl(
+    statement = classify_ddl(
         row.get("statement") or "",
         session_schema(row),
         mariadb=mariadb,
         ansi_quotes=bool(context.get("ansi_quotes", False)),
     )
+    entering = tuple((str(s), str(t)) for s, t in context.get("rebuild") or ())
+    if entering:
+        rebuilds = (*statement.rebuilds, *(n for n in entering if n not in statement.rebuilds))
+        return replace(statement, rebuilds=rebuilds)
+    return statement
 
 
 def session_schema(row: Mapping[str, Any]) -> str:

@@ -94,6 +94,8 @@ def ddl_touches(statement: str, schema: str) -> tuple[set[str], set[str], set[st
     classified = classify_ddl(statement, schema)
     targets = set(classified.targets)
     targets.update(new for _, new in classified.renames)
+    if classified.kind == "drop_database":
+        return set(), set(), {s.lower() for s, _ in classified.targets} | {schema.lower()}
     if not targets:
         named = {_unquote(match.group(1)) for match in _DATABASE.finditer(statement)}
         return set(), set(), {name.lower() for name in named | {schema}}
