@@ -14,7 +14,7 @@ from typing import Any
 
 from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
-from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context
+from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal.writer import SegmentWriter
 
@@ -128,7 +128,9 @@ class SegmentBuilder:
                 schema=classified.targets[0][0] if classified.targets else item.schema,
                 table=table,
                 op="ddl",
-                statement=item.statement,
+                statement=without_secrets(
+                    item.statement, mariadb=self.mariadb, ansi_quotes=item.ansi_quotes
+                ),
                 after=ddl_context(item.schema, item.ansi_quotes, entering),
                 binlog_file=item.binlog_file,
                 binlog_pos=item.binlog_pos,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_pipeline.core.images import decode_document
-from cdc_pipeline.core.mysql.ddl import classify_ddl, classify_row, ddl_context
+from cdc_pipeline.core.mysql.ddl import classify_ddl, classify_row, ddl_context, without_secrets
 
 D = "db"
 
@@ -211,3 +211,27 @@ def test_corpus_bugs_found_against_the_real_servers() -> None:
     dropped_key = classify_ddl("DROP INDEX `PRIMARY` ON k ALGORITHM=INPLACE", D)
     assert dropped_key.rebuilds == ((D, "k"),)
     assert classify_ddl("DROP INDEX i ON k", D).kind == "other"
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE USER 'u'@'%' IDENTIFIED BY 'S3cret'",
+        "create or replace user u identified by 'S3cret'",
+        "ALTER USER u IDENTIFIED WITH caching_sha2_password AS '$A$005$S3cret'",
+        "SET PASSWORD FOR u = PASSWORD('S3cret')",
+        "GRANT SELECT ON *.* TO u IDENTIFIED BY 'S3cret'",
+        "/*!50001 CREATE USER x IDENTIFIED BY 'S3cret' */",
+    ],
+)
+def test_account_statements_are_kept_without_their_secrets(statement: str) -> None:
+    kept = without_secrets(statement)
+    assert "S3cret" not in kept and "not kept" in kept
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["GRANT SELECT ON db.* TO u", "ALTER TABLE t ADD COLUMN password INT", "DROP TABLE t"],
+)
+def test_other_statements_are_kept_as_they_are(statement: str) -> None:
+    assert without_secrets(statement) == statement
