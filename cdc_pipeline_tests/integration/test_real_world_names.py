@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.core.audit.reconcile.run import reconcile
-from cdc_pipeline.core.load.documents import CATALOG
+from cdc_pipeline.core.load.documents import CATALOG, ROW_CHANGES
 from cdc_pipeline.core.load.loader import load_pending
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
@@ -213,3 +213,33 @@ def test_a_dropped_schema_drops_its_mirrors_and_a_table_renamed_into_scope_is_re
         source_server.execute(
             f"DROP DATABASE IF EXISTS {q(gone)}", f"DROP DATABASE IF EXISTS {q(out)}"
         )
+
+
+def test_the_rows_of_create_table_select_reach_the_change_log_and_the_mirror(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """MySQL logs ``CREATE TABLE t2 AS SELECT …`` as ``CREATE TABLE … START TRANSACTION``, then
+    the rows and an Xid in the same GTID; the reader ended the transaction at the statement and
+    dropped the rows (found by the DDL corpus). MariaDB logs the rows the same way either way."""
+    db = source_schema
+    source_server.execute(f"CREATE TABLE {q(db)}.src (id INT PRIMARY KEY, v INT)")
+    capture_all(capture_settings)
+    source_server.execute(
+        f"INSERT INTO {q(db)}.src VALUES (1, 10), (2, 20), (3, 30)",
+        f"CREATE TABLE {q(db)}.copy (PRIMARY KEY (id)) AS SELECT id, v FROM {q(db)}.src",
+        f"INSERT INTO {q(db)}.copy VALUES (4, 40)",
+    )
+    capture_all(capture_settings)
+    url = SourceUrl.parse(source_server.url)
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+        load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
+        inserted = client[mongo_db_name][ROW_CHANGES].count_documents(
+            {"schema": db, "table": "copy", "op": "insert"}
+        )
+        assert inserted == 4
+        assert mirror_differences(source_server, db, sink) == []

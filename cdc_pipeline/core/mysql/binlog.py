@@ -280,6 +280,10 @@ class BinlogReader:
                 schema = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
                 ansi_quotes = bool((getattr(event, "sql_mode", 0) or 0) & MODE_ANSI_QUOTES)
                 yield Ddl(str(schema or ""), query, stream_file, position, ansi_quotes)
+                if self.flavor == "mysql" and keyword.endswith("START TRANSACTION"):
+                    # MySQL logs CREATE TABLE ... SELECT as this statement, then the rows it
+                    # inserted and an Xid, all in one GTID: the transaction goes on.
+                    continue
                 if standalone or self.flavor == "mysql":
                     # A DDL statement is its own transaction: no Xid follows it.
                     yield TxCommit(open_gtid, stream_file, position)
