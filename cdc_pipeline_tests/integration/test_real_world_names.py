@@ -243,3 +243,28 @@ def test_the_rows_of_create_table_select_reach_the_change_log_and_the_mirror(
         )
         assert inserted == 4
         assert mirror_differences(source_server, db, sink) == []
+
+
+def test_ddl_of_a_session_without_backslash_escapes_acts_as_the_server_ran_it(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """Under NO_BACKSLASH_ESCAPES ``COMMENT 'a\\'`` ends at the backslash, so the statement
+    drops column ``v``; read with escapes it was a comment only and the mirror kept ``v``."""
+    db = source_schema
+    source_server.execute(f"CREATE TABLE {q(db)}.t (id INT PRIMARY KEY, v INT, w INT)")
+    capture_all(capture_settings)
+    source_server.execute(
+        f"INSERT INTO {q(db)}.t VALUES (1, 1, 1), (2, 2, 2)",
+        "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'",
+        f"ALTER TABLE {q(db)}.t COMMENT 'a\\', DROP COLUMN v -- '",
+    )
+    capture_all(capture_settings)
+    url = SourceUrl.parse(source_server.url)
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+        load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
+        assert mirror_differences(source_server, db, sink) == []

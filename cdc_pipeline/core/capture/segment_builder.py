@@ -98,7 +98,11 @@ class SegmentBuilder:
     def add_ddl(self, item: Ddl) -> None:
         assert self.transaction is not None
         classified = classify_ddl(
-            item.statement, item.schema, mariadb=self.mariadb, ansi_quotes=item.ansi_quotes
+            item.statement,
+            item.schema,
+            mariadb=self.mariadb,
+            ansi_quotes=item.ansi_quotes,
+            no_backslash_escapes=item.no_backslash_escapes,
         )
         includes = self.settings.includes
         # Every table the statement acts on counts, a rename's new name too (a table renamed
@@ -131,7 +135,9 @@ class SegmentBuilder:
                 statement=without_secrets(
                     item.statement, mariadb=self.mariadb, ansi_quotes=item.ansi_quotes
                 ),
-                after=ddl_context(item.schema, item.ansi_quotes, entering),
+                after=ddl_context(
+                    item.schema, item.ansi_quotes, entering, item.no_backslash_escapes
+                ),
                 binlog_file=item.binlog_file,
                 binlog_pos=item.binlog_pos,
             )

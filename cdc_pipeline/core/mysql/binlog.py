@@ -56,6 +56,8 @@ _UNSUPPORTED_EVENT_TYPES = {
 
 MODE_ANSI_QUOTES = 4
 """The ANSI_QUOTES bit of the sql_mode a Query event carries (MySQL and MariaDB)."""
+MODE_NO_BACKSLASH_ESCAPES = 1 << 20
+"""The NO_BACKSLASH_ESCAPES bit of that sql_mode (both servers)."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Ddl:
     binlog_pos: int
     ansi_quotes: bool = False
     """The session's sql_mode has ANSI_QUOTES: ``"x"`` in the statement is a name."""
+    no_backslash_escapes: bool = False
+    """The session's sql_mode has NO_BACKSLASH_ESCAPES: ``\\`` in a string is a character."""
 
 
 @dataclass(frozen=True)
@@ -278,8 +282,15 @@ class BinlogReader:
                     open_gtid = None
                     continue
                 schema = event.schema.decode() if isinstance(event.schema, bytes) else event.schema
-                ansi_quotes = bool((getattr(event, "sql_mode", 0) or 0) & MODE_ANSI_QUOTES)
-                yield Ddl(str(schema or ""), query, stream_file, position, ansi_quotes)
+                sql_mode = getattr(event, "sql_mode", 0) or 0
+                yield Ddl(
+                    str(schema or ""),
+                    query,
+                    stream_file,
+                    position,
+                    bool(sql_mode & MODE_ANSI_QUOTES),
+                    bool(sql_mode & MODE_NO_BACKSLASH_ESCAPES),
+                )
                 if self.flavor == "mysql" and keyword.endswith("START TRANSACTION"):
                     # MySQL logs CREATE TABLE ... SELECT as this statement, then the rows it
                     # inserted and an Xid, all in one GTID: the transaction goes on.

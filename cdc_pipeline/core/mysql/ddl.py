@@ -211,18 +211,29 @@ class _Unparsed(Exception):
 
 
 def classify_ddl(
-    statement: str, default_schema: str, *, mariadb: bool = True, ansi_quotes: bool = False
+    statement: str,
+    default_schema: str,
+    *,
+    mariadb: bool = True,
+    ansi_quotes: bool = False,
+    no_backslash_escapes: bool | None = None,
 ) -> DdlStatement:
     """Classify one statement; ``default_schema`` qualifies unqualified table names.
 
     ``mariadb``: whether ``/*M! … */`` comments are executed (MariaDB) or ignored (MySQL).
+    ``no_backslash_escapes``: the session's NO_BACKSLASH_ESCAPES (``None``: not known, a row
+    captured before it was kept). Without it, a statement that does not tokenize with escapes
+    is read again without them (it can only have been logged so under that mode).
     """
     try:
-        try:
-            tokens = _tokens(statement, mariadb, ansi_quotes)
-        except SqlglotError:
-            # Only NO_BACKSLASH_ESCAPES makes a logged statement end a string at "\'".
+        if no_backslash_escapes:
             tokens = _tokens(statement, mariadb, ansi_quotes, raw_strings=True)
+        else:
+            try:
+                tokens = _tokens(statement, mariadb, ansi_quotes)
+            except SqlglotError:
+                # Only NO_BACKSLASH_ESCAPES makes a logged statement end a string at "\'".
+                tokens = _tokens(statement, mariadb, ansi_quotes, raw_strings=True)
         return _classify(_Reader(tokens, default_schema))
     except (_Unparsed, SqlglotError, IndexError, ValueError):
         return _OTHER
@@ -432,7 +443,10 @@ def without_secrets(statement: str, *, mariadb: bool = True, ansi_quotes: bool =
 
 
 def ddl_context(
-    default_schema: str, ansi_quotes: bool, rebuild: Sequence[tuple[str, str]] = ()
+    default_schema: str,
+    ansi_quotes: bool,
+    rebuild: Sequence[tuple[str, str]] = (),
+    no_backslash_escapes: bool | None = None,
 ) -> str:
     """What a WAL DDL row keeps (in its ``after`` column) of the session that ran it: its
     default schema and whether ``"x"`` is a name; and ``rebuild``, tables capture saw enter
@@ -442,6 +456,8 @@ def ddl_context(
     context: dict[str, Any] = {"default_schema": default_schema, "ansi_quotes": ansi_quotes}
     if rebuild:
         context["rebuild"] = [list(name) for name in rebuild]
+    if no_backslash_escapes is not None:
+        context["no_backslash_escapes"] = no_backslash_escapes
     text = encode_document(context)
     assert text is not None
     return text
@@ -456,6 +472,7 @@ def classify_row(row: Mapping[str, Any], *, mariadb: bool = True) -> DdlStatemen
         session_schema(row),
         mariadb=mariadb,
         ansi_quotes=bool(context.get("ansi_quotes", False)),
+        no_backslash_escapes=context.get("no_backslash_escapes"),
     )
     entering = tuple((str(s), str(t)) for s, t in context.get("rebuild") or ())
     if entering:
