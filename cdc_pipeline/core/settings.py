@@ -87,22 +87,38 @@ def split_table_pattern(pattern: str) -> tuple[str, str]:
     separately, so ``*`` never crosses the dot: ``shop.*`` does not include the tables of a
     schema named ``shop.x``. ValueError when the pattern has no two sides.
     """
-    schema, rest = _pattern_side(pattern.strip(), schema_side=True)
+    (schema, schema_quoted), (table, table_quoted) = _two_sides(pattern.strip())
+
+    def glob(side: str, quoted: bool) -> str:
+        return "".join(f"[{c}]" if c in "*?[" else c for c in side) if quoted else side
+
+    return glob(schema, schema_quoted), glob(table, table_quoted)
+
+
+def parse_table_label(label: str) -> tuple[str, str]:
+    """``(schema, table)`` of a ``table_label`` (and of ``schema.table`` written plainly);
+    ValueError when it has no two sides."""
+    (schema, _), (table, _) = _two_sides(label)
+    return schema, table
+
+
+def _two_sides(text: str) -> tuple[tuple[str, bool], tuple[str, bool]]:
+    schema, rest = _pattern_side(text, schema_side=True)
     if not rest.startswith("."):
         raise ValueError("it needs the form schema.table")
     table, rest = _pattern_side(rest[1:], schema_side=False)
-    if rest or not schema or not table:
+    if rest or not schema[0] or not table[0]:
         raise ValueError("it needs the form schema.table")
     return schema, table
 
 
-def _pattern_side(text: str, *, schema_side: bool) -> tuple[str, str]:
-    """One side of a pattern and what follows it."""
+def _pattern_side(text: str, *, schema_side: bool) -> tuple[tuple[str, bool], str]:
+    """One side (its text, and whether it was in backquotes) and what follows it."""
     if not text.startswith("`"):
         if not schema_side:
-            return text, ""
+            return (text, False), ""
         side, dot, rest = text.partition(".")
-        return side, dot + rest
+        return (side, False), dot + rest
     literal, position = [], 1
     while True:
         close = text.find("`", position)
@@ -113,8 +129,7 @@ def _pattern_side(text: str, *, schema_side: bool) -> tuple[str, str]:
             break
         literal.append("`")
         position = close + 2
-    name = "".join(literal)
-    return "".join(f"[{char}]" if char in "*?[" else char for char in name), text[close + 1 :]
+    return ("".join(literal), True), text[close + 1 :]
 
 
 def table_label(schema: str, table: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cdc_pipeline.core.audit.reconcile.run import reconcile
+from cdc_pipeline.core.capture.snapshot import run_snapshot
 from cdc_pipeline.core.load.documents import CATALOG, ROW_CHANGES
 from cdc_pipeline.core.load.loader import load_pending
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
@@ -268,3 +269,37 @@ def test_ddl_of_a_session_without_backslash_escapes_acts_as_the_server_ran_it(
         sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
         load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
         assert mirror_differences(source_server, db, sink) == []
+
+
+def test_a_snapshot_of_tables_with_dots_and_odd_names_fills_their_own_mirrors(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """The snapshot's plan named tables ``schema.table`` and split them at the first dot:
+    schema ``a.b`` + table ``c`` was read as schema ``a``, table ``b.c``."""
+    db, dotted = source_schema, f"{source_schema}.b"
+    settings = replace(capture_settings, include_tables=(f"{q(db)}.*", f"{q(dotted)}.*"))
+    source_server.execute(
+        f"CREATE DATABASE {q(dotted)}",
+        f"CREATE TABLE {q(dotted)}.c (id INT PRIMARY KEY, v TEXT)",
+        f"CREATE TABLE {q(db)}.{q('b.c')} (id INT PRIMARY KEY, v TEXT)",
+        f"CREATE TABLE {q(db)}.{q('x|y')} (id INT PRIMARY KEY, `$v` TEXT)",
+        f"INSERT INTO {q(dotted)}.c VALUES (1, 'schema with a dot'), (2, 'two')",
+        f"INSERT INTO {q(db)}.{q('b.c')} VALUES (1, 'table with a dot')",
+        f"INSERT INTO {q(db)}.{q('x|y')} VALUES (1, 'pipe')",
+    )
+    try:
+        result = run_snapshot(settings)
+        assert result.complete
+        url = SourceUrl.parse(source_server.url)
+        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+            load_pending(WalPaths(settings.staging_dir, "default"), sink)
+            for schema in (db, dotted):
+                assert mirror_differences(source_server, schema, sink) == [], schema
+            assert client[mongo_db_name][sink.mirror(dotted, "c")].count_documents({}) == 2
+    finally:
+        source_server.execute(f"DROP DATABASE IF EXISTS {q(dotted)}")

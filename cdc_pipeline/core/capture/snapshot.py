@@ -52,7 +52,7 @@ from cdc_pipeline.core.errors import SnapshotError, SourceHistoryError
 from cdc_pipeline.core.gtid import GtidSet, lost_gtids
 from cdc_pipeline.core.mysql.catalog import list_tables
 from cdc_pipeline.core.mysql.source import connect, query_all, read_state
-from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.settings import CaptureSettings, table_label
 from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.staging import (
     Origin,
@@ -131,7 +131,7 @@ def _plan(
         return plan, True
     with connect(settings.source_url) as connection:
         names = [
-            f"{schema}.{table}"
+            table_label(schema, table)  # one name per table, also with dots in names
             for schema, table in list_tables(connection, patterns)
             if settings.includes(schema, table)
         ]

@@ -123,7 +123,7 @@ def table_progress(paths: WalPaths, plan: SnapshotPlan) -> dict[str, TableProgre
         info = manifest.snapshot
         if manifest.kind != SNAPSHOT_OP or not info or info.get("id") != plan.snapshot_id:
             continue
-        table = progress.get(str(info["table"]))
+        table = progress.get(str(info.get("label", info["table"])))
         rows_done = int(info["rows_before"]) + manifest.row_count
         if table is None or (rows_done, bool(info.get("table_done"))) <= (
             table.rows_done,

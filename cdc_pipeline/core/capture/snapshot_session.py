@@ -35,7 +35,7 @@ from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
 from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
-from cdc_pipeline.core.settings import CaptureSettings
+from cdc_pipeline.core.settings import CaptureSettings, parse_table_label
 from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.segment import Manifest
 from cdc_pipeline.core.wal.staging import (
@@ -63,7 +63,7 @@ class SnapshotSession:
 
     def snapshot_table(self, connection: Any, progress: TableProgress) -> None:
         """Write ``progress``'s table from where it stopped to its end, in this read view."""
-        schema, table = progress.name.split(".", 1)
+        schema, table = parse_table_label(progress.name)
         try:
             described = describe_table(connection, schema, table)
         except ValueError:  # dropped since the plan was made: recorded as done, 0 rows
@@ -82,7 +82,7 @@ class SnapshotSession:
                 " --tables (MariaDB's hidden DB_ROW_HASH columns of long UNIQUE keys are one case)."
             )
         schema_dict = table_schema.to_dict()
-        self.versions[progress.name] = schema_dict["version"]
+        self.versions[f"{schema}.{table}"] = schema_dict["version"]
         try:
             documents = row_documents(
                 connection, described, self.settings.row_group_size, after_key=progress.last_key
@@ -188,6 +188,9 @@ class SnapshotSession:
             snapshot={
                 "id": self.plan.snapshot_id,
                 "table": name,
+                "label": progress.name,
+                "schema_name": described.schema,
+                "table_name": described.table,
                 "keyed": bool(described.primary_key),
                 "after_key": encode_key(progress.last_key),
                 "last_key": encode_key(last_key),
