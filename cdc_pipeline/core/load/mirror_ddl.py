@@ -202,16 +202,18 @@ def rename_collection(sink: MirrorWriter, old: str, new: str) -> None:
 
 
 def _copy_collection(sink: MirrorWriter, old: str, new: str) -> None:
+    """Copy ``old`` over ``new`` by ``_id`` upserts through ``sink.bulk`` (sized bulks, each
+    retried on its own), then drop ``old``."""
     database = sink.database
     database.drop_collection(new)
-    batch: list[dict[str, Any]] = []
+    batch: list[Any] = []
     for document in database[old].find():
-        batch.append(document)
+        batch.append(upsert_by_id(document))
         if len(batch) >= BULK_CHUNK:
-            database[new].insert_many(batch, ordered=False)
+            sink.bulk(new, batch)
             batch = []
     if batch:
-        database[new].insert_many(batch, ordered=False)
+        sink.bulk(new, batch)
     database.drop_collection(old)
 
 

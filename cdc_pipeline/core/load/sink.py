@@ -12,12 +12,16 @@ Invariants:
     * within a segment, mirror writes are applied in phases separated by DDL statements that
       change mirrors, and within a phase only the last change per key is written (coalesced), so
       unordered bulk writes are safe;
-    * the checkpoint is written only after every write of the segment succeeded.
+    * the checkpoint is written only after every write of the segment succeeded;
+    * no single bulk command is meant to hold the server for long: ``bulk`` sends its operations
+      in pieces sized from how long the previous piece took (``next_bulk_size``), so a server
+      that runs one command at a time still answers the driver's heartbeat between them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +67,13 @@ from cdc_pipeline.core.settings import MongoSettings, table_label
 from cdc_pipeline.core.wal.segment import Manifest
 
 PHASE_KEYS = 5_000
+BULK_SECONDS = 1.0
+"""How long one bulk write command should take at most (``next_bulk_size``)."""
+MIN_BULK = 20
+HEARTBEAT_TIMEOUT_MS = 20_000
+"""connectTimeoutMS of the sink's client, which pymongo also uses as the socket timeout of its
+heartbeat: a heartbeat that times out marks the server unknown and cancels every operation in
+flight (``_OperationCancelled``). The driver's default; server selection stays at 5 s."""
 
 T = TypeVar("T")
 
@@ -132,6 +143,7 @@ class MongoSink:
         self.decimals_as_strings = decimals_as_strings
         self.native_rename = native_rename
         self._writes: WritePipeline | None = None
+        self._bulk_size = BULK_CHUNK
         self._names: dict[tuple[str, str], str] = {}
         self._registered: dict[str, str] = {}
         self._versions_seen: dict[tuple[str, str, Any], str] = {}
@@ -472,6 +484,18 @@ class MongoSink:
         phase.actions.clear()
 
     def bulk(self, collection: str, operations: list[Any]) -> None:
+        """Write ``operations`` unordered (each key at most once), in pieces of the current
+        bulk size, each retried on its own; the size follows the time each piece took."""
+        start = 0
+        while start < len(operations):
+            piece = operations[start : start + self._bulk_size]
+            began = time.monotonic()
+            self._bulk_write(collection, piece)
+            elapsed = time.monotonic() - began
+            self._bulk_size = next_bulk_size(self._bulk_size, len(piece), elapsed)
+            start += len(piece)
+
+    def _bulk_write(self, collection: str, operations: list[Any]) -> None:
         try:
             self.retry(lambda: self.database[collection].bulk_write(operations, ordered=False))
         except BulkWriteError as error:
@@ -551,6 +575,23 @@ class MongoSink:
         return table, key_label(identity)
 
 
+def next_bulk_size(size: int, written: int, seconds: float) -> int:
+    """The number of operations for the next bulk command, after ``written`` took ``seconds``.
+
+    A piece slower than ``BULK_SECONDS`` shrinks the next one in proportion (at least
+    ``MIN_BULK``); a full piece in under half of it doubles the next (at most ``BULK_CHUNK``).
+    On MongoDB a bulk of ``BULK_CHUNK`` upserts by ``_id`` takes milliseconds, so the size stays
+    at ``BULK_CHUNK``; on a server that cannot answer anything else while a command runs
+    (mongoeco, whose upserts also cost time in proportion to the collection) long commands
+    would starve the driver's heartbeat (``HEARTBEAT_TIMEOUT_MS``).
+    """
+    if seconds > BULK_SECONDS:
+        return max(MIN_BULK, min(size, int(written * BULK_SECONDS / seconds)))
+    if written >= size and seconds < BULK_SECONDS / 2:
+        return min(BULK_CHUNK, size * 2)
+    return size
+
+
 def _id_of_filter(selector: Mapping[str, Any]) -> Any:
     """The ``_id`` an ``id_filter`` selects (a composite key's fields put back together)."""
     if "_id" in selector:
@@ -581,9 +622,13 @@ def open_sink(
     retry_policy: RetryPolicy | None = None,
     rebaseline: Rebaseline | None = None,
 ) -> Iterator[MongoSink]:
-    """A ``MongoSink`` on ``settings``; the client is closed on exit. Fails fast (5 s) per try."""
+    """A ``MongoSink`` on ``settings``; the client is closed on exit. Fails fast (5 s) per try
+    when MongoDB is down; a server busy for seconds is waited for (``HEARTBEAT_TIMEOUT_MS``)."""
     client: MongoClient[Any] = MongoClient(
-        settings.uri, serverSelectionTimeoutMS=5_000, connectTimeoutMS=5_000, tz_aware=True
+        settings.uri,
+        serverSelectionTimeoutMS=5_000,
+        connectTimeoutMS=HEARTBEAT_TIMEOUT_MS,
+        tz_aware=True,
     )
     try:
         yield MongoSink(
