@@ -27,6 +27,7 @@ MONGOECO_TESTS ?= cdc_pipeline_tests/contract \
 	cdc_pipeline_tests/integration/test_slow_mongo_commands.py \
 	cdc_pipeline_tests/integration/test_load.py \
 	cdc_pipeline_tests/integration/test_real_world_names.py \
+	cdc_pipeline_tests/integration/test_unloadable_rows.py \
 	cdc_pipeline_tests/faults/test_damage_and_purge.py
 # Rebuilds a 5,500-row mirror: minutes on mongoeco, whose writes slow down as a collection grows.
 MONGOECO_DESELECT ?= --deselect \
