@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from bson import json_util
@@ -27,9 +28,11 @@ from cdc_pipeline.core.load.documents import (
     mirror_id,
 )
 from cdc_pipeline.core.load.large_values import resolve_mirror_document
+from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.catalog import describe_table, list_tables
 from cdc_pipeline.core.mysql.source_rows import row_documents
+from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.wal.segment import read_manifest, read_rows
 from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline_tests.binlog_oracle import executed_gtids
@@ -43,6 +46,17 @@ def _canonical(value: Any, exact_int_width: bool = True) -> str:
         json_util.CANONICAL_JSON_OPTIONS if exact_int_width else json_util.RELAXED_JSON_OPTIONS
     )
     return json_util.dumps(value, json_options=options)
+
+
+@contextlib.contextmanager
+def sink_with_source(
+    server: SourceServer, target: Any, database_name: str, **options: Any
+) -> Iterator[MongoSink]:
+    """A sink on the test's MongoDB database, as ``target`` configures it, that rebuilds
+    mirrors after column changes by reading ``server`` (what ``run_load`` gives a load)."""
+    url = SourceUrl.parse(server.url)
+    with source_rebaseline(url) as rebaseline, target.client(tz_aware=True) as client:
+        yield target.sink(client[database_name], rebaseline=rebaseline, **options)
 
 
 def mirror_differences(

@@ -20,12 +20,11 @@ from cdc_pipeline.core.audit.reconcile.run import reconcile
 from cdc_pipeline.core.capture.snapshot import run_snapshot
 from cdc_pipeline.core.load.documents import CATALOG, ROW_CHANGES
 from cdc_pipeline.core.load.loader import load_pending
-from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.integration.test_load import capture_all
-from cdc_pipeline_tests.pipeline_checks import mirror_differences
+from cdc_pipeline_tests.pipeline_checks import mirror_differences, sink_with_source
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
@@ -128,8 +127,8 @@ def test_real_world_identifiers_end_in_exact_mirrors(
         workload(source_server, db)
         capture_all(settings)
         url = SourceUrl.parse(source_server.url)
-        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+        with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+            client = sink.database.client
             load_pending(WalPaths(settings.staging_dir, "default"), sink)
             for schema in schemas:
                 assert mirror_differences(source_server, schema, sink) == [], schema
@@ -192,10 +191,9 @@ def test_a_dropped_schema_drops_its_mirrors_and_a_table_renamed_into_scope_is_re
             f"INSERT INTO {q(db)}.keep VALUES (1)",
         )
         capture_all(settings)
-        url = SourceUrl.parse(source_server.url)
         paths = WalPaths(settings.staging_dir, "default")
-        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+        with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+            client = sink.database.client
             load_pending(paths, sink)
             database = client[mongo_db_name]
             assert database[sink.mirror(gone, "t")].count_documents({}) == 2
@@ -235,9 +233,8 @@ def test_the_rows_of_create_table_select_reach_the_change_log_and_the_mirror(
         f"INSERT INTO {q(db)}.copy VALUES (4, 40)",
     )
     capture_all(capture_settings)
-    url = SourceUrl.parse(source_server.url)
-    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-        sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+    with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+        client = sink.database.client
         load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
         inserted = client[mongo_db_name][ROW_CHANGES].count_documents(
             {"schema": db, "table": "copy", "op": "insert"}
@@ -264,9 +261,7 @@ def test_ddl_of_a_session_without_backslash_escapes_acts_as_the_server_ran_it(
         f"ALTER TABLE {q(db)}.t COMMENT 'a\\', DROP COLUMN v -- '",
     )
     capture_all(capture_settings)
-    url = SourceUrl.parse(source_server.url)
-    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-        sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+    with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
         load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
         assert mirror_differences(source_server, db, sink) == []
 
@@ -294,9 +289,8 @@ def test_a_snapshot_of_tables_with_dots_and_odd_names_fills_their_own_mirrors(
     try:
         result = run_snapshot(settings)
         assert result.complete
-        url = SourceUrl.parse(source_server.url)
-        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-            sink = mongo_target.sink(client[mongo_db_name], rebaseline=rebaseline)
+        with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+            client = sink.database.client
             load_pending(WalPaths(settings.staging_dir, "default"), sink)
             for schema in (db, dotted):
                 assert mirror_differences(source_server, schema, sink) == [], schema

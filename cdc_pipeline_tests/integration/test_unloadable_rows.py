@@ -30,7 +30,7 @@ from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.integration.test_load import capture_all
-from cdc_pipeline_tests.pipeline_checks import mirror_differences
+from cdc_pipeline_tests.pipeline_checks import mirror_differences, sink_with_source
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
@@ -191,11 +191,9 @@ def test_under_dead_letter_a_refused_row_and_its_later_changes_wait_aside_in_ord
     capture_all(capture_settings)
 
     def load() -> None:
-        url = SourceUrl.parse(source_server.url)
-        with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
-            sink = mongo_target.sink(
-                client[mongo_db_name], rebaseline=rebaseline, on_unloadable="dead-letter"
-            )
+        with sink_with_source(
+            source_server, mongo_target, mongo_db_name, on_unloadable="dead-letter"
+        ) as sink:
             load_pending(pipeline_env, sink)
 
     load()

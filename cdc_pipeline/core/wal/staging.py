@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -260,10 +260,12 @@ def capture_lock(paths: WalPaths, purpose: str = "capture") -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def loader_lock(paths: WalPaths, timeout: float = 600.0) -> Iterator[None]:
-    """Hold the source's loader lock, waiting up to ``timeout`` s for another loader to finish."""
-    paths.ensure()
-    with paths.loader_lock_file.open("a+") as handle:
+def _waiting_flock(
+    path: Path, timeout: float, poll: float, busy: Callable[[], Exception]
+) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``, waiting up to ``timeout`` s; ``busy()`` is
+    raised when it stays held."""
+    with path.open("a+") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -271,11 +273,20 @@ def loader_lock(paths: WalPaths, timeout: float = 600.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise LoaderBusyError(
-                        f"another loader has held {paths.loader_lock_file} for {timeout:.0f} s;"
-                        " check for a stuck 'cdc-pipeline load' or load run."
-                    ) from None
-                time.sleep(0.2)
+                    raise busy() from None
+                time.sleep(poll)
+        yield
+
+
+@contextlib.contextmanager
+def loader_lock(paths: WalPaths, timeout: float = 600.0) -> Iterator[None]:
+    """Hold the source's loader lock, waiting up to ``timeout`` s for another loader to finish."""
+    paths.ensure()
+    busy = LoaderBusyError(
+        f"another loader has held {paths.loader_lock_file} for {timeout:.0f} s;"
+        " check for a stuck 'cdc-pipeline load' or load run."
+    )
+    with _waiting_flock(paths.loader_lock_file, timeout, 0.2, lambda: busy):
         yield
 
 
@@ -285,19 +296,11 @@ def identity_lock(paths: WalPaths, timeout: float = 30.0) -> Iterator[None]:
     pipelines starting at once on one folder cannot both record themselves (an ``flock``;
     each holder keeps it for a file read and write only)."""
     paths.ensure()
-    with paths.identity_lock_file.open("a+") as handle:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise StagingError(
-                        f"{paths.identity_lock_file} stayed locked for {timeout:.0f} s; check"
-                        " for a hung cdc-pipeline process on this staging folder."
-                    ) from None
-                time.sleep(0.05)
+    busy = StagingError(
+        f"{paths.identity_lock_file} stayed locked for {timeout:.0f} s; check"
+        " for a hung cdc-pipeline process on this staging folder."
+    )
+    with _waiting_flock(paths.identity_lock_file, timeout, 0.05, lambda: busy):
         yield
 
 
