@@ -60,8 +60,11 @@ class SinkUnavailableError(CdcError):
 
     def __init__(self, error_class: str, attempts: int, elapsed_seconds: float):
         noun = "attempt" if attempts == 1 else "attempts"
+        # A timeout or an operation the driver cancelled may be a server too busy to answer.
+        busy = error_class in ("NetworkTimeout", "ExecutionTimeout", "_OperationCancelled")
+        state = "did not answer in time" if busy else "is unreachable"
         super().__init__(
-            f"MongoDB is unreachable ({error_class}) after {attempts} {noun} over"
+            f"MongoDB {state} ({error_class}) after {attempts} {noun} over"
             f" {elapsed_seconds:.1f} s; the segment stays in the WAL and will be loaded when it"
             " returns."
         )

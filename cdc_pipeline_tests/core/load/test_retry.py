@@ -245,3 +245,12 @@ def test_message_names_the_class_but_never_the_uri_or_hosts() -> None:
     assert message.endswith(" s; the segment stays in the WAL and will be loaded when it returns.")
     for secret in ("mongodb://", "user", "pw", "host", "27017", "refused"):
         assert secret not in message
+
+
+def test_a_busy_server_is_not_called_unreachable() -> None:
+    from cdc_pipeline.core.errors import SinkUnavailableError
+
+    busy = str(SinkUnavailableError("_OperationCancelled", 4, 36.3))
+    assert busy.startswith("MongoDB did not answer in time (_OperationCancelled) after 4 attempts")
+    down = str(SinkUnavailableError("ServerSelectionTimeoutError", 1, 5.0))
+    assert down.startswith("MongoDB is unreachable (ServerSelectionTimeoutError) after 1 attempt ")
