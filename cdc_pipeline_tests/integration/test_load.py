@@ -383,10 +383,61 @@ def test_several_column_changes_of_a_table_in_one_segment_rebuild_its_mirror_onc
 
         sink = mongo_target.sink(client[mongo_db_name], rebaseline=counted)
         result = load_pending(WalPaths(settings.staging_dir, "default"), sink)
-        assert sorted(reads) == ["t", "u", "u"], reads  # u: the TRUNCATE keeps both
+        # u: the TRUNCATE keeps its ADD's rebuild; its DROP COLUMN is applied in place.
+        assert sorted(reads) == ["t", "u"], reads
         applied = [line for item in result.loaded for line in item.apply.ddl_applied]
         assert sum("rebuild left to a later column change" in line for line in applied) == 2
         assert mirror_differences(source_server, source_schema, sink) == []
+
+
+def test_column_changes_that_touch_no_key_are_made_in_place_and_stay_exact(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """DROP COLUMN, RENAME COLUMN and a nullable ADD COLUMN change the mirror in place
+    (``$unset``, ``$rename``, ``$set`` null) instead of re-reading the table; a change naming a
+    key column, a column with a default, or a mirror marked stale still rebuilds."""
+    db = source_schema
+    source_server.execute(
+        f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a INT, b VARCHAR(8), c INT, `x.y` INT)",
+        f"CREATE TABLE `{db}`.k (p INT, q INT, v INT, PRIMARY KEY (p, q))",
+        f"CREATE TABLE `{db}`.d (id INT PRIMARY KEY, v INT)",
+    )
+    capture_all(capture_settings)
+    source_server.execute(
+        *(f"INSERT INTO `{db}`.t VALUES ({i}, {i}, 'b{i}', {i}, {i})" for i in range(1, 31)),
+        *(f"INSERT INTO `{db}`.k VALUES ({i}, {i}, {i})" for i in range(1, 11)),
+        *(f"INSERT INTO `{db}`.d VALUES ({i}, {i})" for i in range(1, 11)),
+    )
+    capture_all(capture_settings)
+    source_server.execute(
+        f"ALTER TABLE `{db}`.t DROP COLUMN c",
+        f"UPDATE `{db}`.t SET a = -a WHERE id <= 5",
+        f"ALTER TABLE `{db}`.t RENAME COLUMN a TO `$a`, ADD COLUMN n INT NULL AFTER id",
+        f"ALTER TABLE `{db}`.t RENAME COLUMN `x.y` TO z",
+        f"INSERT INTO `{db}`.t (id, `$a`, b, n, z) VALUES (100, 1, 'late', 7, 1)",
+        f"ALTER TABLE `{db}`.k RENAME COLUMN q TO q2",  # a key column: rebuild
+        f"ALTER TABLE `{db}`.d ADD COLUMN w INT NOT NULL DEFAULT 5",  # a default: rebuild
+    )
+    capture_all(capture_settings)
+    reads: list[str] = []
+    url = SourceUrl.parse(source_server.url)
+    with source_rebaseline(url) as rebaseline, mongo_target.client(tz_aware=True) as client:
+        assert rebaseline is not None
+
+        def counted(schema: str, table: str) -> Any:
+            reads.append(table)
+            return rebaseline(schema, table)
+
+        sink = mongo_target.sink(client[mongo_db_name], rebaseline=counted)
+        result = load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
+        assert sorted(reads) == ["d", "k"], reads
+        applied = [line for item in result.loaded for line in item.apply.ddl_applied]
+        assert sum("changed in place" in line for line in applied) == 3, applied
+        assert mirror_differences(source_server, db, sink) == []
 
 
 def test_real_world_ddl_acts_on_the_tables_it_names_and_on_no_other(

@@ -24,11 +24,12 @@ from cdc_pipeline.core.load.documents import (
     DDL_HISTORY,
     MIRROR_STATUS,
     mirror_document,
+    mirror_field,
     mirror_meta,
     rebuild_collection,
     upsert_by_id,
 )
-from cdc_pipeline.core.mysql.ddl import classify_row
+from cdc_pipeline.core.mysql.ddl import DdlStatement, classify_row
 
 T = TypeVar("T")
 Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
@@ -64,6 +65,8 @@ class MirrorWriter(Protocol):
 
     def mirrors_of_schema(self, source: str, schema: str) -> list[str]: ...
 
+    def key_columns_ever(self, source: str, schema: str, table: str) -> set[str] | None: ...
+
     def fit_mirror(
         self, document: dict[str, Any], values: Mapping[str, Any] | None = None
     ) -> None: ...
@@ -72,7 +75,17 @@ class MirrorWriter(Protocol):
 def superseded_rebuilds(
     ddl_rows: Iterable[Mapping[str, Any]], *, mariadb: bool = True
 ) -> frozenset[str]:
-    """GTIDs of the column changes in one batch whose mirror rebuild a later one makes useless.
+    """GTIDs of the column changes in one batch whose mirror rebuild a later one makes useless
+    (``rebuild_plan``'s first half)."""
+    return rebuild_plan(ddl_rows, mariadb=mariadb)[0]
+
+
+def rebuild_plan(
+    ddl_rows: Iterable[Mapping[str, Any]], *, mariadb: bool = True
+) -> tuple[frozenset[str], frozenset[str]]:
+    """``(superseded, rereading)``: GTIDs of the column changes in one batch whose mirror
+    rebuild a later one makes useless, and of those later ones: a change that could have been
+    made in place must re-read the table once it stands in for an earlier rebuild.
 
     A rebuild reads the source table as it is now, so of two column changes of one table in a
     batch the second's rebuild gives the same mirror with or without the first's: each key ends
@@ -85,22 +98,28 @@ def superseded_rebuilds(
     """
     pending: dict[tuple[str, str], tuple[tuple[str, str], str]] = {}
     superseded: set[str] = set()
+    rereading: set[str] = set()
     for row in ddl_rows:
         statement = classify_row(row, mariadb=mariadb)
         if statement.kind in ("other", "drop_database"):
             pending.clear()
             continue
         named = {*statement.targets, *(new for _, new in statement.renames)}
-        # Only a plain column change of one table can leave its rebuild to a later one.
+        # Only a plain column change of one table can leave its rebuild to a later one. One
+        # that may be made in place reads nothing: it leaves a rebuild to a later change only
+        # if it stands in for an earlier rebuild itself (and then it re-reads).
         alone = statement.kind == "alter_table" and statement.rebuilds == statement.targets
         for name in named:
             folded = (name[0].casefold(), name[1].casefold())
             earlier = pending.pop(folded, None)
-            if alone and earlier is not None and earlier[0] == name:
-                superseded.add(earlier[1])
-            if alone and len(named) == 1:
+            took_over = alone and earlier is not None and earlier[0] == name
+            if took_over:
+                superseded.add(earlier[1])  # type: ignore[index]
+                if statement.column_ops:
+                    rereading.add(row["gtid"])
+            if alone and len(named) == 1 and (took_over or not statement.column_ops):
                 pending[folded] = (name, row["gtid"])
-    return frozenset(superseded)
+    return frozenset(superseded), frozenset(rereading)
 
 
 def apply_ddl(
@@ -110,11 +129,13 @@ def apply_ddl(
     superseded: frozenset[str] = frozenset(),
     *,
     mariadb: bool = True,
+    rereading: frozenset[str] = frozenset(),
 ) -> list[str]:
     """Record one DDL row in ``cdc_ddl`` and apply its effect; returns what was done.
 
-    A column change in ``superseded`` (``superseded_rebuilds``) is recorded but not rebuilt:
-    a later one in the same batch rebuilds the same mirror.
+    A column change in ``superseded`` (``rebuild_plan``) is recorded but not rebuilt: a later
+    one in the same batch rebuilds the same mirror. One in ``rereading`` stands in for such an
+    earlier one, so it rebuilds even where it could have changed the mirror in place.
     """
     statement = classify_row(row, mariadb=mariadb)
     history = {
@@ -166,6 +187,12 @@ def apply_ddl(
     if statement.rebuilds and row["gtid"] in superseded:
         names = ", ".join(sink.mirror(*target) for target in statement.rebuilds)
         done.append(f"{names}: rebuild left to a later column change in this batch")
+    elif (
+        statement.rebuilds
+        and row["gtid"] not in rereading
+        and _in_place_exact(sink, row["source"], statement)
+    ):
+        done.append(change_in_place(sink, *statement.rebuilds[0], statement.column_ops))
     elif statement.rebuilds:
         meta = mirror_meta(row["gtid"], batch, None, row["committed_at"], rebuilt_after_ddl=True)
         done.extend(
@@ -173,6 +200,42 @@ def apply_ddl(
             for schema, table in statement.rebuilds
         )
     return done
+
+
+def _in_place_exact(sink: MirrorWriter, source: str, statement: DdlStatement) -> bool:
+    """Whether the statement's column changes can be applied to the mirror as they are: every
+    clause is one of ``column_ops``, no column it names is or ever was part of the table's key
+    (the key is the ``_id``), and the mirror is not marked stale (only a rebuild fixes that)."""
+    if not statement.column_ops or len(statement.rebuilds) != 1:
+        return False
+    schema, table = statement.rebuilds[0]
+    keys = sink.key_columns_ever(source, schema, table)
+    named = {name for op in statement.column_ops for name in op[1:]}
+    if keys is None or named & keys:
+        return False
+    name = sink.mirror(schema, table)
+    return sink.retry(lambda: sink.database[MIRROR_STATUS].find_one({"_id": name})) is None
+
+
+def change_in_place(
+    sink: MirrorWriter, schema: str, table: str, ops: tuple[tuple[str, ...], ...]
+) -> str:
+    """Apply column changes to every document of a mirror: DROP COLUMN as ``$unset``, RENAME
+    COLUMN as ``$rename``, a NULL column added as ``$set`` to null. Exact, because no value of
+    another column changes and no key does; replay-safe, because each is idempotent and every
+    later change of a row is applied after it again."""
+    name = sink.mirror(schema, table)
+    collection = sink.database[name]
+    for op in ops:
+        if op[0] == "drop":
+            update: dict[str, Any] = {"$unset": {mirror_field(op[1]): ""}}
+        elif op[0] == "rename":
+            update = {"$rename": {mirror_field(op[1]): mirror_field(op[2])}}
+        else:
+            update = {"$set": {mirror_field(op[1]): None}}
+        sink.retry(lambda update=update: collection.update_many({}, update))  # type: ignore[misc]
+    changes = ", ".join(" ".join(op) for op in ops)
+    return f"{name}: changed in place ({changes}), nothing re-read from the source"
 
 
 def rename_collection(sink: MirrorWriter, old: str, new: str) -> None:

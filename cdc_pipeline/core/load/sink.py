@@ -42,6 +42,7 @@ from cdc_pipeline.core.load.documents import (
     LOAD_HALTS,
     MIRROR_STATUS,
     ROW_CHANGES,
+    SCHEMA_VERSIONS,
     Checkpoint,
     catalog_document,
     change_document,
@@ -59,7 +60,7 @@ from cdc_pipeline.core.load.mirror_ddl import (
     BULK_CHUNK,
     Rebaseline,
     apply_ddl,
-    superseded_rebuilds,
+    rebuild_plan,
 )
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
@@ -200,6 +201,19 @@ class MongoSink:
         self._registered[name] = marker
         return name
 
+    def key_columns_ever(self, source: str, schema: str, table: str) -> set[str] | None:
+        """Every column that was part of the table's key in any schema version the loader
+        registered (``cdc_schema_versions``); None when it knows no version of the table."""
+        versions = self.database[SCHEMA_VERSIONS]
+        found = self.retry(
+            lambda: list(
+                versions.find({"source": source, "table": f"{schema}.{table}"}, {"primary_key": 1})
+            )
+        )
+        if not found:
+            return None
+        return {str(column) for version in found for column in version.get("primary_key") or ()}
+
     def mirrors_of_schema(self, source: str, schema: str) -> list[str]:
         """The mirrors ``cdc_collections`` records for the tables of ``schema``."""
         catalog = self.database[CATALOG]
@@ -265,7 +279,7 @@ class MongoSink:
         """Write every row change of a segment (in order) into the change log and mirrors.
 
         ``ddl_rows`` are the segment's DDL rows, looked at ahead so that a table whose columns
-        change several times in the segment is rebuilt once (``superseded_rebuilds``); without
+        change several times in the segment is rebuilt once (``rebuild_plan``); without
         them every column change rebuilds.
 
         Bulk writes run on a ``WritePipeline`` thread while the next rows are prepared; it is
@@ -304,7 +318,7 @@ class MongoSink:
     ) -> ApplyReport:
         batch = manifest.partition_key
         mariadb = manifest.flavor == "mariadb"
-        superseded = superseded_rebuilds(ddl_rows, mariadb=mariadb)
+        superseded, rereading = rebuild_plan(ddl_rows, mariadb=mariadb)
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
         changes: list[ReplaceOne[Any]] = []
@@ -317,7 +331,8 @@ class MongoSink:
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
                 self._drain()
-                report.ddl_applied.extend(apply_ddl(self, row, batch, superseded, mariadb=mariadb))
+                done = apply_ddl(self, row, batch, superseded, mariadb=mariadb, rereading=rereading)
+                report.ddl_applied.extend(done)
                 continue
             before = self.decode(row["before"])
             after = self.decode(row["after"])

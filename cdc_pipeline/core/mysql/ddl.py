@@ -135,6 +135,11 @@ class DdlStatement:
     targets: tuple[tuple[str, str], ...]
     renames: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = ()
     rebuilds: tuple[tuple[str, str], ...] = ()
+    column_ops: tuple[tuple[str, ...], ...] = ()
+    """For an ALTER whose every row-rewriting clause could be applied to the mirror in place:
+    ``("drop", c)``, ``("rename", a, b)``, ``("add_null", c)`` (a nullable column with no
+    default, so NULL in every row). The loader still rebuilds when a named column is or was
+    part of the key (``load.mirror_ddl``)."""
 
 
 _OTHER = DdlStatement("other", ())
@@ -328,6 +333,7 @@ def _alter(table: tuple[str, str], read: _Reader) -> DdlStatement:
     new_name = table
     rebuild: list[tuple[str, str]] = []
     absorbed: list[tuple[str, str]] = []
+    ops: list[tuple[str, ...]] | None = []
     for clause in clauses:
         reader = _Reader(clause, read.default_schema)
         renamed = _renamed_to(reader)
@@ -344,13 +350,50 @@ def _alter(table: tuple[str, str], read: _Reader) -> DdlStatement:
         if also is not None:
             rebuild.append(table)
             rebuild.extend(also)
+            op = None if also else _in_place(clause)
+            ops = None if ops is None or op is None else [*ops, op]
     rebuilds = tuple(dict.fromkeys(new_name if name == table else name for name in rebuild))
     if absorbed:
         return DdlStatement("drop_table", tuple(absorbed), (), rebuilds)
     targets = tuple(dict.fromkeys((table, *(name for name in rebuild if name != table))))
     if new_name != table:
         return DdlStatement("rename_table", targets, ((table, new_name),), rebuilds)
-    return DdlStatement("alter_table", targets, (), rebuilds)
+    in_place = tuple(ops) if ops and rebuilds == (table,) else ()
+    return DdlStatement("alter_table", targets, (), rebuilds, in_place)
+
+
+_NOT_PLAIN_COLUMN = {"NOT", "DEFAULT", "AS", "GENERATED", "AUTO_INCREMENT", "PRIMARY", "UNIQUE"}
+_NOT_PLAIN_COLUMN |= {"KEY", "SERIAL", "TIMESTAMP", "CHECK", "REFERENCES", "INVISIBLE", "ON"}
+_NOT_PLAIN_COLUMN |= {"VIRTUAL", "STORED", "PERSISTENT", "IF", "SYSTEM", "WITHOUT"}
+
+
+def _in_place(clause: list[_Token]) -> tuple[str, ...] | None:
+    """A clause's in-place change of a mirror, or None when only a rebuild is exact:
+    ``DROP [COLUMN] [IF EXISTS] c``, ``RENAME COLUMN a TO b``, and ``ADD [COLUMN] c <type>``
+    with nothing that could fill it with anything but NULL (no DEFAULT, NOT NULL, generated
+    expression, AUTO_INCREMENT; not TIMESTAMP, which a server may give an implicit default;
+    not ``IF NOT EXISTS``, which may keep an existing column's values)."""
+    words = [token.upper for token in clause]
+    names = [token for token in clause if token.is_name]
+    if words[:1] == ["DROP"]:
+        rest = clause[2:] if words[1:2] == ["COLUMN"] else clause[1:]
+        if [token.upper for token in rest[:2]] == ["IF", "EXISTS"]:
+            rest = rest[2:]
+        if len(rest) == 1 and rest[0].is_name and rest[0].upper not in {"PRIMARY", "PARTITION"}:
+            return ("drop", rest[0].text)
+        return None
+    if words[:2] == ["RENAME", "COLUMN"] and len(clause) == 5 and words[3] == "TO":
+        if clause[2].is_name and clause[4].is_name:
+            return ("rename", clause[2].text, clause[4].text)
+        return None
+    if words[:1] == ["ADD"]:
+        rest = clause[2:] if words[1:2] == ["COLUMN"] else clause[1:]
+        if len(rest) < 2 or not rest[0].is_name or rest[0].upper in _NOT_COLUMNS:
+            return None
+        if any(token.upper in _NOT_PLAIN_COLUMN for token in rest[1:]) or not names:
+            return None
+        return ("add_null", rest[0].text)
+    return None
 
 
 def _renamed_to(read: _Reader) -> tuple[str, str] | None:
