@@ -258,6 +258,9 @@ class MariaDBServer(SourceServer):
             f"--datadir={data}",
             f"--socket={self.data_dir / 's.sock'}",
             f"--pid-file={self.data_dir / 'mariadbd.pid'}",
+            # Its own temporary folder: information_schema's temporary files of servers sharing
+            # /tmp collided (error 6, once a crash) when several sessions ran at once.
+            f"--tmpdir={self.data_dir}",
             f"--port={self.port}",
             "--bind-address=127.0.0.1",
             "--user=root",
