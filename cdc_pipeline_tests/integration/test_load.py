@@ -34,6 +34,7 @@ from cdc_pipeline_tests.pipeline_checks import (
     checkpoint_matches_source,
     dump,
     mirror_differences,
+    sink_with_source,
 )
 from devtools.local_servers import SourceServer
 
@@ -437,6 +438,37 @@ def test_column_changes_that_touch_no_key_are_made_in_place_and_stay_exact(
         assert sorted(reads) == ["d", "k"], reads
         applied = [line for item in result.loaded for line in item.apply.ddl_applied]
         assert sum("changed in place" in line for line in applied) == 3, applied
+        assert mirror_differences(source_server, db, sink) == []
+
+
+def test_a_rename_in_place_after_a_rebuild_that_read_ahead_keeps_the_values(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """A rebuild reads the table as it is at load time, so it can already hold a column that a
+    later RENAME COLUMN in the WAL produces; that rename, made in place, must leave those
+    documents alone. (Found by the fault suite: the stand-in's $rename set the target to null
+    where the old field was missing, and the mirror lost the column's values.)"""
+    db = source_schema
+    source_server.execute(f"CREATE TABLE `{db}`.e (id INT PRIMARY KEY, v INT)")
+    capture_all(capture_settings)
+    source_server.execute(
+        *(f"INSERT INTO `{db}`.e VALUES ({i}, {i})" for i in range(1, 6)),
+        f"ALTER TABLE `{db}`.e ADD COLUMN note VARCHAR(20) DEFAULT 'n'",
+    )
+    capture_all(capture_settings)  # segment 1: rows and the ADD (a rebuild)
+    source_server.execute(
+        f"ALTER TABLE `{db}`.e RENAME COLUMN note TO memo",
+        f"INSERT INTO `{db}`.e (id, v) VALUES (6, 6)",
+    )
+    capture_all(capture_settings)  # segment 2: the RENAME (in place) and a row
+    with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+        result = load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
+        applied = [line for item in result.loaded for line in item.apply.ddl_applied]
+        assert any("changed in place (rename note memo)" in line for line in applied), applied
         assert mirror_differences(source_server, db, sink) == []
 
 

@@ -227,13 +227,23 @@ def change_in_place(
     name = sink.mirror(schema, table)
     collection = sink.database[name]
     for op in ops:
+        field = mirror_field(op[1])
+        # Only documents that have the field (or lack it, for an ADD) are changed: a document
+        # written by a rebuild that read the table after a later change already has the
+        # result; and the nx-27017 stand-in's $rename sets the target to null where the field
+        # is missing.
         if op[0] == "drop":
-            update: dict[str, Any] = {"$unset": {mirror_field(op[1]): ""}}
+            selector: dict[str, Any] = {field: {"$exists": True}}
+            update: dict[str, Any] = {"$unset": {field: ""}}
         elif op[0] == "rename":
-            update = {"$rename": {mirror_field(op[1]): mirror_field(op[2])}}
+            selector = {field: {"$exists": True}}
+            update = {"$rename": {field: mirror_field(op[2])}}
         else:
-            update = {"$set": {mirror_field(op[1]): None}}
-        sink.retry(lambda update=update: collection.update_many({}, update))  # type: ignore[misc]
+            selector = {field: {"$exists": False}}
+            update = {"$set": {field: None}}
+        sink.retry(
+            lambda selector=selector, update=update: collection.update_many(selector, update)  # type: ignore[misc]
+        )
     changes = ", ".join(" ".join(op) for op in ops)
     return f"{name}: changed in place ({changes}), nothing re-read from the source"
 
