@@ -140,7 +140,13 @@ def _load(args: argparse.Namespace) -> int:
     mongo = MongoSettings.from_env()
     paths = _wal_paths()
     check_staging_folder(paths, create=False, write=True)
-    result = run_load(paths, mongo, source_url=source_url, table_scope=table_scope_from_env())
+    result = run_load(
+        paths,
+        mongo,
+        source_url=source_url,
+        table_scope=table_scope_from_env(),
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     _print(args, result.to_dict(), result.summary())
     return 0
 

@@ -48,7 +48,13 @@ def catch_up(
         )
 
     loaded = run_load(
-        paths, mongo.mongo_settings(), None, report, settings.source_url, on_validated=validated
+        paths,
+        mongo.mongo_settings(),
+        None,
+        report,
+        settings.source_url,
+        on_validated=validated,
+        progress=context.log.info,
     )
     context.log.info(loaded.summary())
     return dg.Output(

@@ -215,6 +215,7 @@ def load_segment(
             on_validated,
             # This pipeline's table settings, checked against the folder's record first.
             table_scope=table_scope_from_env(overlay(SOURCE_VARIABLES, given)),
+            progress=context.log.info,  # a long mirror rebuild's progress
         )
     except SinkUnavailableError as error:
         breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)

@@ -30,7 +30,7 @@ from cdc_pipeline.core.load.documents import (
     mirror_document,
     upsert_by_id,
 )
-from cdc_pipeline.core.load.mirror_ddl import rename_collection
+from cdc_pipeline.core.load.rebuild import rename_collection
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema

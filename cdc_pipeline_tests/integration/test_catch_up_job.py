@@ -1,7 +1,8 @@
 """``dagster job execute -j catch_up_job`` with a throwaway DAGSTER_HOME, as CI and cron run it.
 
 Against a real source and the session's MongoDB: one command captures until caught up and
-loads everything; the mirrors then equal the source and the checkpoint is the source position.
+loads everything (a column change's mirror rebuild reporting in the run log); the mirrors then
+equal the source and the checkpoint is the source position.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ def test_catch_up_job_from_the_command_line(
     source_server.execute(
         f"INSERT INTO {table} VALUES (1, 'a'), (2, 'b')",
         f"UPDATE {table} SET v = 'c' WHERE id = 2",
+        f"ALTER TABLE {table} MODIFY COLUMN v VARCHAR(20)",  # a retype: the mirror is rebuilt
     )
     command = [DAGSTER, "job", "execute", "-m", "cdc_pipeline.definitions", "-j", "catch_up_job"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "RUN_SUCCESS" in done.stdout + done.stderr
+    # The rebuild's progress reaches the run log.
+    assert ": rebuilding from the source table, read in key order" in done.stdout + done.stderr
     with mongo_target.client(tz_aware=True) as client:
         sink = mongo_target.sink(client[mongo_db_name])
         assert mirror_differences(source_server, source_schema, sink) == []

@@ -21,8 +21,8 @@ from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError
 from cdc_pipeline.core.load.documents import CHECKPOINTS, ROW_CHANGES, mirror_meta
 from cdc_pipeline.core.load.loader import load_pending
-from cdc_pipeline.core.load.mirror_ddl import rebuild_mirror
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.load.rebuild import rebuild_mirror
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.mysql.source_rows import PAGE
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
@@ -360,9 +360,10 @@ def test_several_column_changes_of_a_table_in_one_segment_rebuild_its_mirror_onc
     source_server.execute(
         *(f"INSERT INTO `{db}`.t VALUES ({key}, {key})" for key in range(1, 41)),
         *(f"INSERT INTO `{db}`.u VALUES ({key}, {key})" for key in range(1, 41)),
-        f"ALTER TABLE `{db}`.t ADD COLUMN note VARCHAR(20) DEFAULT 'n'",
+        # Defaults that are not made in place (CHAR, DECIMAL): these rebuild.
+        f"ALTER TABLE `{db}`.t ADD COLUMN note CHAR(20) DEFAULT 'n'",
         f"UPDATE `{db}`.t SET note = 'x' WHERE id < 10",
-        f"ALTER TABLE `{db}`.u ADD COLUMN w INT DEFAULT 7",
+        f"ALTER TABLE `{db}`.u ADD COLUMN w DECIMAL(4, 1) DEFAULT 7",
         f"ALTER TABLE `{db}`.t RENAME COLUMN note TO memo",
         f"DELETE FROM `{db}`.t WHERE id > 35",
         f"ALTER TABLE `{db}`.t MODIFY COLUMN memo VARCHAR(40)",
@@ -398,20 +399,23 @@ def test_column_changes_that_touch_no_key_are_made_in_place_and_stay_exact(
     mongo_target: MongoTarget,
     mongo_db_name: str,
 ) -> None:
-    """DROP COLUMN, RENAME COLUMN and a nullable ADD COLUMN change the mirror in place
-    (``$unset``, ``$rename``, ``$set`` null) instead of re-reading the table; a change naming a
-    key column, a column with a default, or a mirror marked stale still rebuilds."""
+    """DROP COLUMN, RENAME COLUMN and an ADD COLUMN that is nullable or has a constant integer
+    or plain text default change the mirror in place (``$unset``, ``$rename``, ``$set``)
+    instead of re-reading the table; a change naming a key column, another default, or a
+    mirror marked stale still rebuilds."""
     db = source_schema
     source_server.execute(
         f"CREATE TABLE `{db}`.t (id INT PRIMARY KEY, a INT, b VARCHAR(8), c INT, `x.y` INT)",
         f"CREATE TABLE `{db}`.k (p INT, q INT, v INT, PRIMARY KEY (p, q))",
         f"CREATE TABLE `{db}`.d (id INT PRIMARY KEY, v INT)",
+        f"CREATE TABLE `{db}`.e (id INT PRIMARY KEY, v INT)",
     )
     capture_all(capture_settings)
     source_server.execute(
         *(f"INSERT INTO `{db}`.t VALUES ({i}, {i}, 'b{i}', {i}, {i})" for i in range(1, 31)),
         *(f"INSERT INTO `{db}`.k VALUES ({i}, {i}, {i})" for i in range(1, 11)),
         *(f"INSERT INTO `{db}`.d VALUES ({i}, {i})" for i in range(1, 11)),
+        *(f"INSERT INTO `{db}`.e VALUES ({i}, {i})" for i in range(1, 11)),
     )
     capture_all(capture_settings)
     source_server.execute(
@@ -421,7 +425,12 @@ def test_column_changes_that_touch_no_key_are_made_in_place_and_stay_exact(
         f"ALTER TABLE `{db}`.t RENAME COLUMN `x.y` TO z",
         f"INSERT INTO `{db}`.t (id, `$a`, b, n, z) VALUES (100, 1, 'late', 7, 1)",
         f"ALTER TABLE `{db}`.k RENAME COLUMN q TO q2",  # a key column: rebuild
-        f"ALTER TABLE `{db}`.d ADD COLUMN w INT NOT NULL DEFAULT 5",  # a default: rebuild
+        # Constant defaults: in place; every existing row gets them.
+        f"ALTER TABLE `{db}`.d ADD COLUMN w BIGINT UNSIGNED NOT NULL DEFAULT 18446744073709551615,"
+        " ADD COLUMN s VARCHAR(8) DEFAULT 'n/a' AFTER id",
+        f"UPDATE `{db}`.d SET w = 5, s = NULL WHERE id = 3",
+        f"ALTER TABLE `{db}`.d ADD COLUMN m INT DEFAULT -7 FIRST",
+        f"ALTER TABLE `{db}`.e ADD COLUMN w DECIMAL(6, 2) DEFAULT 1.5",  # another default: rebuild
     )
     capture_all(capture_settings)
     reads: list[str] = []
@@ -435,9 +444,9 @@ def test_column_changes_that_touch_no_key_are_made_in_place_and_stay_exact(
 
         sink = mongo_target.sink(client[mongo_db_name], rebaseline=counted)
         result = load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
-        assert sorted(reads) == ["d", "k"], reads
+        assert sorted(reads) == ["e", "k"], reads
         applied = [line for item in result.loaded for line in item.apply.ddl_applied]
-        assert sum("changed in place" in line for line in applied) == 3, applied
+        assert sum("changed in place" in line for line in applied) == 5, applied
         assert mirror_differences(source_server, db, sink) == []
 
 

@@ -21,8 +21,8 @@ from pymongo import monitoring
 
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.loader import load_pending
-from cdc_pipeline.core.load.mirror_ddl import BULK_CHUNK
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.load.rebuild import BULK_CHUNK
 from cdc_pipeline.core.load.sink import open_sink
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths

@@ -4,7 +4,8 @@ Layout (../shared/CONTRACT.md): ``row_changes`` keyed by event id; one mirror co
 table with a primary key, named ``<schema>.<table>`` (``<schema>__<table>`` under
 CDC_MONGO_COMPAT=nx-27017), ``_id`` = the key, the columns by field name, ``_cdc`` = where the
 version came from; ``cdc_checkpoints`` keyed by source name; ``cdc_schema_versions``,
-``cdc_ddl`` keyed by GTID, ``cdc_mirror_status`` for mirrors marked stale or being filled.
+``cdc_ddl`` keyed by GTID, ``cdc_mirror_status`` for mirrors marked stale or being filled,
+``cdc_rebuilds`` for the progress of a mirror rebuild (to resume it after a restart).
 
 Invariants: ``mirror_field`` is one-to-one and never yields ``_id`` or ``_cdc``; a mirror
 document always carries ``_id`` (the nx-27017 stand-in gives a replacement without one a new
@@ -36,6 +37,7 @@ CATALOG = "cdc_collections"
 LOAD_HALTS = "cdc_load_halts"
 DEAD_LETTERS = "cdc_dead_letters"
 LARGE_VALUES = "cdc_large_values"
+REBUILDS = "cdc_rebuilds"
 PIPELINE_COLLECTIONS = frozenset(
     {
         ROW_CHANGES,
@@ -46,6 +48,7 @@ PIPELINE_COLLECTIONS = frozenset(
         CATALOG,
         DEAD_LETTERS,
         LOAD_HALTS,
+        REBUILDS,
     }
 )
 MAX_NAMESPACE_BYTES = 255

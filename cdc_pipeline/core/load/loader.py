@@ -253,6 +253,7 @@ def run_load(
     source_url: SourceUrl | None = None,
     on_validated: Callable[[ValidatedSegment], None] | None = None,
     table_scope: Mapping[str, tuple[str, ...]] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """``load_pending`` against ``mongo``, keeping the breaker: the path every loader takes.
 
@@ -263,13 +264,14 @@ def run_load(
     A load that exhausts its retries opens the breaker (the sensor then sends one probe per
     interval instead of a run per segment); any successful load closes it. With
     ``source_url``, mirrors are rebuilt after column changes; without, they are marked stale.
+    ``progress`` gets the progress lines of a long rebuild, for the run log.
     """
     check_load_identity(paths, mongo, table_scope)
     breaker = breaker_of(paths, mongo.breaker_probe_seconds)
     try:
         with (
             source_rebaseline(source_url) as rebaseline,
-            open_sink(mongo, rebaseline=rebaseline) as sink,
+            open_sink(mongo, rebaseline=rebaseline, progress=progress) as sink,
         ):
             result = load_pending(
                 paths, sink, through_sequence, on_loaded, on_validated=on_validated

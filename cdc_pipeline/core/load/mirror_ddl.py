@@ -2,74 +2,33 @@
 
 Every statement is recorded in ``cdc_ddl`` (keyed by GTID). TRUNCATE empties the target mirrors,
 DROP TABLE drops them, RENAME TABLE renames them, and an ALTER TABLE that changes columns or the
-key rebuilds the mirror from the source table (the binlog carries no row events for the rows
-such a statement rewrites).
+key changes the mirror in place where that is exact, else rebuilds it from the source table
+(``load.rebuild``; the binlog carries no row events for the rows such a statement rewrites).
 
-Invariants: every effect is replay-safe: a rename whose old name is gone already happened; a
-rebuild is written to a temporary collection and renamed over the mirror, so readers never
-see a half-built mirror on a real MongoDB; a mirror that cannot be rebuilt (no source
-connection, table gone) is marked stale in ``cdc_mirror_status``, never silently left wrong.
+Invariants: every effect is replay-safe: a rename whose old name is gone already happened; an
+in-place change touches only the documents it has not changed yet; a rebuild resumes or starts
+over (``load.rebuild``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from pymongo.database import Database
-from pymongo.errors import OperationFailure
-
-from cdc_pipeline.core.errors import SourceTableChangedError
 from cdc_pipeline.core.load.documents import (
     DDL_HISTORY,
     MIRROR_STATUS,
-    mirror_document,
     mirror_field,
     mirror_meta,
-    rebuild_collection,
-    upsert_by_id,
+)
+from cdc_pipeline.core.load.rebuild import (
+    MirrorWriter,
+    forget_rebuild,
+    rebuild_mirror,
+    rename_collection,
 )
 from cdc_pipeline.core.mysql.ddl import DdlStatement, classify_row
-
-T = TypeVar("T")
-Rebaseline = Callable[[str, str], "Iterable[tuple[Any, dict[str, Any]]] | None"]
-"""Reads a source table now: ``(mirror _id, column values)`` per row, None if it is gone."""
-BULK_CHUNK = 1_000
-REBUILD_READS = 5
-"""Reads of a source table per rebuild when DDL keeps landing mid-read; then the load fails
-(and its next run tries again)."""
-_ALREADY_RENAMED = 26  # NamespaceNotFound: an earlier attempt renamed it
-
-
-class MirrorWriter(Protocol):
-    """What the effects need of ``load.sink.MongoSink``."""
-
-    database: Database[Any]
-    rebaseline: Rebaseline | None
-    native_rename: bool
-    mirror_style: str
-
-    def retry(self, action: Callable[[], T]) -> T: ...
-
-    def bulk(self, collection: str, operations: list[Any]) -> None: ...
-
-    def mirror(self, schema: str, table: str) -> str: ...
-
-    def stored(self, value: Any) -> Any: ...
-
-    def register(self, source: str, schema: str, table: str, columns: Iterable[str]) -> str: ...
-
-    def unregister(self, name: str) -> None: ...
-
-    def moved(self, old: str, schema: str, table: str) -> None: ...
-
-    def mirrors_of_schema(self, source: str, schema: str) -> list[str]: ...
-
-    def key_columns_ever(self, source: str, schema: str, table: str) -> set[str] | None: ...
-
-    def fit_mirror(
-        self, document: dict[str, Any], values: Mapping[str, Any] | None = None
-    ) -> None: ...
+from cdc_pipeline.core.values import big_integer
 
 
 def superseded_rebuilds(
@@ -165,12 +124,14 @@ def apply_ddl(
         for schema, table in statement.targets:
             name = sink.mirror(schema, table)
             sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
+            forget_rebuild(sink, name)
             sink.unregister(name)
     elif statement.kind == "drop_database":
         # The statement names no table: the catalog knows which mirrors the schema has.
         for schema, _ in statement.targets:
             for name in sink.mirrors_of_schema(row["source"], schema):
                 sink.retry(lambda name=name: database.drop_collection(name))  # type: ignore[misc]
+                forget_rebuild(sink, name)
                 sink.unregister(name)
     elif statement.kind == "rename_table":
         for old, new in statement.renames:
@@ -210,7 +171,7 @@ def _in_place_exact(sink: MirrorWriter, source: str, statement: DdlStatement) ->
         return False
     schema, table = statement.rebuilds[0]
     keys = sink.key_columns_ever(source, schema, table)
-    named = {name for op in statement.column_ops for name in op[1:]}
+    named = {name for op in statement.column_ops for name in _columns_named(op)}
     if keys is None or named & keys:
         return False
     name = sink.mirror(schema, table)
@@ -221,9 +182,9 @@ def change_in_place(
     sink: MirrorWriter, schema: str, table: str, ops: tuple[tuple[str, ...], ...]
 ) -> str:
     """Apply column changes to every document of a mirror: DROP COLUMN as ``$unset``, RENAME
-    COLUMN as ``$rename``, a NULL column added as ``$set`` to null. Exact, because no value of
-    another column changes and no key does; replay-safe, because each is idempotent and every
-    later change of a row is applied after it again."""
+    COLUMN as ``$rename``, an added column as ``$set`` to null or to its constant default.
+    Exact, because no value of another column changes and no key does; replay-safe, because
+    each is idempotent and every later change of a row is applied after it again."""
     name = sink.mirror(schema, table)
     collection = sink.database[name]
     for op in ops:
@@ -240,7 +201,7 @@ def change_in_place(
             update = {"$rename": {field: mirror_field(op[2])}}
         else:
             selector = {field: {"$exists": False}}
-            update = {"$set": {field: None}}
+            update = {"$set": {field: sink.stored(_added_value(op))}}
         sink.retry(
             lambda selector=selector, update=update: collection.update_many(selector, update)  # type: ignore[misc]
         )
@@ -248,108 +209,15 @@ def change_in_place(
     return f"{name}: changed in place ({changes}), nothing re-read from the source"
 
 
-def rename_collection(sink: MirrorWriter, old: str, new: str) -> None:
-    """Rename ``old`` over ``new``; a missing ``old`` means the rename already happened.
-
-    A server that acknowledges a rename without doing it, or refuses it without an error code,
-    gets a copy instead: drop ``new``, copy every document, drop ``old`` (replay-safe). Without
-    ``sink.native_rename`` (CDC_MONGO_COMPAT=nx-27017, whose renames act on its admin database
-    and can collide there) the copy is used directly.
-    """
-    database = sink.database
-
-    def rename() -> None:
-        if old not in database.list_collection_names():
-            return
-        if sink.native_rename:
-            try:
-                database[old].rename(new, dropTarget=True)
-            except OperationFailure as error:
-                # No code: a server that cannot rename this way (mongoeco): copy instead.
-                if error.code not in (_ALREADY_RENAMED, None):
-                    raise
-        if old in database.list_collection_names():
-            _copy_collection(sink, old, new)
-
-    sink.retry(rename)
+def _columns_named(op: tuple[str, ...]) -> tuple[str, ...]:
+    return op[1:] if op[0] == "rename" else op[1:2]
 
 
-def _copy_collection(sink: MirrorWriter, old: str, new: str) -> None:
-    """Copy ``old`` over ``new`` by ``_id`` upserts through ``sink.bulk`` (sized bulks, each
-    retried on its own), then drop ``old``."""
-    database = sink.database
-    database.drop_collection(new)
-    batch: list[Any] = []
-    for document in database[old].find():
-        batch.append(upsert_by_id(document))
-        if len(batch) >= BULK_CHUNK:
-            sink.bulk(new, batch)
-            batch = []
-    if batch:
-        sink.bulk(new, batch)
-    database.drop_collection(old)
-
-
-def rebuild_mirror(
-    sink: MirrorWriter, schema: str, table: str, meta: dict[str, Any], source: str = ""
-) -> str:
-    """Replace a mirror with the source table's current rows (after a column change).
-
-    Builds ``documents.rebuild_collection`` then renames it over the mirror, recorded in
-    ``cdc_collections`` first. Returns what was done, for the run's report.
-    """
-    database = sink.database
-    name = sink.mirror(schema, table)
-    if sink.rebaseline is None:
-        _mark_stale(sink, name, meta, "no source connection to re-read the table")
-        return f"{name} marked stale (no source connection)"
-    temporary = rebuild_collection(name, sink.mirror_style)
-    for attempt in range(1, REBUILD_READS + 1):
-        rows = sink.rebaseline(schema, table)
-        if rows is None:
-            _mark_stale(sink, name, meta, "the table no longer exists on the source")
-            return f"{name} marked stale (table gone from the source)"
-        sink.retry(lambda: database.drop_collection(temporary))
-        try:
-            count, columns = _fill(sink, temporary, rows, meta)
-            break
-        except SourceTableChangedError:
-            # A later DDL landed mid-read; it is in the WAL after this one and rebuilds again,
-            # so reading the table as it is now is still exact.
-            if attempt == REBUILD_READS:
-                raise
-    if count:
-        sink.register(source, schema, table, columns)
-        rename_collection(sink, temporary, name)
-    else:
-        sink.retry(lambda: database.drop_collection(name))
-    sink.retry(lambda: database[MIRROR_STATUS].delete_one({"_id": name}))
-    return f"{name} rebuilt from the source ({count} rows)"
-
-
-def _fill(
-    sink: MirrorWriter, temporary: str, rows: Iterable[tuple[Any, dict[str, Any]]], meta: Any
-) -> tuple[int, list[str]]:
-    """Write the rows read into the rebuild's temporary collection; returns how many, and
-    the columns of the table read."""
-    count = 0
-    columns: list[str] = []
-    batch: list[Any] = []
-    for identity, values in rows:
-        if not count:
-            columns = list(values)
-        document = sink.stored(mirror_document(identity, values, meta))
-        sink.fit_mirror(document, values)
-        batch.append(upsert_by_id(document))
-        count += 1
-        if len(batch) >= BULK_CHUNK:
-            sink.bulk(temporary, batch)
-            batch = []
-    if batch:
-        sink.bulk(temporary, batch)
-    return count, columns
-
-
-def _mark_stale(sink: MirrorWriter, name: str, meta: dict[str, Any], reason: str) -> None:
-    status = {"_id": name, "stale_since_gtid": meta["gtid"], "reason": reason, **meta}
-    sink.retry(lambda: sink.database[MIRROR_STATUS].replace_one({"_id": name}, status, upsert=True))
+def _added_value(op: tuple[str, ...]) -> Any:
+    """The value every existing row has in a column ``op`` adds: NULL, or its constant default
+    as the loader writes that value of that type (``core.values``)."""
+    if op[0] == "add_int":
+        return big_integer(int(op[2]))
+    if op[0] == "add_text":
+        return op[2]
+    return None

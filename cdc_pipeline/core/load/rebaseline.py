@@ -7,6 +7,8 @@ Invariant: each call reads the table as it is now, with the same conversions as 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +16,7 @@ import pymysql
 
 from cdc_pipeline.core.errors import SourceTableChangedError
 from cdc_pipeline.core.load.documents import mirror_id
-from cdc_pipeline.core.load.mirror_ddl import Rebaseline
+from cdc_pipeline.core.load.rebuild import Rebaseline, TableRead
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
 from cdc_pipeline.core.mysql.source import connect
 from cdc_pipeline.core.mysql.source_rows import row_documents
@@ -35,7 +37,7 @@ def source_rebaseline(url: SourceUrl | None) -> Iterator[Rebaseline | None]:
     with contextlib.ExitStack() as stack:
         connection: Any = None
 
-        def rows(schema: str, table: str) -> Iterator[tuple[Any, dict[str, Any]]] | None:
+        def rows(schema: str, table: str) -> TableRead | None:
             nonlocal connection
             if connection is None:
                 connection = stack.enter_context(connect(url))
@@ -44,8 +46,12 @@ def source_rebaseline(url: SourceUrl | None) -> Iterator[Rebaseline | None]:
             except ValueError:
                 return None
             if not described.primary_key:
-                return iter(())
-            return _read(connection, described)
+                return TableRead("", (), lambda _after: iter(()))
+            return TableRead(
+                _shape(described),
+                described.primary_key,
+                lambda after: _read(connection, described, after),
+            )
 
         yield rows
 
@@ -54,12 +60,23 @@ TABLE_CHANGED_DURING_READ = {1054, 1146}
 """Unknown column, no such table: a DDL on the source between two of the read's pages."""
 
 
-def _read(connection: Any, described: SourceTable) -> Iterator[tuple[Any, dict[str, Any]]]:
-    """The rows, page by page. The pages hold no lock on the source (a rebuild must never block
-    the source's DDL or writes), so a DDL can land between two of them: that is reported as
-    ``SourceTableChangedError`` and the rebuild starts over with the table as it is then."""
+def _shape(described: SourceTable) -> str:
+    """A digest of the table's columns, types and key: a rebuild resumes only over the same."""
+    text = json.dumps(
+        [described.columns, described.column_types, described.primary_key], sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def _read(
+    connection: Any, described: SourceTable, after: tuple[Any, ...] | None
+) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The rows after key ``after`` (all if None), page by page. The pages hold no lock on the
+    source (a rebuild must never block the source's DDL or writes), so a DDL can land between
+    two of them: that is reported as ``SourceTableChangedError`` and the rebuild starts over
+    with the table as it is then."""
     try:
-        for document in row_documents(connection, described):
+        for document in row_documents(connection, described, after_key=after):
             yield mirror_id(described.key_of(document)), document
     except pymysql.err.MySQLError as error:
         if error.args and error.args[0] in TABLE_CHANGED_DURING_READ:

@@ -56,12 +56,8 @@ from cdc_pipeline.core.load.documents import (
     upsert_by_id,
 )
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
-from cdc_pipeline.core.load.mirror_ddl import (
-    BULK_CHUNK,
-    Rebaseline,
-    apply_ddl,
-    rebuild_plan,
-)
+from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
+from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
 from cdc_pipeline.core.settings import MongoSettings, table_label
@@ -130,14 +126,17 @@ class MongoSink:
         native_rename: bool = True,
         large_values: bool | None = None,
         on_unloadable: str = "halt",
+        progress: Callable[[str], None] | None = None,
     ):
         """``mirror_style``, ``decimals_as_strings`` and ``native_rename`` describe what the
         server accepts (``MongoSettings`` derives them from CDC_MONGO_COMPAT): dotted collection
         names, Decimal128, and ``renameCollection`` within the database. ``large_values``:
         values a document cannot hold go to GridFS (``load.large_values``); by default in the
         dotted style only, since the nx-27017 stand-in has no size limit and refuses the
-        bucket's dotted collection names."""
+        bucket's dotted collection names. ``progress`` gets the lines a long operation (a
+        mirror rebuild) reports as it goes, for the run log."""
         self.database = database
+        self.progress: Callable[[str], None] = progress or (lambda _line: None)
         self.retry_policy = retry_policy or RetryPolicy()
         self.mirror_style = mirror_style
         self.rebaseline = rebaseline
@@ -636,6 +635,7 @@ def open_sink(
     settings: MongoSettings,
     retry_policy: RetryPolicy | None = None,
     rebaseline: Rebaseline | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Iterator[MongoSink]:
     """A ``MongoSink`` on ``settings``; the client is closed on exit. Fails fast (5 s) per try
     when MongoDB is down; a server busy for seconds is waited for (``HEARTBEAT_TIMEOUT_MS``)."""
@@ -654,6 +654,7 @@ def open_sink(
             settings.decimals_as_strings,
             settings.native_rename,
             on_unloadable=settings.on_unloadable,
+            progress=progress,
         )
     finally:
         client.close()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from sqlglot.dialects.mysql import MySQL
@@ -65,6 +65,8 @@ class _Token:
     kind: str
     """``name`` (a quoted identifier), ``word`` (a bare word), ``string`` or ``punct``."""
     text: str
+    number: bool = field(default=False, compare=False)
+    """A numeric literal as written (not a hex or bit literal, which sqlglot also reads)."""
 
     @property
     def upper(self) -> str:
@@ -102,7 +104,8 @@ def _tokens(
             out.append(_Token("string", token.text))
         elif all(_WORD.fullmatch(part) for part in token.text.split()):
             # One word, or a keyword sqlglot reads as one token ("PRIMARY KEY"): word by word.
-            out.extend(_Token("word", part) for part in token.text.split())
+            number = token.token_type == TokenType.NUMBER
+            out.extend(_Token("word", part, number) for part in token.text.split())
         else:
             out.append(_Token("punct", token.text))
     out.extend(_executable(statement[position:], mariadb, ansi_quotes, raw_strings))
@@ -138,8 +141,9 @@ class DdlStatement:
     column_ops: tuple[tuple[str, ...], ...] = ()
     """For an ALTER whose every row-rewriting clause could be applied to the mirror in place:
     ``("drop", c)``, ``("rename", a, b)``, ``("add_null", c)`` (a nullable column with no
-    default, so NULL in every row). The loader still rebuilds when a named column is or was
-    part of the key (``load.mirror_ddl``)."""
+    default, so NULL in every row), ``("add_int", c, "5")`` and ``("add_text", c, "x")`` (a
+    constant default every row gets; ``_constant_default``). The loader still rebuilds when a
+    named column is or was part of the key (``load.mirror_ddl``)."""
 
 
 _OTHER = DdlStatement("other", ())
@@ -391,9 +395,67 @@ def _in_place(clause: list[_Token]) -> tuple[str, ...] | None:
         if len(rest) < 2 or not rest[0].is_name or rest[0].upper in _NOT_COLUMNS:
             return None
         if any(token.upper in _NOT_PLAIN_COLUMN for token in rest[1:]) or not names:
-            return None
+            return _constant_default(rest)
         return ("add_null", rest[0].text)
     return None
+
+
+_INTEGER_TYPES = {"TINYINT", "SMALLINT", "MEDIUMINT", "INT", "INTEGER", "BIGINT"}
+_PLAIN_TEXT = re.compile(r"[A-Za-z0-9_.,:;@/+=-]*(?: +[A-Za-z0-9_.,:;@/+=-]+)*")
+
+
+def _constant_default(rest: list[_Token]) -> tuple[str, ...] | None:
+    """``c <integer type> … DEFAULT <integer>`` or ``c VARCHAR(n) … DEFAULT '<text>'`` (plain
+    ASCII text with no trailing space, the same in every character set and escape mode), with
+    at most ``NULL``/``NOT NULL`` and ``FIRST``/``AFTER x`` besides: every existing row gets
+    that value. ``("add_int", c, "5")`` or ``("add_text", c, "text")``; None otherwise."""
+    words = [token.upper for token in rest]
+    at = 1
+    if words[at : at + 1] and words[at] in _INTEGER_TYPES:
+        kind, at = "add_int", at + 1
+        if words[at : at + 1] == [""] and rest[at].text == "(":
+            if len(rest) < at + 3 or not rest[at + 1].text.isdigit() or rest[at + 2].text != ")":
+                return None
+            at += 3
+        if words[at : at + 1] == ["UNSIGNED"]:
+            at += 1
+    elif words[at : at + 1] == ["VARCHAR"] and [t.text for t in rest[at + 1 : at + 2]] == ["("]:
+        if len(rest) < at + 4 or not rest[at + 2].text.isdigit() or rest[at + 3].text != ")":
+            return None
+        kind, at = "add_text", at + 4
+    else:
+        return None
+    value: str | None = None
+    while at < len(rest):
+        if words[at : at + 2] == ["NOT", "NULL"]:
+            at += 2
+        elif words[at] == "NULL":
+            at += 1
+        elif words[at] == "DEFAULT" and value is None and at + 1 < len(rest):
+            value, taken = _literal(kind, rest[at + 1 : at + 3])
+            at += taken
+            if value is None:
+                return None
+        elif words[at:] == ["FIRST"] or (words[at] == "AFTER" and len(rest) == at + 2):
+            break
+        else:
+            return None
+    return (kind, rest[0].text, value) if value is not None else None
+
+
+def _literal(kind: str, tokens: list[_Token]) -> tuple[str | None, int]:
+    """The default's literal and how many tokens it took (``-`` then digits for a negative)."""
+    first = tokens[0]
+    if kind == "add_text":
+        plain = first.kind == "string" and _PLAIN_TEXT.fullmatch(first.text) is not None
+        return (first.text if plain else None), 2
+    if first.kind == "punct" and first.text == "-" and len(tokens) > 1:
+        return (f"-{tokens[1].text}" if _integer(tokens[1]) else None), 3
+    return (first.text if _integer(first) else None), 2
+
+
+def _integer(token: _Token) -> bool:
+    return token.number and token.text.isdigit()
 
 
 def _renamed_to(read: _Reader) -> tuple[str, str] | None:

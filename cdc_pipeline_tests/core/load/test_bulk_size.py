@@ -1,6 +1,6 @@
 """The sink's bulk size: a slow bulk shrinks the next in proportion, a fast full one doubles it."""
 
-from cdc_pipeline.core.load.mirror_ddl import BULK_CHUNK
+from cdc_pipeline.core.load.rebuild import BULK_CHUNK
 from cdc_pipeline.core.load.sink import BULK_SECONDS, MIN_BULK, next_bulk_size
 
 
