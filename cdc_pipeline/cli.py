@@ -77,9 +77,10 @@ def _doctor(args: argparse.Namespace) -> int:
         print(json.dumps([finding.to_dict() for finding in findings], indent=2))
     else:
         for finding in findings:
-            print(f"{'ok  ' if finding.ok else 'FAIL'} {finding.check}: {finding.detail}")
-            if finding.fix:
-                print(f"     fix: {finding.fix}")
+            mark = "FAIL" if not finding.ok else "warn" if finding.advice else "ok  "
+            print(f"{mark} {finding.check}: {finding.detail}")
+            if finding.fix or finding.advice:
+                print(f"     {'fix' if finding.fix else 'advice'}: {finding.fix or finding.advice}")
     failed = sum(not finding.ok for finding in findings)
     if failed:
         _fail(f"{failed} of {len(findings)} checks failed; apply the fixes printed above.")

@@ -175,6 +175,12 @@ class SourceServer(LocalServer):
     """A MySQL-protocol source server reachable as root over TCP with no password."""
 
     flavor: ClassVar[str] = "mysql"
+    extra_args: list[str]
+    """Options added to the server's command line (``devtools.tls``: certificates)."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, die_with_parent: bool = True):
+        super().__init__(data_dir, port, die_with_parent)
+        self.extra_args = []
 
     @property
     def url(self) -> str:
@@ -277,6 +283,7 @@ class MariaDBServer(SourceServer):
             # A process kill -9 keeps the OS page cache, so these lose nothing in our tests.
             "--innodb-flush-log-at-trx-commit=2",
             "--sync-binlog=0",
+            *self.extra_args,
         ]
 
 
@@ -361,6 +368,7 @@ class MySQLServer(SourceServer):
             # A process kill -9 keeps the OS page cache, so these lose nothing in our tests.
             "--innodb-flush-log-at-trx-commit=2",
             "--sync-binlog=0",
+            *self.extra_args,
         )
 
     def _log_tail(self) -> str:

@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from cdc_pipeline.core.errors import (
     ConfigError,
 )
+from cdc_pipeline.core.tls import SourceTls
 
 DEFAULT_SERVER_ID = 4_270_001
 """Replica server id of the capture reader (CDC_SERVER_ID); unique per reader on a source."""
@@ -33,12 +34,14 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass(frozen=True)
 class SourceUrl:
-    """``mysql://user:password@host:port`` split into parts; the password stays out of repr."""
+    """``mysql://user:password@host:port[/?ssl-mode=…&ssl-ca=…]`` split into parts; the
+    password stays out of repr. ``tls``: the ``ssl-*`` parameters (``core.tls``)."""
 
     host: str
     port: int
     user: str
     password: str = field(repr=False, default="")
+    tls: SourceTls = field(default_factory=SourceTls)
 
     @classmethod
     def parse(cls, text: str, variable: str = "CDC_MYSQL_URL") -> SourceUrl:
@@ -58,24 +61,40 @@ class SourceUrl:
             raise ConfigError(
                 f"{variable} has no user; write it as mysql://user:password@host:port."
             )
+        if parts.path not in ("", "/") or parts.fragment:
+            raise ConfigError(
+                f"{variable} has a path or fragment after the port, which this tool does not"
+                " use (the tables come from CDC_INCLUDE_TABLES); remove it."
+            )
+        try:
+            pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+        except ValueError:
+            pairs = [] if not parts.query else [(parts.query, "")]
         return cls(
             host=parts.hostname,
             port=port,
             user=unquote(parts.username),
             password=unquote(parts.password or ""),
+            tls=SourceTls.parse(pairs, variable),
         )
 
     def redacted(self) -> str:
         """The URL with the password replaced, safe for logs and messages."""
         secret = ":***" if self.password else ""
-        return f"mysql://{self.user}{secret}@{self.host}:{self.port}"
+        return f"mysql://{self.user}{secret}@{self.host}:{self.port}{self.tls.query()}"
 
     def __str__(self) -> str:
         return self.redacted()
 
     def connect_kwargs(self) -> dict[str, object]:
-        """Keyword arguments for ``pymysql.connect``."""
-        return {"host": self.host, "port": self.port, "user": self.user, "password": self.password}
+        """Keyword arguments for ``pymysql.connect``, TLS options included."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            **self.tls.connect_kwargs(),
+        }
 
 
 def split_table_pattern(pattern: str) -> tuple[str, str]:

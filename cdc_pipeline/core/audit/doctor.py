@@ -28,6 +28,7 @@ from cdc_pipeline.core.audit.doctor_rules import (
     evaluate_source,
     failed,
     passed,
+    warned,
 )
 from cdc_pipeline.core.capture.identity import read_server_identity
 from cdc_pipeline.core.errors import CdcError, SourceUnavailableError
@@ -39,6 +40,7 @@ from cdc_pipeline.core.mysql.source import (
     query_all,
     query_one,
     read_state,
+    tls_session,
 )
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.identity import Observed, ServerIdentity, identity_problems
@@ -64,6 +66,7 @@ def check_source(url: SourceUrl, include_tables: Sequence[str] = ()) -> list[Fin
             names = ", ".join(f"'{name}'" for name in SOURCE_VARIABLES)
             rows = query_all(connection, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names})")
             grants = [str(row[0]) for row in query_all(connection, "SHOW GRANTS")]
+            session = tls_session(connection)
     except SourceUnavailableError as error:
         return [
             failed(
@@ -85,7 +88,30 @@ def check_source(url: SourceUrl, include_tables: Sequence[str] = ()) -> list[Fin
         "connection", f"connected to {flavor} {version} at {url.host}:{url.port} as {url.user}"
     )
     variables = {str(name).lower(): str(value) for name, value in rows}
-    return [connected, *evaluate_source(flavor, variables, grants, url.user, include_tables)]
+    findings = evaluate_source(flavor, variables, grants, url.user, include_tables)
+    return [connected, tls_finding(url, session), *findings]
+
+
+def tls_finding(url: SourceUrl, session: tuple[str, str] | None) -> Finding:
+    """Whether the source session is encrypted, and what of the server's certificate is checked
+    (``core.tls``); a plaintext session, or one whose certificate is not checked, is a warning."""
+    mode = url.tls.mode
+    if session is None:
+        return warned(
+            "tls",
+            f"the session to the source is not encrypted (ssl-mode={mode}): rows and the"
+            " password cross the network in clear",
+            "enable TLS on the server and add ?ssl-mode=VERIFY_IDENTITY&ssl-ca=<CA file> to"
+            " CDC_MYSQL_URL (ssl-mode=DISABLED only on a trusted network)",
+        )
+    detail = f"encrypted ({session[0]}, {session[1]}); server certificate {url.tls.check}"
+    if not mode.startswith("VERIFY"):
+        return warned(
+            "tls",
+            f"{detail} (ssl-mode={mode}), so a machine in the middle can pose as the server",
+            "add ssl-mode=VERIFY_IDENTITY&ssl-ca=<CA file> to CDC_MYSQL_URL",
+        )
+    return passed("tls", f"{detail} (ssl-mode={mode})")
 
 
 def check_mongo(settings: MongoSettings, timeout_s: float = 5) -> list[Finding]:

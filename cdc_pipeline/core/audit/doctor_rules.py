@@ -34,16 +34,20 @@ _ON = {"ON", "1", "TRUE", "YES"}
 
 @dataclass(frozen=True)
 class Finding:
-    """The outcome of one check. Invariant: ``fix`` is None exactly when ``ok``."""
+    """The outcome of one check. Invariant: ``fix`` is None exactly when ``ok``; ``advice``
+    marks a passing check with a warning (shown as ``warn``; it does not fail ``doctor``)."""
 
     check: str
     ok: bool
     detail: str
     fix: str | None = None
+    advice: str | None = None
 
     def __post_init__(self) -> None:
         if self.ok != (self.fix is None):
             raise ValueError(f"finding {self.check!r}: a fix belongs to failures only")
+        if self.advice is not None and not self.ok:
+            raise ValueError(f"finding {self.check!r}: advice belongs to passing checks only")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -55,6 +59,10 @@ def passed(check: str, detail: str) -> Finding:
 
 def failed(check: str, detail: str, fix: str) -> Finding:
     return Finding(check, False, detail, fix)
+
+
+def warned(check: str, detail: str, advice: str) -> Finding:
+    return Finding(check, True, detail, None, advice)
 
 
 def _set_statement(flavor: Flavor, name: str, value: str) -> str:

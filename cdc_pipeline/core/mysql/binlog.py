@@ -43,6 +43,7 @@ from pymysqlreplication.row_event import (
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
+from cdc_pipeline.core.mysql.source import open_connection
 from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.values import row_converter
@@ -170,9 +171,12 @@ class BinlogReader:
             # The library treats an empty MySQL GTID set as "file mode from the current file";
             # an empty state means "from the oldest binlog", so say so explicitly.
             options.update(log_file=oldest_binlog_file, log_pos=4, resume_stream=True)
-        settings = {**url.connect_kwargs(), "read_timeout": max(30, int(heartbeat_seconds * 10))}
+        # The library's own connections (stream and control) go through open_connection, with
+        # the URL's TLS options and its refusal of a plaintext session where TLS is required.
+        settings = {"read_timeout": max(30, int(heartbeat_seconds * 10))}
         self._stream = _StrictReader(
             connection_settings=settings,
+            pymysql_wrapper=lambda **options: open_connection(url, **options),
             server_id=server_id,
             blocking=True,
             is_mariadb=flavor == "mariadb",

@@ -8,6 +8,7 @@ closely as the server allows (executed set first, then purged boundary, then fil
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,21 +22,19 @@ from cdc_pipeline.core.settings import SourceUrl
 _ACCESS_DENIED = 1045
 _SPECIFIC_ACCESS_DENIED = 1227  # "you need (at least one of) the ... privilege(s)"
 _UNREACHABLE = {2003, 2005, 2006, 2013}
+_NO_TLS = 2026  # CR_SSL_CONNECTION_ERROR: pymysql's "SSL is required but the server doesn't…"
 
 
 @contextlib.contextmanager
 def connect(url: SourceUrl, timeout: float = 10.0) -> Iterator[pymysql.connections.Connection]:
     """An autocommit connection; connection failures become ``SourceUnavailableError``."""
-    try:
-        connection = pymysql.connect(
-            **url.connect_kwargs(),
-            autocommit=True,
-            connect_timeout=int(timeout),
-            read_timeout=int(timeout * 3),
-            charset="utf8mb4",
-        )
-    except pymysql.err.OperationalError as error:
-        raise _unavailable(url, error) from None
+    connection = open_connection(
+        url,
+        autocommit=True,
+        connect_timeout=int(timeout),
+        read_timeout=int(timeout * 3),
+        charset="utf8mb4",
+    )
     try:
         yield connection
     finally:
@@ -43,8 +42,55 @@ def connect(url: SourceUrl, timeout: float = 10.0) -> Iterator[pymysql.connectio
             connection.close()
 
 
+def open_connection(url: SourceUrl, **options: Any) -> pymysql.connections.Connection:
+    """Every connection to the source (SQL and binlog stream): ``url``'s credentials and TLS
+    options, then ``options``. A session without TLS where ``ssl-mode`` requires it is closed
+    and refused; failures become ``SourceUnavailableError``."""
+    try:
+        connection = pymysql.connect(**{**url.connect_kwargs(), **options})
+    except pymysql.err.OperationalError as error:
+        raise _unavailable(url, error) from None
+    if url.tls.required and not encrypted(connection):
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise _no_tls(url)
+    return connection
+
+
+def _no_tls(url: SourceUrl) -> SourceUnavailableError:
+    return SourceUnavailableError(
+        f"the source {url.redacted()} does not offer TLS, and ssl-mode={url.tls.mode} in"
+        " CDC_MYSQL_URL requires it; enable TLS on the server (ssl_cert, ssl_key) or change"
+        " ssl-mode."
+    )
+
+
+def encrypted(connection: Any) -> bool:
+    """Whether the session runs over TLS (pymysql wraps its socket once the server agrees)."""
+    return isinstance(getattr(connection, "_sock", None), ssl.SSLSocket)
+
+
+def tls_session(connection: Any) -> tuple[str, str] | None:
+    """``(protocol version, cipher)`` of an encrypted session, None for plaintext."""
+    sock = getattr(connection, "_sock", None)
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cipher = sock.cipher()
+    return (sock.version() or "?", cipher[0] if cipher else "?")
+
+
 def _unavailable(url: SourceUrl, error: pymysql.err.OperationalError) -> SourceUnavailableError:
     code = error.args[0] if error.args else None
+    if code == _NO_TLS and url.tls.required:
+        return _no_tls(url)
+    cause = getattr(error, "original_exception", None)
+    if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+        reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+        return SourceUnavailableError(
+            f"the TLS handshake with the source {url.redacted()} failed ({reason or cause});"
+            f" with ssl-mode={url.tls.mode} check ssl-ca (the CA that signed the server's"
+            " certificate) and that the certificate names the URL's host."
+        )
     if code == _ACCESS_DENIED:
         return SourceUnavailableError(
             f"the source {url.redacted()} refused user '{url.user}' (wrong password or no such"

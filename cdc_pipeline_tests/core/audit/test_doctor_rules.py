@@ -433,9 +433,12 @@ def test_a_fix_belongs_to_failures_only() -> None:
         Finding("x", True, "fine", "do something")
     with pytest.raises(ValueError, match="failures only"):
         Finding("x", False, "broken", None)
+    with pytest.raises(ValueError, match="passing checks only"):
+        Finding("x", False, "broken", "fix it", "and some advice")
     assert Finding("x", False, "broken", "fix it").to_dict() == {
         "check": "x",
         "ok": False,
         "detail": "broken",
         "fix": "fix it",
+        "advice": None,
     }
