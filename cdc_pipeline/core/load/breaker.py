@@ -29,6 +29,7 @@ from cdc_pipeline.core.errors import (
 from cdc_pipeline.core.problems import duration_text
 from cdc_pipeline.core.wal.staging import (
     WalPaths,
+    private_folder,
     write_json_atomically,
 )
 
@@ -118,7 +119,7 @@ class SinkBreaker:
 
     def _write(self, state: BreakerState) -> BreakerState:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_folder(self.path.parent)
             write_json_atomically(self.path, asdict(state))
         except OSError as error:
             raise StagingError(

@@ -28,6 +28,7 @@ from cdc_pipeline.core.wal.staging import (
     fsync_dir,
     list_segments,
     partition_key,
+    private_folder,
     sequence_of,
 )
 
@@ -79,7 +80,7 @@ def recapture_from(paths: WalPaths, sequence: int, applied_through: int) -> Reca
         _refuse_snapshot_segments(later, source)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         folder = paths.quarantine / f"recaptured-{stamp}"
-        folder.mkdir(parents=True)
+        private_folder(folder)
         for path in reversed(later):  # newest first: a crash leaves a WAL that still chains
             digest = file_digest_path(path)
             shutil.move(str(path), str(folder / path.name))

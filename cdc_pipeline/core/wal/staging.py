@@ -20,6 +20,8 @@ Layout::
     snapshot.json, recoveries.json      the newest snapshot's plan, gaps snapshots re-baselined
 
 Invariants:
+    * private whatever the umask: the source's folder and every folder in it are 0700, every
+      file 0600 (``private_folder``, ``open_private``); the WAL holds row images;
     * this module is the only code that knows these names; a segment's sequence number comes
       from ``sequence_of`` (file) or ``sequence_of_partition`` (Dagster partition key) only;
     * every JSON file is written atomically (temp file, fsync, rename, folder fsync), so a
@@ -111,8 +113,12 @@ class WalPaths:
 
     def ensure(self) -> None:
         try:
-            self.segments.mkdir(parents=True, exist_ok=True)
-            self.quarantine.mkdir(parents=True, exist_ok=True)
+            upgrade = self.root.exists() and _mode(self.root) != PRIVATE_FOLDER
+            private_folder(self.root)
+            private_folder(self.segments)
+            private_folder(self.quarantine)
+            if upgrade:  # a folder an earlier version wrote with the umask's permissions
+                make_private(self.root)
         except OSError as error:
             raise StagingError(
                 f"cannot create the staging folder {self.root} ({error.strerror}); point"
@@ -137,6 +143,54 @@ def partition_keys(paths: WalPaths) -> list[str]:
     return [partition_key(paths.source, sequence_of(path)) for path in list_segments(paths)]
 
 
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def private_folder(path: Path) -> None:
+    """Create ``path`` and its missing parents as 0700 (``mkdir``'s mode is cut by the umask,
+    so each is set after), and set ``path`` itself to 0700 if it was there."""
+    missing = []
+    folder = path
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+    for created in {path, *missing}:
+        created.chmod(PRIVATE_FOLDER)
+
+
+def open_private(path: Path, mode: str = "w") -> Any:
+    """``open(path, mode)`` (``w``, ``wb`` or ``a+``) for a file that is 0600 from its first
+    byte, whatever the umask (and made 0600 if it was there with other permissions)."""
+    flags = os.O_CREAT | (os.O_RDWR | os.O_APPEND if mode.startswith("a") else os.O_WRONLY)
+    if mode.startswith("w"):
+        flags |= os.O_TRUNC
+    descriptor = os.open(path, flags, PRIVATE_FILE)
+    try:
+        os.fchmod(descriptor, PRIVATE_FILE)
+    except OSError:
+        os.close(descriptor)
+        raise
+    return os.fdopen(descriptor, mode)
+
+
+def make_private(root: Path) -> None:
+    """Every folder under ``root`` 0700 and every file 0600 (the once-only upgrade of a WAL an
+    earlier version wrote with the umask's permissions)."""
+    for folder, folders, files in os.walk(root):
+        os.chmod(folder, PRIVATE_FOLDER)
+        for name in folders:
+            os.chmod(os.path.join(folder, name), PRIVATE_FOLDER)
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(os.path.join(folder, name), PRIVATE_FILE)
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -147,7 +201,7 @@ def fsync_dir(path: Path) -> None:
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     temp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with temp.open("w") as handle:
+    with open_private(temp) as handle:
         json.dump(data, handle, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
@@ -234,7 +288,7 @@ def capture_lock(paths: WalPaths, purpose: str = "capture") -> Iterator[None]:
     ``purpose`` (capture, snapshot) is written beside the holder's pid for the refusal message.
     """
     paths.ensure()
-    handle = paths.capture_lock_file.open("a+")
+    handle = open_private(paths.capture_lock_file, "a+")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -265,7 +319,7 @@ def _waiting_flock(
 ) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path``, waiting up to ``timeout`` s; ``busy()`` is
     raised when it stays held."""
-    with path.open("a+") as handle:
+    with open_private(path, "a+") as handle:
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -27,7 +27,7 @@ from cdc_pipeline.core.wal.segment import (
     digest_line,
     file_sha256,
 )
-from cdc_pipeline.core.wal.staging import WalPaths, file_digest_path, fsync_dir
+from cdc_pipeline.core.wal.staging import WalPaths, file_digest_path, fsync_dir, open_private
 
 
 class SegmentWriter:
@@ -60,13 +60,18 @@ class SegmentWriter:
             return
         try:
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
+                self._writer = self._open()
             self._writer.write_table(pa.Table.from_pylist(self._pending, schema=ROW_SCHEMA))
         except OSError as error:
             self.abort()
             raise _staging_error(self.paths, error) from None
         self.rows_written += len(self._pending)
         self._pending = []
+
+    def _open(self) -> pq.ParquetWriter:
+        """The Parquet writer, on a temp file created 0600 first (it keeps that mode)."""
+        open_private(self.temp_path, "wb").close()
+        return pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
 
     def commit(self, manifest: Manifest) -> Path:
         """Finish the file with ``manifest`` in its footer and rename it into place, durably."""
@@ -76,7 +81,7 @@ class SegmentWriter:
         final = self.paths.segment(self.sequence)
         try:
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
+                self._writer = self._open()
                 self._writer.write_table(ROW_SCHEMA.empty_table())
             self._writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json().encode()})
             self._writer.close()
@@ -90,7 +95,7 @@ class SegmentWriter:
                 )
             # The byte digest is durable before the segment appears under its name.
             digest_temp = file_digest_path(self.temp_path)
-            with digest_temp.open("w") as handle:
+            with open_private(digest_temp) as handle:
                 handle.write(file_sha256(self.temp_path) + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
