@@ -100,16 +100,19 @@ class SourceUrl:
 def split_table_pattern(pattern: str) -> tuple[str, str]:
     """The schema and table sides of a ``schema.table`` pattern, each an ``fnmatch`` pattern.
 
-    The schema side ends at the first dot; the table side is the rest. Either may use ``*``,
-    ``?`` and ``[...]``, or be a literal name in backquotes (``` `` ``` for a backquote inside),
-    which may hold dots and wildcard characters: ```shop.eu`.*``. The sides are matched
-    separately, so ``*`` never crosses the dot: ``shop.*`` does not include the tables of a
-    schema named ``shop.x``. ValueError when the pattern has no two sides.
+    The schema side ends at the first dot; the table side is the rest. Either may use ``*``
+    (any run of characters) and ``?`` (one character); ``[`` is a literal character, as in a
+    MySQL name (``fnmatch``'s classes are not offered). A side in backquotes (``` `` ``` for a
+    backquote inside) is a literal name, which may hold dots, ``*`` and ``?``: ```shop.eu`.*``.
+    The sides are matched separately, so ``*`` never crosses the dot: ``shop.*`` does not
+    include the tables of a schema named ``shop.x``. ValueError when the pattern has no two
+    sides.
     """
     (schema, schema_quoted), (table, table_quoted) = _two_sides(pattern.strip())
 
     def glob(side: str, quoted: bool) -> str:
-        return "".join(f"[{c}]" if c in "*?[" else c for c in side) if quoted else side
+        literal = "*?[" if quoted else "["
+        return "".join(f"[{c}]" if c in literal else c for c in side)
 
     return glob(schema, schema_quoted), glob(table, table_quoted)
 

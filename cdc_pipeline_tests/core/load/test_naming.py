@@ -210,6 +210,10 @@ def test_a_pattern_matches_schema_and_table_separately() -> None:
         "shop", "axb", ("shop.`a*b`",)
     )
     assert split_table_pattern("`a``b`.c") == ("a`b", "c")
+    # `[` is a character of a name, not fnmatch's class (it matched `shop.a` for `shop.[ab]`).
+    assert table_included("shop", "[ab]", ("shop.[ab]",))
+    assert not table_included("shop", "a", ("shop.[ab]",))
+    assert table_included("x[1]", "t", ("x[1].*",)) and not table_included("x1", "t", ("x[1].*",))
     for bad in ("shop", "`shop.*", ".t", "shop.", "`a`b.c"):
         with pytest.raises(ValueError):
             split_table_pattern(bad)
