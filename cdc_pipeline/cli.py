@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from cdc_pipeline.core.errors import CdcError, ConfigError, CorruptSegmentError
 from cdc_pipeline.core.settings import (
     CaptureSettings,
+    GovernanceSettings,
     MongoSettings,
     mongo_settings_if_set,
     mongo_where,
@@ -147,6 +148,7 @@ def _load(args: argparse.Namespace) -> int:
         source_url=source_url,
         table_scope=table_scope_from_env(),
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        mask_key=GovernanceSettings.from_env().mask_key,
     )
     _print(args, result.to_dict(), result.summary())
     return 0
@@ -207,7 +209,12 @@ def _verify(args: argparse.Namespace) -> int:
         raise CorruptSegmentError(halted)
     require_select(capture.source_url, capture.include_tables)
     report = reconcile(
-        paths, capture.source_url, mongo, capture.include_tables, wait_seconds=args.wait
+        paths,
+        capture.source_url,
+        mongo,
+        capture.include_tables,
+        wait_seconds=args.wait,
+        mask_key=capture.governance.mask_key,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else "\n".join(report.lines()))
     findings = report.findings()

@@ -108,13 +108,31 @@ def split_table_pattern(pattern: str) -> tuple[str, str]:
     include the tables of a schema named ``shop.x``. ValueError when the pattern has no two
     sides.
     """
-    (schema, schema_quoted), (table, table_quoted) = _two_sides(pattern.strip())
+    schema, table = _two_sides(pattern.strip())
+    return _glob(*schema), _glob(*table)
 
-    def glob(side: str, quoted: bool) -> str:
-        literal = "*?[" if quoted else "["
-        return "".join(f"[{c}]" if c in literal else c for c in side)
 
-    return glob(schema, schema_quoted), glob(table, table_quoted)
+def split_column_pattern(pattern: str) -> tuple[str, str, str]:
+    """The schema, table and column sides of a ``schema.table.column`` pattern, each an
+    ``fnmatch`` pattern as in ``split_table_pattern`` (the schema and table sides end at a dot,
+    the column side is the rest; any side may be a literal name in backquotes). ValueError when
+    the pattern has no three sides."""
+    schema, rest = _pattern_side(pattern.strip(), schema_side=True)
+    if not rest.startswith("."):
+        raise ValueError("it needs the form schema.table.column")
+    table, rest = _pattern_side(rest[1:], schema_side=True)
+    if not rest.startswith("."):
+        raise ValueError("it needs the form schema.table.column")
+    column, rest = _pattern_side(rest[1:], schema_side=False)
+    if rest or not schema[0] or not table[0] or not column[0]:
+        raise ValueError("it needs the form schema.table.column")
+    return _glob(*schema), _glob(*table), _glob(*column)
+
+
+def _glob(side: str, quoted: bool) -> str:
+    """A pattern side as ``fnmatch`` reads it: ``[`` always literal, ``*``/``?`` too if quoted."""
+    literal = "*?[" if quoted else "["
+    return "".join(f"[{c}]" if c in literal else c for c in side)
 
 
 def parse_table_label(label: str) -> tuple[str, str]:
@@ -220,6 +238,70 @@ def table_scope_from_env(environ: Mapping[str, str] | None = None) -> dict[str, 
     }
 
 
+MASK_MODES = ("hash", "fixed")
+MIN_MASK_KEY = 16
+
+
+@dataclass(frozen=True)
+class GovernanceSettings:
+    """What never leaves the source side as it is (``core.governance`` applies it):
+    ``exclude_tables`` (CDC_EXCLUDE_TABLES, ``schema.table`` patterns) are never captured;
+    ``exclude_columns`` (CDC_EXCLUDE_COLUMNS, ``schema.table.column`` patterns) never reach the
+    WAL; ``mask_columns`` (CDC_MASK_COLUMNS: ``schema.table.column`` patterns, each optionally
+    ending ``:hash``, the default, or ``:fixed``) reach it as an HMAC-SHA256 keyed by
+    ``mask_key`` (CDC_MASK_KEY; equal values give equal hashes, so they still join) or as a
+    fixed mask. ``mask_key`` is a secret: never shown."""
+
+    exclude_tables: tuple[str, ...] = ()
+    exclude_columns: tuple[str, ...] = ()
+    mask_columns: tuple[tuple[str, str], ...] = ()
+    """``(pattern, mode)`` pairs."""
+    mask_key: str = field(default="", repr=False)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.exclude_tables or self.exclude_columns or self.mask_columns)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GovernanceSettings:
+        env = _environ(environ)
+        excluded = _entries(env, "CDC_EXCLUDE_COLUMNS")
+        masked: list[tuple[str, str]] = []
+        for entry in _entries(env, "CDC_MASK_COLUMNS"):
+            pattern, colon, mode = entry.rpartition(":")
+            if not colon or mode.strip().lower() not in MASK_MODES:
+                pattern, mode = entry, "hash"
+            masked.append((pattern.strip(), mode.strip().lower()))
+        for variable, pattern in [
+            *(("CDC_EXCLUDE_COLUMNS", p) for p in excluded),
+            *(("CDC_MASK_COLUMNS", p) for p, _ in masked),
+        ]:
+            try:
+                split_column_pattern(pattern)
+            except ValueError:
+                raise ConfigError(
+                    f"{variable} entry '{pattern}' needs the form schema.table.column"
+                    " (wildcards allowed, e.g. shop.*.ssn; a name holding a dot in backquotes)."
+                ) from None
+        key = env.get("CDC_MASK_KEY", "")
+        if any(mode == "hash" for _, mode in masked) and len(key) < MIN_MASK_KEY:
+            state = "too short" if key else "not set"
+            raise ConfigError(
+                f"CDC_MASK_COLUMNS hashes columns but CDC_MASK_KEY is {state}; set it to a secret"
+                f" of at least {MIN_MASK_KEY} characters (keep it: another key gives other hashes)."
+            )
+        return cls(
+            exclude_tables=table_patterns_from_env(env, "CDC_EXCLUDE_TABLES"),
+            exclude_columns=excluded,
+            mask_columns=tuple(masked),
+            mask_key=key,
+        )
+
+
+def _entries(env: Mapping[str, str], variable: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in env.get(variable, "").split(",") if p.strip())
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     """Everything the capture side needs. Bounds keep one tick well inside a sensor's timeout."""
@@ -234,9 +316,14 @@ class CaptureSettings:
     max_seconds_per_tick: float = 20.0
     heartbeat_seconds: float = 1.0
     row_group_size: int = 5_000
+    governance: GovernanceSettings = field(default_factory=GovernanceSettings)
 
     def includes(self, schema: str, table: str) -> bool:
-        return table_included(schema, table, self.include_tables)
+        """Whether the table is captured: included and not excluded (CDC_EXCLUDE_TABLES)."""
+        excluded = self.governance.exclude_tables
+        return table_included(schema, table, self.include_tables) and not (
+            excluded and table_included(schema, table, excluded)
+        )
 
     def includes_schema(self, schema: str) -> bool:
         return schema_included(schema, self.include_tables)
@@ -265,6 +352,7 @@ class CaptureSettings:
             start_position=env.get("CDC_START_POSITION", "current").strip() or "current",
             max_events_per_segment=int_from_env(env, "CDC_SEGMENT_MAX_EVENTS", 50_000, low=1),
             max_seconds_per_tick=float(int_from_env(env, "CDC_TICK_MAX_SECONDS", 20, low=1)),
+            governance=GovernanceSettings.from_env(env),
         )
 
 

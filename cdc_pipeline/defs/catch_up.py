@@ -55,6 +55,7 @@ def catch_up(
         settings.source_url,
         on_validated=validated,
         progress=context.log.info,
+        mask_key=settings.governance.mask_key,
     )
     context.log.info(loaded.summary())
     return dg.Output(

@@ -230,6 +230,7 @@ def source_sink_reconciliation(
             mongo.mongo_settings(),
             settings.include_tables,
             wait_seconds=wait_seconds,
+            mask_key=settings.governance.mask_key,
         )
     except CdcError as error:
         return _not_measured("not reconciled", error)

@@ -216,6 +216,7 @@ def load_segment(
             # This pipeline's table settings, checked against the folder's record first.
             table_scope=table_scope_from_env(overlay(SOURCE_VARIABLES, given)),
             progress=context.log.info,  # a long mirror rebuild's progress
+            mask_key=source.capture_settings().governance.mask_key,
         )
     except SinkUnavailableError as error:
         breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)

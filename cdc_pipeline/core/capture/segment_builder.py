@@ -8,10 +8,11 @@ include committed transactions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
@@ -27,6 +28,8 @@ class SegmentBuilder:
     writer: SegmentWriter
     spill_rows: int
     mariadb: bool = True
+    governance: Governance = field(default_factory=Governance)
+    """Excluded and masked columns, applied to each row image before it is written."""
     open_rows: list[dict[str, Any]] = field(default_factory=list)
     open_stats: list[tuple[str, str]] = field(default_factory=list)
     open_spilled: bool = False
@@ -64,6 +67,11 @@ class SegmentBuilder:
     def add_row(self, item: RowImage) -> None:
         assert self.transaction is not None
         schema = item.table_schema
+        if self.governance.active:
+            schema = self.governance.table_schema(schema)
+            before = self.governance.document(item.schema, item.table, item.before)
+            after = self.governance.document(item.schema, item.table, item.after)
+            item = replace(item, before=before, after=after)
         image = item.after if item.after is not None else item.before
         pk = (
             {name: image[name] for name in schema.primary_key}

@@ -30,6 +30,7 @@ from cdc_pipeline.core.capture.snapshot_plan import (
 )
 from cdc_pipeline.core.capture.snapshot_point import SnapshotPoint
 from cdc_pipeline.core.errors import SnapshotError
+from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.images import encode_document
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
@@ -60,6 +61,10 @@ class SnapshotSession:
     clock: Callable[[], float]
     started: float = 0.0
     versions: dict[str, str] = field(default_factory=dict)
+    governance: Governance = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.governance = Governance(self.settings.governance)
 
     def snapshot_table(self, connection: Any, progress: TableProgress) -> None:
         """Write ``progress``'s table from where it stopped to its end, in this read view."""
@@ -71,8 +76,13 @@ class SnapshotSession:
             gone = SourceTable(schema, table, (), (), {})
             self._commit(self._writer(), gone, progress, 0, None, None)
             return
-        if not described.primary_key:
-            progress.rows_done, progress.last_key = 0, None  # all or nothing: starts over
+        # A table without a key, or whose key is masked (its raw values may be kept nowhere),
+        # is read all or nothing, in one segment: it starts over.
+        resumable = bool(described.primary_key) and not self.governance.key_masked(
+            schema, table, described.columns, described.primary_key
+        )
+        if not resumable:
+            progress.rows_done, progress.last_key = 0, None
         table_schema = table_schema_from_source(connection, schema, table)
         if table_schema.column_names != described.columns:
             hidden = sorted(set(table_schema.column_names) - set(described.columns))
@@ -81,13 +91,13 @@ class SnapshotSession:
                 f" ({', '.join(hidden) or 'a different column order'}); leave it out with"
                 " --tables (MariaDB's hidden DB_ROW_HASH columns of long UNIQUE keys are one case)."
             )
-        schema_dict = table_schema.to_dict()
+        schema_dict = self.governance.table_schema(table_schema).to_dict()
         self.versions[f"{schema}.{table}"] = schema_dict["version"]
         try:
             documents = row_documents(
                 connection, described, self.settings.row_group_size, after_key=progress.last_key
             )
-            self._write_table(described, schema_dict, progress, documents)
+            self._write_table(described, schema_dict, progress, documents, resumable)
         except pymysql.err.OperationalError as error:
             if error.args and error.args[0] == _TABLE_DEFINITION_CHANGED:
                 raise SnapshotError(
@@ -102,10 +112,11 @@ class SnapshotSession:
         schema_dict: dict[str, Any] | None,
         progress: TableProgress,
         documents: Iterator[dict[str, Any]],
+        resumable: bool,
     ) -> None:
         """Write the table's rows after ``progress.last_key`` in segments of at most
-        ``max_events_per_segment`` rows (one segment for a table without a key)."""
-        keyed = bool(described.primary_key)
+        ``max_events_per_segment`` rows (one segment when the read cannot resume)."""
+        keyed = resumable
         limit = self.settings.max_events_per_segment if keyed else None
         writer, rows = self._writer(), 0
         pending: list[dict[str, Any]] = []
@@ -115,7 +126,8 @@ class SnapshotSession:
                 writer.append(pending)
                 self._commit(writer, described, progress, rows, last_key, schema_dict)
                 writer, rows, pending = self._writer(), 0, []
-            pending.append(self._row(described, document, progress.rows_done + rows))
+            row = self.governance.document(described.schema, described.table, document)
+            pending.append(self._row(described, row or {}, progress.rows_done + rows))
             rows += 1
             if keyed:
                 last_key = tuple(document[name] for name in described.primary_key)
@@ -185,6 +197,7 @@ class SnapshotSession:
             first_committed_at=taken_at,
             last_committed_at=taken_at,
             kind=SNAPSHOT_OP,
+            governance=self.governance.record(),
             snapshot={
                 "id": self.plan.snapshot_id,
                 "table": name,

@@ -36,6 +36,7 @@ from cdc_pipeline.core.errors import (
     SourceSettingError,
     StagingError,
 )
+from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.gtid import (
     GtidError,
     GtidSet,
@@ -266,8 +267,13 @@ def _read_segment(
 ) -> CaptureResult:
     deadline = started + settings.max_seconds_per_tick
     writer = SegmentWriter(paths, end.sequence + 1, settings.row_group_size)
+    governance = Governance(settings.governance)
     builder = SegmentBuilder(
-        settings, writer, spill_rows=settings.row_group_size * 4, mariadb=state.flavor == "mariadb"
+        settings,
+        writer,
+        spill_rows=settings.row_group_size * 4,
+        mariadb=state.flavor == "mariadb",
+        governance=governance,
     )
     captured = end.gtid
     last_file, last_pos = end.binlog_file, end.binlog_pos
@@ -347,6 +353,7 @@ def _read_segment(
         first_committed_at=_iso(builder.first_committed_at),
         last_committed_at=_iso(builder.last_committed_at),
         server_uuid=state.server_uuid,
+        governance=governance.record(),
     )
     result.segment = writer.commit(manifest)
     result.manifest = manifest

@@ -270,6 +270,8 @@ class Checkpoint:
     last_sequence: int
     last_committed_at: str | None = None
     updated_at: str | None = None
+    governance: dict[str, Any] | None = None
+    """The column rules the last applied segment was written under (its manifest's)."""
 
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> Checkpoint:
@@ -283,6 +285,7 @@ class Checkpoint:
             last_sequence=int(document.get("last_sequence", 0)),
             last_committed_at=document.get("last_committed_at"),
             updated_at=str(document.get("updated_at")) if document.get("updated_at") else None,
+            governance=document.get("governance"),
         )
 
     def to_document(self, updated_at: datetime) -> dict[str, Any]:
@@ -297,6 +300,7 @@ class Checkpoint:
             "last_sequence": self.last_sequence,
             "last_committed_at": self.last_committed_at,
             "updated_at": updated_at,
+            **({"governance": self.governance} if self.governance else {}),
         }
 
 

@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError, SinkUnavailableError
+from cdc_pipeline.core.governance import RulesInForce, rules_differ_for
 from cdc_pipeline.core.load.breaker import breaker_of
-from cdc_pipeline.core.load.documents import Checkpoint
+from cdc_pipeline.core.load.documents import Checkpoint, mirror_meta
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
+from cdc_pipeline.core.load.rebuild import rebuild_for_rules
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import ApplyReport, MongoSink, open_sink
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl
@@ -227,6 +229,19 @@ def _load_one(
             f" MongoDB holds everything through {checkpoint.gtid}; the WAL does not chain here"
             " (see the gtid_continuity check)."
         )
+    sink.rules.enter(manifest.governance, manifest.partition_key)
+    if checkpoint is not None and (checkpoint.governance or None) != (manifest.governance or None):
+        # The column rules changed with this segment: mirrors written under the old ones are
+        # rebuilt under the new ones before its rows (written under the new ones) are applied.
+        meta = mirror_meta(
+            manifest.first_gtid or manifest.start_gtid,
+            manifest.partition_key,
+            None,
+            manifest.first_committed_at,
+            rebuilt_after_rule_change=True,
+        )
+        tables = rules_differ_for(checkpoint.governance, manifest.governance)
+        rebuild_for_rules(sink, manifest.source, tables, meta)
     new_versions = register_schema_versions(sink.database, manifest, validated.report.first_gtids)
     applied = sink.apply(validated.rows(), manifest, validated.ddl_rows())
     load = SegmentLoad(
@@ -254,6 +269,7 @@ def run_load(
     on_validated: Callable[[ValidatedSegment], None] | None = None,
     table_scope: Mapping[str, tuple[str, ...]] | None = None,
     progress: Callable[[str], None] | None = None,
+    mask_key: str = "",
 ) -> LoadResult:
     """``load_pending`` against ``mongo``, keeping the breaker: the path every loader takes.
 
@@ -264,15 +280,18 @@ def run_load(
     A load that exhausts its retries opens the breaker (the sensor then sends one probe per
     interval instead of a run per segment); any successful load closes it. With
     ``source_url``, mirrors are rebuilt after column changes; without, they are marked stale.
-    ``progress`` gets the progress lines of a long rebuild, for the run log.
+    ``progress`` gets the progress lines of a long rebuild, for the run log. ``mask_key``
+    (CDC_MASK_KEY) hashes masked columns in mirror rebuilds as capture did.
     """
+    rules = RulesInForce(mask_key)
     check_load_identity(paths, mongo, table_scope)
     breaker = breaker_of(paths, mongo.breaker_probe_seconds)
     try:
         with (
-            source_rebaseline(source_url) as rebaseline,
+            source_rebaseline(source_url, lambda: rules.current) as rebaseline,
             open_sink(mongo, rebaseline=rebaseline, progress=progress) as sink,
         ):
+            sink.rules = rules
             result = load_pending(
                 paths, sink, through_sequence, on_loaded, on_validated=on_validated
             )

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from fnmatch import fnmatchcase
 from typing import Any, Protocol, TypeVar
 
 from pymongo.database import Database
@@ -31,6 +32,7 @@ from pymongo.errors import OperationFailure
 from cdc_pipeline.core.errors import SourceTableChangedError
 from cdc_pipeline.core.images import decode_document, encode_document
 from cdc_pipeline.core.load.documents import (
+    CATALOG,
     MIRROR_STATUS,
     REBUILDS,
     mirror_document,
@@ -143,6 +145,25 @@ def rebuild_mirror(
     sink.retry(lambda: database[REBUILDS].delete_one({"_id": name}))
     sink.retry(lambda: database[MIRROR_STATUS].delete_one({"_id": name}))
     return f"{name} rebuilt from the source ({count} rows{fill.resumed_note})"
+
+
+def rebuild_for_rules(
+    sink: MirrorWriter, source: str, tables: list[tuple[str, str]], meta: dict[str, Any]
+) -> list[str]:
+    """Rebuild every mirror of ``source`` whose table matches one of ``tables`` (``(schema
+    glob, table glob)``: the tables a change of the column rules touches,
+    ``governance.rules_differ_for``), under the rules now in force. Returns what was done."""
+    if not tables:
+        return []
+    catalog = sink.database[CATALOG]
+    entries = sink.retry(lambda: list(catalog.find({"source": source}, {"schema": 1, "table": 1})))
+    done = []
+    for entry in entries:
+        schema, table = str(entry.get("schema")), str(entry.get("table"))
+        if any(fnmatchcase(schema, s) and fnmatchcase(table, t) for s, t in tables):
+            sink.progress(f"{entry['_id']}: the column rules changed, rebuilding the mirror")
+            done.append(rebuild_mirror(sink, schema, table, meta, source))
+    return done
 
 
 def forget_rebuild(sink: MirrorWriter, name: str) -> None:

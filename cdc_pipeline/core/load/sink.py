@@ -34,6 +34,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from cdc_pipeline.core.errors import TableNameCollisionError, UnloadableRowError
+from cdc_pipeline.core.governance import RulesInForce
 from cdc_pipeline.core.images import decode_document
 from cdc_pipeline.core.load.dead_letters import DeadLetters, Refusal
 from cdc_pipeline.core.load.documents import (
@@ -137,6 +138,8 @@ class MongoSink:
         mirror rebuild) reports as it goes, for the run log."""
         self.database = database
         self.progress: Callable[[str], None] = progress or (lambda _line: None)
+        self.rules = RulesInForce()
+        """The column rules of the segment being applied (``core.governance``)."""
         self.retry_policy = retry_policy or RetryPolicy()
         self.mirror_style = mirror_style
         self.rebaseline = rebaseline
@@ -253,6 +256,7 @@ class MongoSink:
             last_sequence=manifest.sequence,
             last_committed_at=manifest.last_committed_at,
             updated_at=str(now),
+            governance=manifest.governance,
         )
         document = checkpoint.to_document(now)
         self.retry(

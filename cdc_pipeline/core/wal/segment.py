@@ -101,6 +101,9 @@ class Manifest:
     """``stream`` (binlog events) or ``snapshot`` (rows read at one point, ``core.snapshot``)."""
     snapshot: dict[str, Any] | None = None
     """For a snapshot segment: which snapshot, table and key range it holds (``core.snapshot``)."""
+    governance: dict[str, Any] | None = None
+    """The column and table rules the rows were written under (``Governance.record``: patterns
+    and a fingerprint of CDC_MASK_KEY, never the key); None when there were none."""
 
     @property
     def partition_key(self) -> str:

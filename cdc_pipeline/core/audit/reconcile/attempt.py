@@ -30,6 +30,7 @@ from cdc_pipeline.core.errors import (
     SourceUnavailableError,
     ValueConversionError,
 )
+from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.gtid import Flavor, GtidError, GtidSet
 from cdc_pipeline.core.load.dead_letters import held_keys
 from cdc_pipeline.core.load.documents import MIRROR_STATUS, key_label
@@ -99,6 +100,8 @@ class ReconcileRun:
     spans: dict[str, SegmentSpan] = field(default_factory=dict)
     checkpoint_gtid: str = ""
     source_gtid: str = ""
+    governance: Governance = field(default_factory=Governance)
+    """The column rules the mirrors were written under: applied to each source row read."""
 
     # -- budget -------------------------------------------------------------------------------
     def remaining(self) -> float:
@@ -240,7 +243,10 @@ class ReconcileRun:
             held = self.held(collection)
 
             def expected() -> Iterator[dict[str, Any]]:
+                rules = self.governance
                 for row in row_documents(self.connection, described):
+                    if rules.active:
+                        row = rules.document(described.schema, described.table, row) or {}
                     document = expected_document(described, row, self.sink.stored)
                     if not held or key_label(document["_id"]) not in held:
                         yield document

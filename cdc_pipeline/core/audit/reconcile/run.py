@@ -62,12 +62,13 @@ from cdc_pipeline.core.audit.reconcile.attempt import (
     SnapshotBroken,
 )
 from cdc_pipeline.core.audit.reconcile.report import ReconcileReport, StrayMirror, TableResult
+from cdc_pipeline.core.governance import governance_of
 from cdc_pipeline.core.gtid import GtidError
 from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table, list_tables
 from cdc_pipeline.core.mysql.source import connect, detect_flavor
-from cdc_pipeline.core.settings import MongoSettings, SourceUrl, table_label
+from cdc_pipeline.core.settings import MongoSettings, SourceUrl, table_included, table_label
 from cdc_pipeline.core.wal.ledger import wal_end
 from cdc_pipeline.core.wal.staging import WalPaths
 
@@ -85,6 +86,7 @@ def reconcile(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    mask_key: str = "",
 ) -> ReconcileReport:
     """Compare every mirrored table in scope (``patterns``, with a primary key) with its source.
 
@@ -96,6 +98,8 @@ def reconcile(
         wait_seconds: total time to spend waiting for the loader lock, for capture to cover the
             source's position, and for the loader to apply changes to busy tables.
         cap: at most this many keys per kind (missing, extra, differing) per table.
+        mask_key: CDC_MASK_KEY: source rows are compared as the loader wrote them, under the
+            column rules the checkpoint records (``core.governance``), masked values included.
 
     Raises:
         SourceUnavailableError, SourceSettingError, SinkUnavailableError, CorruptSegmentError:
@@ -109,6 +113,8 @@ def reconcile(
     ):
         with connection.cursor() as cursor:
             cursor.execute("SET SESSION lock_wait_timeout = 60")
+        checkpoint = sink.read_checkpoint(paths.source)
+        rules = governance_of(checkpoint.governance if checkpoint else None, mask_key, "verify")
         run = ReconcileRun(
             paths,
             source_url,
@@ -122,9 +128,13 @@ def reconcile(
             clock=clock,
             sleep=sleep,
             started=started,
+            governance=rules,
         )
         items: dict[str, SourceTable | None] = {}
+        excluded = rules.settings.exclude_tables
         for schema, name in list_tables(connection, patterns):
+            if excluded and table_included(schema, name, excluded):
+                continue  # CDC_EXCLUDE_TABLES: never captured, so not compared
             table = describe_table(connection, schema, name)
             if table.primary_key:
                 items[table_label(schema, name)] = table
