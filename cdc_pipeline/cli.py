@@ -66,14 +66,19 @@ def _wal_paths() -> WalPaths:
 def _doctor(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.doctor import run_doctor
 
-    capture = CaptureSettings.from_env()
+    capture: CaptureSettings | None = None
+    capture_problem: str | None = None
+    try:
+        capture = CaptureSettings.from_env()
+    except ConfigError as error:  # a finding like any other, so --json stays JSON
+        capture_problem = str(error)
     mongo: MongoSettings | None = None
     mongo_problem: str | None = None
     try:
         mongo = MongoSettings.from_env()
     except ConfigError as error:
         mongo_problem = str(error)
-    findings = run_doctor(capture, mongo, mongo_problem)
+    findings = run_doctor(capture, mongo, mongo_problem, capture_problem)
     if args.json:
         print(json.dumps([finding.to_dict() for finding in findings], indent=2))
     else:
@@ -82,6 +87,9 @@ def _doctor(args: argparse.Namespace) -> int:
             print(f"{mark} {finding.check}: {finding.detail}")
             if finding.fix or finding.advice:
                 print(f"     {'fix' if finding.fix else 'advice'}: {finding.fix or finding.advice}")
+    if capture_problem is not None:  # a setting, not a check, is wrong: the usage exit code
+        _fail(capture_problem)
+        return EXIT_OPERATOR
     failed = sum(not finding.ok for finding in findings)
     if failed:
         _fail(f"{failed} of {len(findings)} checks failed; apply the fixes printed above.")
@@ -163,6 +171,17 @@ def _status(args: argparse.Namespace) -> int:
     check_staging_folder(paths, create=False, write=False)
     status = read_status(paths, source_url, mongo, table_scope_from_env())
     _print(args, status.to_dict(), "\n".join(status.lines()))
+    unset = [
+        name
+        for name, value in (("CDC_MYSQL_URL", source_url), ("CDC_MONGO_URI", mongo))
+        if value is None
+    ]
+    if unset and not status.problems:
+        _fail(
+            f"status is partial: {' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not"
+            " set, so the WAL is compared with nothing there; export them (see the README)."
+        )
+        return EXIT_OPERATOR
     if not status.problems:
         return 0
     more = len(status.problems) - 1

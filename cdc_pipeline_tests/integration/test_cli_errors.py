@@ -214,7 +214,10 @@ def test_doctor_passes_on_a_healthy_setup_and_json_parses(
     env = {**staging_env, "CDC_MYSQL_URL": source_server.url, "CDC_MONGO_URI": mongo_target.uri}
     text = run_cli("doctor", env=env)
     assert (text.code, text.stderr) == (0, ""), text.stdout
-    assert all(line.startswith(("ok   ",)) for line in text.stdout.splitlines())
+    # Everything passes; the plaintext session to the fixtures' server is a warning only.
+    assert all(
+        line.startswith(("ok   ", "warn tls:", "     advice:")) for line in text.stdout.splitlines()
+    ), text.stdout
 
     run = run_cli("doctor", "--json", env=env)
     assert run.code == 0, run.stderr
@@ -222,7 +225,26 @@ def test_doctor_passes_on_a_healthy_setup_and_json_parses(
     assert {"connection", "grants", "mongo", "staging", "staging_space"} <= {
         f["check"] for f in findings
     }
-    assert all(set(f) == {"check", "ok", "detail", "fix"} and f["ok"] for f in findings)
+    assert all(set(f) == {"check", "ok", "detail", "fix", "advice"} and f["ok"] for f in findings)
+
+
+def test_with_nothing_configured_status_exits_2_and_doctor_json_stays_json(
+    staging_env: dict[str, str],
+) -> None:
+    """``status`` said ``source ?`` and exited 0; ``doctor --json`` printed a text line."""
+    Path(staging_env["CDC_STAGING_DIR"]).mkdir()
+    status = run_cli("status", env=staging_env)
+    line = status.assert_one_line_failure(2)
+    assert "CDC_MYSQL_URL and CDC_MONGO_URI are not set" in line
+    assert "source      not configured (CDC_MYSQL_URL is not set)" in status.stdout
+    assert "mongodb     not configured (CDC_MONGO_URI is not set)" in status.stdout
+    doctor = run_cli("doctor", "--json", env=staging_env)
+    line = doctor.assert_one_line_failure(2)
+    assert line.endswith("CDC_MYSQL_URL is not set; export it as mysql://user:password@host:port.")
+    findings = {f["check"]: f for f in json.loads(doctor.stdout)}
+    assert findings["connection"]["ok"] is False
+    assert "CDC_MYSQL_URL is not set" in findings["connection"]["detail"]
+    assert findings["mongo"]["ok"] is False
 
 
 def test_doctor_json_carries_failures_and_fixes(staging_env: dict[str, str]) -> None:

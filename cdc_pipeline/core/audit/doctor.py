@@ -263,10 +263,24 @@ def check_identity(capture: CaptureSettings, mongo: MongoSettings | None) -> lis
 
 
 def run_doctor(
-    capture: CaptureSettings, mongo: MongoSettings | None, mongo_problem: str | None = None
+    capture: CaptureSettings | None,
+    mongo: MongoSettings | None,
+    mongo_problem: str | None = None,
+    capture_problem: str | None = None,
 ) -> list[Finding]:
-    """Every check: source, MongoDB (``None``: not configured, ``mongo_problem`` says why), WAL."""
-    findings = check_source(capture.source_url, capture.include_tables)
+    """Every check: source and WAL (``capture`` None: not configured, ``capture_problem`` says
+    why), MongoDB (``None``: not configured, ``mongo_problem`` says why)."""
+    if capture is None:
+        findings = [
+            failed(
+                "connection",
+                capture_problem or "CDC_MYSQL_URL is not set",
+                "export CDC_MYSQL_URL=mysql://user:password@host:port (the README's 'your own"
+                " servers' lists the grants and settings)",
+            )
+        ]
+    else:
+        findings = check_source(capture.source_url, capture.include_tables)
     if mongo is None:
         findings.append(
             failed(
@@ -278,8 +292,10 @@ def run_doctor(
     else:
         mongo_findings = check_mongo(mongo)
         findings += mongo_findings
-        if all(finding.ok for finding in mongo_findings):
+        if capture is not None and all(finding.ok for finding in mongo_findings):
             findings += check_load_halt(mongo, capture.source_name)
+    if capture is None:
+        return findings
     root = WalPaths(capture.staging_dir, capture.source_name).root
     return (
         findings + check_staging(root, capture.staging_dir.parent) + check_identity(capture, mongo)

@@ -49,6 +49,9 @@ from cdc_pipeline.core.wal.staging import (
     sequence_of,
 )
 
+_UNSET_SOURCE = "not configured (CDC_MYSQL_URL is not set)"
+_UNSET_MONGO = "not configured (CDC_MONGO_URI is not set)"
+
 
 @dataclass
 class Status:
@@ -69,6 +72,11 @@ class Status:
     lag_basis: str = ""
     breaker: str = "closed"
     breaker_text: str = ""
+    """The sink breaker as the loader last recorded it (``load.breaker``)."""
+    source_configured: bool = True
+    mongo_configured: bool = True
+    mongo_now: str = ""
+    """Whether MongoDB answered this status now: reachable, not reachable, not configured."""
     snapshot: str = ""
     dead_letters: int = 0
     """Rows set aside in ``cdc_dead_letters`` (CDC_ON_UNLOADABLE=dead-letter)."""
@@ -93,7 +101,7 @@ class Status:
         transactions = "unknown" if self.lag_transactions is None else f"{self.lag_transactions:,}"
         return (
             [
-                f"source      {self.source_gtid or self.source_error or '?'}"
+                f"source      {self.source_gtid or self.source_error or _UNSET_SOURCE}"
                 + (f" ({self.source_binlog})" if self.source_binlog else ""),
                 f"captured    {self.captured_gtid or 'nothing yet'}"
                 + (f" (last segment {self.last_segment})" if self.last_segment else ""),
@@ -104,12 +112,8 @@ class Status:
                 + (f" (through {self.applied_partition})" if self.applied_partition else ""),
                 f"pending     {self.pending_segments} segments",
                 f"lag         {lag}, {transactions} transactions",
-                f"mongodb     {self.breaker_text}"
-                + (
-                    " as the loader last saw it, but it could not be read now"
-                    if self.sink_error and self.breaker == "closed"
-                    else ""
-                ),
+                f"mongodb     {self.mongo_now}",
+                f"breaker     {self.breaker_text} (as the loader last recorded it)",
             ]
             + ([f"snapshot    {self.snapshot}"] if self.snapshot else [])
             + (
@@ -197,6 +201,14 @@ def read_status(
                 status.problems.append(dead_letters_sentence(letters))
         except CdcError as error:
             status.sink_error = str(error)
+        status.mongo_now = (
+            f"not reachable now ({mongo.redacted()})"
+            if status.sink_error
+            else f"reachable now ({mongo.redacted()})"
+        )
+    else:
+        status.mongo_configured, status.mongo_now = False, _UNSET_MONGO
+    status.source_configured = source_url is not None
     origin = read_origin(paths)
     if applied is None and status.sink_error is None and origin is not None:
         # Nothing loaded yet: everything since capture's origin is still to be applied.
