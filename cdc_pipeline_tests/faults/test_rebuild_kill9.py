@@ -20,12 +20,12 @@ from dataclasses import replace
 
 import pytest
 
-from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.load.documents import REBUILDS, rebuild_collection
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.faults.test_load_kill9 import load_command
+from cdc_pipeline_tests.integration.test_load import capture_all
 from cdc_pipeline_tests.pipeline_checks import mirror_differences
 from devtools.local_servers import SourceServer
 
@@ -33,13 +33,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 ROWS = 40_000
 RESUMED = re.compile(r"resuming the rebuild after (\d+) rows")
-
-
-def capture_all(settings: CaptureSettings) -> None:
-    for _ in range(200):
-        if capture_once(settings).manifest is None:
-            return
-    raise AssertionError("capture never caught up")
 
 
 def kill_mid_rebuild(

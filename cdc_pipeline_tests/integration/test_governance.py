@@ -29,6 +29,7 @@ from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, GovernanceSettings, MongoSettings, SourceUrl
 from cdc_pipeline.core.wal.staging import WalPaths
 from cdc_pipeline_tests.conftest import MongoTarget
+from cdc_pipeline_tests.integration.test_load import capture_all
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
@@ -72,13 +73,6 @@ def write_rows(server: SourceServer, db: str) -> None:
         f"DELETE FROM `{db}`.accounts WHERE email = 'bob@example.org'",
         f"UPDATE `{db}`.people SET card = '5500000000000004' WHERE id = 1",
     )
-
-
-def capture_all(settings: CaptureSettings) -> None:
-    for _ in range(100):
-        if capture_once(settings).manifest is None:
-            return
-    raise AssertionError("capture never caught up")
 
 
 def wal_text(staging: Path) -> str:
