@@ -223,3 +223,42 @@ def test_a_new_rule_applies_from_the_next_segment_and_rebuilds_the_mirrors_it_to
         assert "ssn" not in text
     report = reconcile(paths, url, mongo, (f"{db}.*",), wait_seconds=20, mask_key=KEY)
     assert report.findings() == "", report.lines()
+
+
+def test_include_and_exclude_patterns_match_schema_and_table_separately_and_bracket_is_literal(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+) -> None:
+    """``*`` never crosses the dot (``db.*`` does not take schema ``db.x``) and ``[`` is a
+    character of a name (``db.t[ab]`` takes the table named so, not ``ta``)."""
+    db = source_schema
+    dotted = f"{db}.x"
+    source_server.execute(
+        f"CREATE DATABASE `{dotted}`",
+        f"CREATE TABLE `{dotted}`.t (id INT PRIMARY KEY)",
+        f"CREATE TABLE `{db}`.ta (id INT PRIMARY KEY)",
+        f"CREATE TABLE `{db}`.`t[ab]` (id INT PRIMARY KEY)",
+        f"CREATE TABLE `{db}`.`t[ab]_old` (id INT PRIMARY KEY)",
+    )
+    try:
+        settings = dataclasses.replace(
+            capture_settings,
+            include_tables=(f"{db}.*",),
+            governance=GovernanceSettings(exclude_tables=(f"{db}.t[ab]_*", f"{db}.ta")),
+        )
+        capture_once(settings)
+        source_server.execute(
+            *(f"INSERT INTO `{dotted}`.t VALUES ({i})" for i in (1, 2)),
+            *(f"INSERT INTO `{db}`.`{t}` VALUES (1)" for t in ("ta", "t[ab]", "t[ab]_old")),
+        )
+        capture_all(settings)
+        tables = {
+            (row["schema"], row["table"])
+            for path in settings.staging_dir.rglob("seg-*.parquet")
+            for row in pq.read_table(path, columns=["schema", "table"]).to_pylist()
+            if row["table"]
+        }
+        assert tables == {(db, "t[ab]")}
+    finally:
+        source_server.execute(f"DROP DATABASE `{dotted}`")
