@@ -481,6 +481,47 @@ def test_a_rename_in_place_after_a_rebuild_that_read_ahead_keeps_the_values(
         assert mirror_differences(source_server, db, sink) == []
 
 
+def test_columns_holding_null_are_dropped_and_renamed_in_place(
+    source_server: SourceServer,
+    source_schema: str,
+    capture_settings: CaptureSettings,
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """A column that holds NULL in every row (added without a default, or after a MODIFY that
+    dropped its default) is dropped and renamed in place like any other. (Found by the fault
+    suite: the changes selected documents with ``$exists``, which the nx-27017 stand-in does
+    not match on a field holding null, and the mirror kept the dropped column.)"""
+    db = source_schema
+    source_server.execute(
+        f"CREATE TABLE `{db}`.f (id INT PRIMARY KEY, v INT)",
+        f"CREATE TABLE `{db}`.g (id INT PRIMARY KEY, v INT)",
+    )
+    capture_all(capture_settings)
+    source_server.execute(
+        *(f"INSERT INTO `{db}`.f VALUES ({i}, {i})" for i in range(1, 6)),
+        *(f"INSERT INTO `{db}`.g VALUES ({i}, {i})" for i in range(1, 6)),
+    )
+    capture_all(capture_settings)
+    source_server.execute(
+        f"ALTER TABLE `{db}`.f ADD COLUMN n VARCHAR(8) NULL",
+        f"INSERT INTO `{db}`.f (id, v) VALUES (6, 6)",
+        f"ALTER TABLE `{db}`.f RENAME COLUMN n TO m",
+        f"ALTER TABLE `{db}`.g ADD COLUMN n VARCHAR(8) NULL",
+        f"INSERT INTO `{db}`.g (id, v) VALUES (6, 6)",
+        f"ALTER TABLE `{db}`.g DROP COLUMN n",
+    )
+    capture_all(capture_settings)
+    with sink_with_source(source_server, mongo_target, mongo_db_name) as sink:
+        result = load_pending(WalPaths(capture_settings.staging_dir, "default"), sink)
+        applied = [line for item in result.loaded for line in item.apply.ddl_applied]
+        assert sum("changed in place" in line for line in applied) == 4, applied
+        assert mirror_differences(source_server, db, sink) == []
+        mirrors = [sink.database[sink.mirror(db, table)] for table in ("f", "g")]
+        fields = [sorted(mirror.find_one({"_id": 6}) or {}) for mirror in mirrors]
+        assert fields == [["_cdc", "_id", "id", "m", "v"], ["_cdc", "_id", "id", "v"]]
+
+
 def test_real_world_ddl_acts_on_the_tables_it_names_and_on_no_other(
     source_server: SourceServer,
     source_schema: str,

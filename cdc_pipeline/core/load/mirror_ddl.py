@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pymongo.collection import Collection
+
 from cdc_pipeline.core.load.documents import (
     DDL_HISTORY,
     MIRROR_STATUS,
@@ -22,6 +24,7 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
 )
 from cdc_pipeline.core.load.rebuild import (
+    BULK_CHUNK,
     MirrorWriter,
     forget_rebuild,
     rebuild_mirror,
@@ -189,24 +192,45 @@ def change_in_place(
     collection = sink.database[name]
     for op in ops:
         field = mirror_field(op[1])
-        # Only documents that have the field (or lack it, for an ADD) are changed: a document
-        # written by a rebuild that read the table after a later change already has the
-        # result; and the nx-27017 stand-in's $rename sets the target to null where the field
-        # is missing.
         if op[0] == "drop":
-            selector: dict[str, Any] = {field: {"$exists": True}}
-            update: dict[str, Any] = {"$unset": {field: ""}}
-        elif op[0] == "rename":
-            selector = {field: {"$exists": True}}
-            update = {"$rename": {field: mirror_field(op[2])}}
-        else:
-            selector = {field: {"$exists": False}}
-            update = {"$set": {field: sink.stored(_added_value(op))}}
+            # $unset of a field a document lacks changes nothing, on every server.
+            sink.retry(lambda field=field: collection.update_many({}, {"$unset": {field: ""}}))  # type: ignore[misc]
+            continue
+        # Only documents that have the field (a RENAME) or lack it (an ADD) are changed: a
+        # document written by a rebuild that read the table after a later change already has
+        # the result. Which those are is decided here, not by a ``$exists`` query, because the
+        # nx-27017 stand-in's queries cannot tell a field holding null from a missing one (and
+        # its $rename of a missing field sets the target to null): a MODIFY that drops a
+        # column's default leaves such nulls in every row inserted after it.
+        update: dict[str, Any] = (
+            {"$rename": {field: mirror_field(op[2])}}
+            if op[0] == "rename"
+            else {"$set": {field: sink.stored(_added_value(op))}}
+        )
         sink.retry(
-            lambda selector=selector, update=update: collection.update_many(selector, update)  # type: ignore[misc]
+            lambda field=field, update=update, present=op[0] == "rename": _update_where(  # type: ignore[misc]
+                collection, field, present, update
+            )
         )
     changes = ", ".join(" ".join(op) for op in ops)
     return f"{name}: changed in place ({changes}), nothing re-read from the source"
+
+
+def _update_where(
+    collection: Collection[Any], field: str, present: bool, update: Mapping[str, Any]
+) -> None:
+    """Apply ``update`` to every document of ``collection`` that has ``field`` (``present``) or
+    lacks it, a chunk of ``_id`` values at a time. Safe to run again from the start after a
+    failure: a document already changed is no longer selected."""
+    chunk: list[Any] = []
+    for document in collection.find({}, {field: True}):
+        if (field in document) == present:
+            chunk.append(document["_id"])
+        if len(chunk) >= BULK_CHUNK:
+            collection.update_many({"_id": {"$in": chunk}}, update)
+            chunk = []
+    if chunk:
+        collection.update_many({"_id": {"$in": chunk}}, update)
 
 
 def _columns_named(op: tuple[str, ...]) -> tuple[str, ...]:
