@@ -162,6 +162,30 @@ def _load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catch_up(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.audit.catch_up import catch_up
+    from cdc_pipeline.core.settings import AuditSettings
+
+    capture = CaptureSettings.from_env()
+    mongo = MongoSettings.from_env()
+    check_staging_folder(
+        WalPaths(capture.staging_dir, capture.source_name), create=True, write=True
+    )
+    report = catch_up(
+        capture,
+        mongo,
+        reconcile_wait=AuditSettings.from_env().reconcile_wait_seconds,
+        # Progress goes to stdout (stderr keeps the one failure line); none with --json.
+        progress=lambda line: None if args.json else print(line, flush=True),
+    )
+    _print(args, report.to_dict(), "\n".join(report.lines()))
+    finding = report.finding()
+    if not finding:
+        return 0
+    _fail(scrub_secrets(f"catch-up: {finding}"))
+    return EXIT_FAILED
+
+
 def _status(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.status import read_status
 
@@ -329,6 +353,14 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
         (("--pending", {**_FLAG, "help": "load all pending segments"}),),
     ),
     (
+        "catch-up",
+        "for CI and cron: capture until caught up with the source, load every pending segment,"
+        " then check that the WAL has no gap or duplicate and that every mirror equals its"
+        " source table (exit 1 if a check fails, 2 if the operator must act)",
+        "report",
+        (),
+    ),
+    (
         "status",
         "show the source position, the captured end, the applied checkpoint, pending segments,"
         " lag, quarantined segments and the MongoDB breaker (exit 1 if a part could not be read"
@@ -444,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         hint = (
             ", then run 'cdc-pipeline load --pending' again: captured segments wait in the WAL"
             if args.command == "load"
+            else ", then run 'cdc-pipeline catch-up' again: what was captured waits in the WAL"
+            if args.command == "catch-up"
             else ""
         )
         explained = explain_failure(error, mongo_where(), hint)

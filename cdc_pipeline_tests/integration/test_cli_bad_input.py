@@ -141,7 +141,7 @@ def mongo_down_runs(
         "CDC_INCLUDE_TABLES": f"{schema}.*",
         "CDC_MONGO_RETRY_SECONDS": "1",
     }
-    commands = {"doctor": ["doctor"], **{c[0]: c for c in WAL_COMMANDS}}
+    commands = {"doctor": ["doctor"], "catch-up": ["catch-up"], **{c[0]: c for c in WAL_COMMANDS}}
     processes = {
         name: subprocess.Popen(
             [sys.executable, "-m", "cdc_pipeline.cli", *command],
@@ -161,7 +161,7 @@ def mongo_down_runs(
     mariadb_server.execute(f"DROP DATABASE IF EXISTS `{schema}`")
 
 
-@pytest.mark.parametrize("command", ["load", "verify", "recapture"])
+@pytest.mark.parametrize("command", ["load", "verify", "recapture", "catch-up"])
 def test_an_unreachable_mongo_is_one_sentence(
     mongo_down_runs: dict[str, Run], command: str
 ) -> None:
@@ -172,6 +172,10 @@ def test_an_unreachable_mongo_is_one_sentence(
     if command == "load":
         assert line.endswith(
             "run 'cdc-pipeline load --pending' again: captured segments wait in the WAL."
+        )
+    if command == "catch-up":
+        assert line.endswith(
+            "run 'cdc-pipeline catch-up' again: what was captured waits in the WAL."
         )
 
 

@@ -103,6 +103,7 @@ def cdc_user(server: SourceServer, grants: str) -> Iterator[tuple[str, str]]:
 COMMANDS = sorted(cli.build_parser().commands)
 """Every subcommand, read from the parser itself, so a new command is tested without asking."""
 REPORTING = {
+    "catch-up",
     "doctor",
     "capture",
     "load",
@@ -139,7 +140,7 @@ def test_bad_arguments_are_one_line(args: list[str], staging_env: dict[str, str]
     run_cli(*args, env=env).assert_one_line_failure(2)
 
 
-@pytest.mark.parametrize("command", [["doctor"], ["capture", "--once"]])
+@pytest.mark.parametrize("command", [["doctor"], ["capture", "--once"], ["catch-up"]])
 def test_an_unset_source_url_is_named(command: list[str], staging_env: dict[str, str]) -> None:
     line = run_cli(*command, env=staging_env).assert_one_line_failure(2)
     assert "CDC_MYSQL_URL is not set" in line
@@ -173,7 +174,8 @@ def test_capture_reports_an_unreachable_source(staging_env: dict[str, str]) -> N
 
 
 @pytest.mark.parametrize(
-    "command", [["doctor"], pytest.param(["capture", "--once"], marks=needs_capture)]
+    "command",
+    [["doctor"], pytest.param(["capture", "--once"], marks=needs_capture), ["catch-up"]],
 )
 def test_a_bad_password_is_refused_without_echoing_it(
     source_server: SourceServer, staging_env: dict[str, str], command: list[str]
@@ -181,7 +183,9 @@ def test_a_bad_password_is_refused_without_echoing_it(
     with cdc_user(source_server, "SELECT") as (name, password):
         wrong = f"Wr0ng-{uuid.uuid4().hex[:8]}"
         url = f"mysql://{name}:{wrong}@127.0.0.1:{source_server.port}"
-        run = run_cli(*command, env={**staging_env, "CDC_MYSQL_URL": url})
+        # catch-up reads every setting first, then touches the source before MongoDB.
+        mongo = {"CDC_MONGO_URI": f"mongodb://127.0.0.1:{free_port()}"}
+        run = run_cli(*command, env={**staging_env, **mongo, "CDC_MYSQL_URL": url})
     if command == ["doctor"]:
         run.assert_one_line_failure(1, wrong, password)
         assert f"FAIL connection: the source mysql://{name}:***@" in run.stdout
@@ -373,7 +377,44 @@ def test_every_reporting_command_prints_parseable_json(
     assert snapshot["stream_segments"] == 1  # the set-aside segment, captured again first  # type: ignore[call-overload]
     assert run_json("dead-letters", "list", env=cli_env) == {"dead_letters": []}
     assert run_json("dead-letters", "retry", env=cli_env) == {"written": 0, "still_refused": []}
+    caught_up = run_json("catch-up", env=cli_env)
+    assert caught_up["passed"] and len(caught_up["checks"]) == 3  # type: ignore[call-overload]
     assert RAN_WITH_JSON >= REPORTING
+
+
+def test_catch_up_loads_everything_and_fails_in_one_line_on_a_damaged_mirror(
+    source_server: SourceServer,
+    source_schema: str,
+    cli_env: dict[str, str],
+    mongo_target: MongoTarget,
+    mongo_db_name: str,
+) -> None:
+    """The CI command: capture until caught up, load, then the checks; a mirror that no longer
+    equals its source is a failed check (exit 1, one line naming it), not a quiet exit 0."""
+    env = {**cli_env, "CDC_SEGMENT_MAX_EVENTS": "10"}
+    first = run_cli("catch-up", env=env)  # an empty WAL starts at the source's position
+    assert (first.code, first.stderr) == (0, ""), (first.stdout, first.stderr)
+    assert "captured 0 segments (0 row events)" in first.stdout.splitlines()
+    source_server.execute(
+        *(f"INSERT INTO `{source_schema}`.t VALUES ({key}, {key})" for key in range(1, 26))
+    )
+    run = run_cli("catch-up", env=env)
+    assert (run.code, run.stderr) == (0, ""), (run.stdout, run.stderr)
+    lines = run.stdout.splitlines()
+    assert "captured 3 segments (25 row events)" in lines, run.stdout
+    for check in ("gtid_continuity", "no_duplicate_events", "source_sink_reconciliation"):
+        assert f"check {check}: passed" in lines, run.stdout
+    with mongo_target.client() as client:
+        sink = mongo_target.sink(client[mongo_db_name])
+        assert client[mongo_db_name][sink.mirror(source_schema, "t")].count_documents({}) == 25
+        client[mongo_db_name][sink.mirror(source_schema, "t")].delete_one({"_id": 7})
+    again = run_cli("catch-up", env=env)
+    line = again.assert_one_line_failure(1)
+    assert line.startswith(
+        "cdc-pipeline: catch-up: 1 of 3 checks failed (source_sink_reconciliation); first: 1"
+        " differ ("
+    ), line
+    assert "check source_sink_reconciliation: FAILED: 1 differ" in again.stdout
 
 
 def test_a_corrupt_segment_is_named_with_the_way_back(
