@@ -1,7 +1,7 @@
 """The one Dagster code location of cdc_pipeline (``dagster ... -m cdc_pipeline.definitions``).
 
-Nothing here reads the environment at import time: ``dg.EnvVar`` is resolved when a run or a
-tick needs the resource, so secrets never appear in the UI's run configs.
+Nothing here reads the environment at import time: the resources read their CDC_* variables
+when a run or a tick needs them, so secrets never appear in the UI's run configs.
 """
 
 import dagster as dg
@@ -20,8 +20,8 @@ defs = dg.Definitions(
     sensors=[binlog_capture_sensor],
     schedules=[audit_schedule],
     resources={
-        "source": SourceResource(url=dg.EnvVar("CDC_MYSQL_URL")),
-        "mongo": MongoSinkResource(uri=dg.EnvVar("CDC_MONGO_URI")),
+        "source": SourceResource(),
+        "mongo": MongoSinkResource(),
         "audit": AuditResource(),
     },
 )

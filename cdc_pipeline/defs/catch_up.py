@@ -1,16 +1,21 @@
 """``catch_up_job``: capture until caught up with the source, then load everything pending.
 
-For CI and cron: ``dagster job execute -m cdc_pipeline.definitions -j catch_up_job``. It runs the
-same code as the sensor and the load runs (``capture_once``, ``run_load``), registers the
-partitions of the segments it captured, and reports them as materialized.
+For CI and cron: ``dagster job execute -m cdc_pipeline.definitions -j catch_up_job`` (or, with
+the checks and without a Dagster instance, ``cdc-pipeline catch-up``). It runs the same code as
+the sensor and the load runs (``capture_once``, ``run_load``), registers the partitions of the
+segments it captured, and reports them as materialized. A failure is the project's one
+sentence (a ``dg.Failure``), printed as one line by ``sentence_console``.
 """
 
 import dagster as dg
 
+from cdc_pipeline.core.audit.explain import explain_failure
 from cdc_pipeline.core.capture.tick import capture_once
+from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.loader import SegmentLoad, run_load
-from cdc_pipeline.core.settings import source_name_from_env
+from cdc_pipeline.core.settings import mongo_where, source_name_from_env
 from cdc_pipeline.core.wal.validation import ValidatedSegment
+from cdc_pipeline.defs.console import sentence_console
 from cdc_pipeline.defs.load import MONGO_BATCH, load_metadata, log_segment_materializations
 from cdc_pipeline.defs.load_runs import loader_tags
 from cdc_pipeline.defs.partitions import cdc_batches_partitions, register_segments
@@ -21,6 +26,25 @@ MAX_TICKS = 10_000
 
 @dg.op(description="Capture ticks until the WAL reaches the source position, then load it all.")
 def catch_up(
+    context: dg.OpExecutionContext, source: SourceResource, mongo: MongoSinkResource
+) -> dg.Output[None]:
+    try:
+        return _catch_up(context, source, mongo)
+    except dg.Failure:
+        raise
+    except Exception as error:
+        sentence = explain_failure(error, mongo_where(), _HINT)
+        if sentence is None and isinstance(error, CdcError):
+            sentence = str(error)
+        if sentence is None:
+            raise
+        raise dg.Failure(description=sentence, allow_retries=False) from None
+
+
+_HINT = ", then run catch_up_job again: what was captured waits in the WAL"
+
+
+def _catch_up(
     context: dg.OpExecutionContext, source: SourceResource, mongo: MongoSinkResource
 ) -> dg.Output[None]:
     settings = source.capture_settings()
@@ -75,6 +99,8 @@ def catch_up(
     description="Capture until caught up with the source, then load every pending segment.",
     # The source's loader slot, like the sensor's load runs (ordered against them in the queue).
     tags=loader_tags(source_name_from_env()),
+    logger_defs={"console": sentence_console},
+    config={"loggers": {"console": {}}},  # Dagster uses a job's loggers only when configured
 )
 def catch_up_job() -> None:
     catch_up()

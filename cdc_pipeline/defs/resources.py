@@ -1,8 +1,11 @@
 """Dagster resources: every setting of the source, the sink and the checks, as typed fields.
 
-Secrets (the source URL with its password, the MongoDB URI) reach Dagster only through
-``dg.EnvVar``, so run configs shown in the UI carry the variable's name, never its value. Every
-other setting is a field of its resource, listed with its description in the UI's resource
+Secrets (the source URL with its password, the MongoDB URI) never enter Dagster's config: the
+``url`` and ``uri`` fields stay unset in ``definitions.py`` and the value is read from
+CDC_MYSQL_URL / CDC_MONGO_URI when a run or a tick needs it, so the UI shows no secret, and a
+variable that is not set fails the run with the project's one sentence (a ``dg.EnvVar`` fails
+Dagster's config processing first, as a long traceback). Every other setting is a field of its
+resource, listed with its description in the UI's resource
 view: a value given in ``definitions.py`` (or a run config) wins; a field left unset takes its
 ``CDC_*`` variable, else the default of ../shared/CONTRACT.md. The names, defaults and checks
 live in ``core.settings``; the resources pass plain settings objects down to ``core``.
@@ -37,7 +40,10 @@ def _unset(variable: str, default: str) -> str:
 class SourceResource(dg.ConfigurableResource):
     """The MySQL or MariaDB server whose binlog is captured, and the staging folder of its WAL."""
 
-    url: str = Field(description="mysql://user:password@host:port, from CDC_MYSQL_URL")
+    url: str | None = Field(
+        default=None,
+        description="mysql://user:password@host:port (unset: $CDC_MYSQL_URL, read when needed)",
+    )
     source_name: str | None = Field(
         default=None,
         description="names the staging sub-folder, partitions and checkpoint ("
@@ -106,7 +112,9 @@ class SourceResource(dg.ConfigurableResource):
 class MongoSinkResource(dg.ConfigurableResource):
     """The MongoDB database the change log and mirror collections are loaded into."""
 
-    uri: str = Field(description="a MongoDB URI, from CDC_MONGO_URI")
+    uri: str | None = Field(
+        default=None, description="a MongoDB URI (unset: $CDC_MONGO_URI, read when needed)"
+    )
     database: str | None = Field(
         default=None, description="the target database (" + _unset("CDC_MONGO_DB", "cdc") + ")"
     )

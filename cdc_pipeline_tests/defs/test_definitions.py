@@ -18,13 +18,14 @@ def test_definitions_resolve_without_any_environment() -> None:
     assert {"source", "mongo"} <= set(repository.get_top_level_resources())
 
 
-def test_secrets_are_environment_variable_references_not_values(monkeypatch) -> None:
+def test_secrets_stay_out_of_the_resources_config(monkeypatch) -> None:
     monkeypatch.setenv("CDC_MYSQL_URL", "mysql://reader:s3cret-pw@db.example:3306")
-    source = defs.resources["source"]
-    # The configured value is the variable's name; the secret is only read at run time.
-    assert "s3cret-pw" not in repr(source)
-    assert isinstance(source.url, dg.EnvVar)
-    assert source.url.env_var_name == "CDC_MYSQL_URL"
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://writer:m0ngo-pw@db.example:27017")
+    source, mongo = defs.resources["source"], defs.resources["mongo"]
+    # Nothing configured: the secret is read from the environment when a run needs it.
+    assert "s3cret-pw" not in repr(source) and "m0ngo-pw" not in repr(mongo)
+    assert source.url is None and mongo.uri is None
+    assert source.capture_settings().source_url.password == "s3cret-pw"
 
 
 def test_instance_yaml_queues_at_most_one_loader_run_per_source(tmp_path: Path) -> None:
