@@ -167,6 +167,42 @@ def test_a_user_with_only_select_is_told_which_grant_to_run(source_server: Sourc
         assert [f for f in findings if not f.ok] == []
 
 
+def test_a_user_who_sees_no_table_fails_with_the_grant(source_server: SourceServer) -> None:
+    """With CDC_INCLUDE_TABLES unset, a user holding SELECT on one empty schema passed every
+    check although it could read none of the tables capture would meet."""
+    empty, shop = f"e_{uuid.uuid4().hex[:8]}", f"s_{uuid.uuid4().hex[:8]}"
+    source_server.execute(
+        "SET sql_log_bin = 0",
+        f"CREATE DATABASE `{empty}`",
+        f"CREATE DATABASE `{shop}`",
+        f"CREATE TABLE `{shop}`.orders (id INT PRIMARY KEY)",
+    )
+    replication = (
+        "REPLICATION SLAVE, BINLOG MONITOR"
+        if source_server.flavor == "mariadb"
+        else "REPLICATION SLAVE, REPLICATION CLIENT"
+    )
+    try:
+        with _cdc_user(source_server, replication) as url:
+            source_server.execute(
+                "SET sql_log_bin = 0", f"GRANT SELECT ON `{empty}`.* TO '{url.user}'@'127.0.0.1'"
+            )
+            findings = _by_check(check_source(url))
+            assert findings["grants"].ok  # SELECT somewhere is all the grants rule can ask
+            finding = findings["tables"]
+            assert not finding.ok and "can see none of the tables" in finding.detail
+            assert finding.fix == f"GRANT SELECT ON *.* TO '{url.user}'@'127.0.0.1';"
+            source_server.execute("SET sql_log_bin = 0", finding.fix)
+            after = _by_check(check_source(url))["tables"]
+            assert after.ok and not after.advice and "tables to capture" in after.detail
+    finally:
+        source_server.execute(
+            "SET sql_log_bin = 0",
+            f"DROP DATABASE IF EXISTS `{empty}`",
+            f"DROP DATABASE IF EXISTS `{shop}`",
+        )
+
+
 def test_a_wrong_password_is_one_connection_finding(source_server: SourceServer) -> None:
     with _cdc_user(source_server, "SELECT") as url:
         wrong = SourceUrl(host=url.host, port=url.port, user=url.user, password="not-it-42")

@@ -28,6 +28,7 @@ from cdc_pipeline.core.audit.doctor_rules import (
     evaluate_source,
     failed,
     passed,
+    tables_finding,
     warned,
 )
 from cdc_pipeline.core.capture.identity import read_server_identity
@@ -66,6 +67,11 @@ def check_source(url: SourceUrl, include_tables: Sequence[str] = ()) -> list[Fin
             names = ", ".join(f"'{name}'" for name in SOURCE_VARIABLES)
             rows = query_all(connection, f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({names})")
             grants = [str(row[0]) for row in query_all(connection, "SHOW GRANTS")]
+            visible = query_all(
+                connection,
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES"
+                " WHERE TABLE_TYPE = 'BASE TABLE'",
+            )
             session = tls_session(connection)
     except SourceUnavailableError as error:
         return [
@@ -89,7 +95,13 @@ def check_source(url: SourceUrl, include_tables: Sequence[str] = ()) -> list[Fin
     )
     variables = {str(name).lower(): str(value) for name, value in rows}
     findings = evaluate_source(flavor, variables, grants, url.user, include_tables)
-    return [connected, tls_finding(url, session), *findings]
+    tables = [(str(schema), str(table)) for schema, table in visible]
+    return [
+        connected,
+        tls_finding(url, session),
+        *findings,
+        tables_finding(tables, grants, url.user, include_tables),
+    ]
 
 
 def tls_finding(url: SourceUrl, session: tuple[str, str] | None) -> Finding:

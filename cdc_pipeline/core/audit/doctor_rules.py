@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.mysql.grants import account_name, has_wildcard, parse_grant, select_covers
-from cdc_pipeline.core.settings import split_table_pattern
+from cdc_pipeline.core.settings import SYSTEM_SCHEMAS, split_table_pattern, table_included
 
 SOURCE_VARIABLES = (
     "log_bin",
@@ -258,6 +258,58 @@ def _grant_finding(
         "grants",
         f"user {account} lacks {lacking} (privileges held through roles are not counted)",
         " ".join(dict.fromkeys([*fix, *schema_statements])),
+    )
+
+
+def tables_finding(
+    visible: Sequence[tuple[str, str]],
+    grants: Sequence[str],
+    user: str,
+    include_tables: Sequence[str] = (),
+) -> Finding:
+    """Whether the CDC user can see any table it is to capture. ``visible``: the base tables
+    ``information_schema`` shows this user (it lists only what the user holds a privilege on).
+
+    None visible while the user lacks SELECT everywhere: it cannot read the tables (a grant on
+    another schema passed the grants rule), so the fix is a GRANT SELECT. None visible with
+    SELECT everywhere: there is nothing to capture yet (a warning; tables created later are
+    captured)."""
+    wanted = sorted(
+        (schema, table)
+        for schema, table in visible
+        if schema.lower() not in SYSTEM_SCHEMAS
+        and (not include_tables or table_included(schema, table, tuple(include_tables)))
+    )
+    scope = "CDC_INCLUDE_TABLES names" if include_tables else "outside the system schemas"
+    if wanted:
+        examples = ", ".join(f"{schema}.{table}" for schema, table in wanted[:3])
+        more = f" and {len(wanted) - 3} more" if len(wanted) > 3 else ""
+        return passed("tables", f"the user sees {len(wanted)} tables to capture ({examples}{more})")
+    parsed = [grant for grant in map(parse_grant, grants) if grant is not None]
+    account = account_name(user, parsed)
+    everywhere = set().union(*(g.privileges for g in parsed if g.schema is None))
+    if everywhere & {"SELECT", "ALL"}:
+        return warned(
+            "tables",
+            f"no table {scope} exists yet",
+            "check CDC_INCLUDE_TABLES; tables created later are captured from their CREATE",
+        )
+    schemas = [
+        split_table_pattern(pattern)[0]
+        for pattern in include_tables
+        if not has_wildcard(split_table_pattern(pattern)[0])
+    ]
+    if schemas and len(schemas) == len(include_tables):
+        fix = " ".join(
+            dict.fromkeys(f"GRANT SELECT ON `{schema}`.* TO {account};" for schema in schemas)
+        )
+    else:
+        fix = f"GRANT SELECT ON *.* TO {account};"
+    return failed(
+        "tables",
+        f"user {account} can see none of the tables {scope}, so it could not read a snapshot,"
+        " a mirror rebuild or verify's comparison",
+        fix,
     )
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from cdc_pipeline.core.audit.doctor import check_staging
-from cdc_pipeline.core.audit.doctor_rules import Finding, evaluate_source
+from cdc_pipeline.core.audit.doctor_rules import Finding, evaluate_source, tables_finding
 from cdc_pipeline.core.gtid import Flavor
 from cdc_pipeline.core.mysql.grants import parse_grant
 
@@ -442,3 +442,35 @@ def test_a_fix_belongs_to_failures_only() -> None:
         "fix": "fix it",
         "advice": None,
     }
+
+
+REPLICATION = "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `cdc`@`%`"
+
+
+@pytest.mark.parametrize(
+    ("grants", "include", "fix"),
+    [
+        # SELECT on another schema passed the grants rule, yet no captured table is visible.
+        ([REPLICATION, "GRANT SELECT ON `other`.* TO `cdc`@`%`"], (), "GRANT SELECT ON *.* TO"),
+        ([REPLICATION], ("shop.*", "crm.users"), "GRANT SELECT ON `shop`.* TO"),
+        ([REPLICATION], ("shop.*", "s*.t"), "GRANT SELECT ON *.* TO"),
+    ],
+)
+def test_seeing_no_table_to_capture_fails_with_the_grant(
+    grants: list[str], include: tuple[str, ...], fix: str
+) -> None:
+    visible = [("mysql", "user"), ("other", "t")] if include else [("mysql", "user")]
+    finding = tables_finding(visible, grants, "cdc", include)
+    assert not finding.ok
+    assert "can see none of the tables" in finding.detail
+    assert finding.fix is not None and finding.fix.startswith(fix)
+    if include == ("shop.*", "crm.users"):
+        assert finding.fix.endswith("GRANT SELECT ON `crm`.* TO 'cdc'@'%';")
+
+
+def test_seeing_a_table_to_capture_passes_and_an_empty_source_warns() -> None:
+    grants = [REPLICATION, "GRANT SELECT ON *.* TO `cdc`@`%`"]
+    seen = tables_finding([("shop", "orders"), ("mysql", "user")], grants, "cdc", ("shop.*",))
+    assert seen.ok and not seen.advice and "1 tables to capture (shop.orders)" in seen.detail
+    empty = tables_finding([("mysql", "user")], grants, "cdc")
+    assert empty.ok and empty.advice and "exists yet" in empty.detail
