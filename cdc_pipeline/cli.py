@@ -213,6 +213,35 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _metrics(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.audit.headroom import headroom_for
+    from cdc_pipeline.core.audit.metrics import gather
+    from cdc_pipeline.core.audit.status import read_status
+
+    source_url = source_url_if_set()
+    mongo = mongo_settings_if_set()
+    paths = _wal_paths()
+    check_staging_folder(paths, create=False, write=False)
+    status = read_status(paths, source_url, mongo, table_scope_from_env())
+    headroom = None
+    if source_url is not None and status.source_error is None:
+        try:
+            headroom = headroom_for(paths, source_url, 0.0)
+        except CdcError:
+            headroom = None  # the source went away between the two reads: cdc_up says so
+    checks = []
+    if not args.no_checks:
+        from cdc_pipeline.defs.check_results import latest_check_results
+
+        checks = latest_check_results()
+    metrics = gather(paths, status, headroom, checks)
+    if args.json:
+        print(json.dumps(metrics.samples, indent=2))
+    else:
+        print(metrics.text(), end="")
+    return 0
+
+
 def _recapture(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.load.sink import read_checkpoint
     from cdc_pipeline.core.wal.recapture import recapture_from
@@ -367,6 +396,20 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
         " or a segment is quarantined)",
         "status",
         (),
+    ),
+    (
+        "metrics",
+        "print the pipeline's state in the Prometheus text format (lag, segments and row events"
+        " captured and applied, breaker, halt, dead letters, binlog headroom, and with"
+        " DAGSTER_HOME the latest result of each asset check); a part that cannot be read is"
+        " cdc_up 0, not an error",
+        "samples",
+        (
+            (
+                "--no-checks",
+                {**_FLAG, "help": "leave out the asset checks' results (no Dagster instance read)"},
+            ),
+        ),
     ),
     (
         "recapture",

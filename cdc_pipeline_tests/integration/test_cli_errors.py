@@ -105,6 +105,7 @@ COMMANDS = sorted(cli.build_parser().commands)
 REPORTING = {
     "catch-up",
     "doctor",
+    "metrics",
     "capture",
     "load",
     "status",
@@ -379,6 +380,11 @@ def test_every_reporting_command_prints_parseable_json(
     assert snapshot["stream_segments"] == 1  # the set-aside segment, captured again first  # type: ignore[call-overload]
     assert run_json("dead-letters", "list", env=cli_env) == {"dead_letters": []}
     assert run_json("dead-letters", "retry", env=cli_env) == {"written": 0, "still_refused": []}
+    samples = run_json("metrics", "--no-checks", env=cli_env)
+    assert samples["cdc_up"] == [
+        [{"source": "default", "part": "source"}, 1.0],
+        [{"source": "default", "part": "mongodb"}, 1.0],
+    ]  # type: ignore[call-overload]
     caught_up = run_json("catch-up", env=cli_env)
     assert caught_up["passed"] and len(caught_up["checks"]) == 3  # type: ignore[call-overload]
     assert RAN_WITH_JSON >= REPORTING

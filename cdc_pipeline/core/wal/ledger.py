@@ -71,6 +71,9 @@ class RetiredLedger:
     first_sequence: int
     first_start_gtid: str
     retired_count: int = 0
+    retired_rows: int = 0
+    """Row events of the retired segments (counted since this field exists): with the segments
+    on disk, the totals ``cdc-pipeline metrics`` exports."""
     break_count: int = 0
     breaks: list[dict[str, Any]] = field(default_factory=list)
     chain: list[ChainLink] = field(default_factory=list)
@@ -111,6 +114,7 @@ class RetiredLedger:
         link = ChainLink(manifest.sequence, manifest.start_gtid, manifest.end_gtid)
         self.chain = [*self.chain, link][-CHAIN_LIMIT:]
         self.retired_count += 1
+        self.retired_rows += manifest.row_count
         self.through_sequence = manifest.sequence
         self.end_gtid = manifest.end_gtid
         self.end_binlog_file = manifest.end_binlog_file
