@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-mongoeco lint ui system-deps mysql-chroot install clean
 
 ## demo: start local servers, run the pipeline through Dagster, print a summary, stop
-demo: install system-deps
+demo: install
+	@scripts/ensure_system_packages.sh mariadb-server
 	$(BIN)/python -m devtools.demo
 
 ## test: install everything (apt packages, venv, MySQL 9.7 chroot) and run the whole suite

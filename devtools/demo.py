@@ -2,18 +2,23 @@
 
 Starts a local MariaDB and the MongoDB stand-in nx-27017 (or uses ``CDC_MYSQL_URL`` /
 ``CDC_MONGO_URI`` when set), writes a small shop database with a live workload that includes a
-schema change, then runs the pipeline through Dagster as the daemon would: sensor ticks of
-``binlog_capture_sensor`` whose ``load_batch_job`` runs execute on the persistent instance in
-``.dagster_home`` (browse them with ``make ui``), and a final ``catch_up_job``. It prints a short
-summary and stops every server it started.
+schema change, and runs the pipeline through the real ``dagster-daemon`` on the persistent
+instance in ``.dagster_home``: ``binlog_capture_sensor`` ticks every few seconds and launches a
+``load_batch_job`` run per segment, then ``audit_job`` runs every check. ``make ui`` afterwards
+shows the ticks, the sensor-launched runs and the checks. It prints a short summary and stops
+every process and server it started (the sensor is turned off again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +26,21 @@ import pymongo
 import pymysql
 
 from cdc_pipeline.core.settings import SourceUrl
-from devtools.local_servers import MariaDBServer, NxMongoServer, SourceServer, new_data_dir
+from devtools.local_servers import (
+    MariaDBServer,
+    NxMongoServer,
+    SourceServer,
+    _die_with_parent,
+    new_data_dir,
+)
 from devtools.sample_workload import Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
 STAGING = PROJECT_ROOT / ".cdc_staging"
 SOURCE_NAME = "demo"
+SENSOR_SECONDS = 5
+BIN = Path(sys.executable).parent
 DATABASE = "shop"
 
 
@@ -37,45 +50,109 @@ def _prepare_home() -> None:
     os.environ["DAGSTER_HOME"] = str(DAGSTER_HOME)
 
 
-def _run_pipeline() -> dict[str, object]:
+DAEMON_WAIT_SECONDS = 180
+"""How long the demo waits for the daemon's sensor and load runs to apply everything."""
+
+
+def _dagster(*args: str) -> None:
+    """A ``dagster`` command on the demo's home and the project's workspace; quiet unless it
+    fails."""
+    done = subprocess.run(
+        [str(BIN / "dagster"), *args, "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+
+
+@contextlib.contextmanager
+def _daemon() -> Iterator[subprocess.Popen[bytes]]:
+    """``dagster-daemon run`` on the demo's home (its own session, so its code server and run
+    workers stop with it), with ``binlog_capture_sensor`` turned on; both stopped on exit, so
+    ``make ui`` later shows the ticks and runs without ticking against stopped servers."""
+    for key in _stale_partitions():
+        _instance().delete_dynamic_partition("cdc_batches", key)
+    _dagster("sensor", "start", "binlog_capture_sensor")
+    with (DAGSTER_HOME / "demo-daemon.log").open("wb") as log:
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+    try:
+        yield daemon
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        _dagster("sensor", "stop", "binlog_capture_sensor")
+
+
+def _instance() -> Any:
+    """The process's one Dagster instance (on the demo's home), opened on first use."""
     import dagster as dg
 
-    from cdc_pipeline.definitions import defs
-    from cdc_pipeline.defs.capture import binlog_capture_sensor
+    return dg.DagsterInstance.get()
 
-    instance = dg.DagsterInstance.get()
-    for key in instance.get_dynamic_partitions("cdc_batches"):
-        if key.startswith(f"{SOURCE_NAME}-"):  # left by an earlier demo, whose WAL is gone
-            instance.delete_dynamic_partition("cdc_batches", key)
-    resources = defs.get_repository_def().get_top_level_resources()
-    job = defs.resolve_job_def("load_batch_job")
-    runs = failed = 0
-    for _ in range(6):
-        context = dg.build_sensor_context(
-            instance=instance,
-            resources={"source": resources["source"], "mongo": resources["mongo"]},
+
+def _stale_partitions() -> list[str]:
+    """Partitions an earlier demo registered, whose WAL the demo has deleted."""
+    keys = _instance().get_dynamic_partitions("cdc_batches")
+    return [key for key in keys if key.startswith(f"{SOURCE_NAME}-")]
+
+
+def _runs() -> tuple[int, int, int]:
+    """Load runs the sensor launched: (finished, failed, not finished yet)."""
+    import dagster as dg
+
+    runs = _instance().get_runs(
+        dg.RunsFilter(
+            job_name="load_batch_job", tags={"dagster/sensor_name": "binlog_capture_sensor"}
         )
-        result = binlog_capture_sensor(context)
-        if isinstance(result, dg.SensorResult):
-            for request in result.dynamic_partitions_requests or []:
-                instance.add_dynamic_partitions("cdc_batches", list(request.partition_keys or []))
-            for run in result.run_requests or []:
-                outcome = job.execute_in_process(
-                    instance=instance,
-                    partition_key=run.partition_key,
-                    tags=run.tags,
-                    raise_on_error=False,
-                )
-                runs += 1
-                failed += not outcome.success
-            print(f"  tick: {len(result.run_requests or [])} load runs")
-        else:
-            print(f"  tick: {result.skip_message}")
-        time.sleep(1)
-    catch_up = defs.resolve_job_def("catch_up_job").execute_in_process(
-        instance=instance, raise_on_error=False
     )
-    return {"runs": runs, "failed": failed, "catch_up": catch_up.success}
+    done = [run for run in runs if run.is_finished]
+    failed = [run for run in done if run.status != dg.DagsterRunStatus.SUCCESS]
+    return len(done), len(failed), len(runs) - len(done)
+
+
+def _wait_until_applied(daemon: subprocess.Popen[bytes]) -> bool:
+    """Wait for the daemon to capture and load everything the source executed; a line every
+    few seconds. False when it did not within ``DAEMON_WAIT_SECONDS``."""
+    from cdc_pipeline.core.audit.status import read_status
+    from cdc_pipeline.core.settings import MongoSettings
+    from cdc_pipeline.core.wal.staging import WalPaths
+
+    paths = WalPaths(STAGING, SOURCE_NAME)
+    source = SourceUrl.parse(os.environ["CDC_MYSQL_URL"])
+    deadline = time.monotonic() + DAEMON_WAIT_SECONDS
+    shown = ""
+    while time.monotonic() < deadline and daemon.poll() is None:
+        status = read_status(paths, source, MongoSettings.from_env())
+        finished, failed, running = _runs()
+        line = (
+            f"  {finished} load runs finished ({failed} failed), {running} queued or running;"
+            f" {status.lag_transactions if status.lag_transactions is not None else '?'}"
+            " transactions not applied yet"
+        )
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if status.lag_transactions == 0 and running == 0 and finished:
+            return True
+        time.sleep(3)
+    return False
 
 
 def main() -> int:
@@ -96,7 +173,8 @@ def main() -> int:
         os.environ["CDC_SOURCE_NAME"] = SOURCE_NAME
         os.environ["CDC_STAGING_DIR"] = str(STAGING)
         os.environ["CDC_INCLUDE_TABLES"] = f"{DATABASE}.*"
-        os.environ["CDC_TICK_MAX_SECONDS"] = "5"
+        os.environ["CDC_TICK_MAX_SECONDS"] = "4"
+        os.environ["CDC_SENSOR_INTERVAL_SECONDS"] = str(SENSOR_SECONDS)
         if mariadb is None:
             print("Using CDC_MYSQL_URL: the demo writes a 'shop' database there.")
         from cdc_pipeline.core.capture.tick import capture_once
@@ -112,17 +190,24 @@ def main() -> int:
         time.sleep(2)
         source.execute(f"ALTER TABLE `{DATABASE}`.customers ADD COLUMN tier VARCHAR(10)")
         source.execute(f"UPDATE `{DATABASE}`.customers SET tier = 'gold' WHERE id % 5 = 0")
-        try:
-            outcome = _run_pipeline()
-        finally:
-            workload.stop()
-        outcome_tail = _run_pipeline_tail()
+        print(
+            f"Dagster: dagster-daemon runs binlog_capture_sensor every {SENSOR_SECONDS} s;"
+            " it launches a load_batch_job run per captured segment:"
+        )
+        with _daemon() as daemon:
+            try:
+                time.sleep(8)
+            finally:
+                workload.stop()
+            applied = _wait_until_applied(daemon)
+        finished, failed, _ = _runs()
+        outcome = {"runs": finished, "failed": failed, "applied": applied}
         checks = _run_audit()
-        _summary(workload, outcome, outcome_tail, time.monotonic() - started, checks)
+        _summary(workload, outcome, time.monotonic() - started, checks)
         # On the embedded server every check must pass; an external source may hold rows from
         # before capture began, which reconciliation rightly reports (a snapshot loads them).
         checks_ok = all(checks.values()) or mariadb is None
-        return 0 if outcome["catch_up"] and outcome_tail and checks_ok else 1
+        return 0 if applied and not failed and checks_ok else 1
     finally:
         if mongo is not None:
             mongo.cleanup()
@@ -146,17 +231,6 @@ def _external_source() -> SourceServer:
     return _ExternalSource(os.environ["CDC_MYSQL_URL"])
 
 
-def _run_pipeline_tail() -> bool:
-    import dagster as dg
-
-    from cdc_pipeline.definitions import defs
-
-    result = defs.resolve_job_def("catch_up_job").execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False
-    )
-    return bool(result.success)
-
-
 def _run_audit() -> dict[str, bool]:
     """``audit_job`` once: every global check, recorded in the demo's Dagster home."""
     import dagster as dg
@@ -164,7 +238,9 @@ def _run_audit() -> dict[str, bool]:
     from cdc_pipeline.definitions import defs
 
     result = defs.resolve_job_def("audit_job").execute_in_process(
-        instance=dg.DagsterInstance.get(), raise_on_error=False
+        instance=dg.DagsterInstance.get(),
+        raise_on_error=False,
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
@@ -172,7 +248,6 @@ def _run_audit() -> dict[str, bool]:
 def _summary(
     workload: Workload,
     outcome: dict[str, object],
-    tail: bool,
     seconds: float,
     checks: dict[str, bool],
 ) -> None:
@@ -197,14 +272,15 @@ def _summary(
     print(f"row events loaded      {changes:,} into {settings.redacted()} row_changes")
     print(f"mirrors                {mirrors}")
     print(
-        f"load runs              {outcome['runs']} ({outcome['failed']} failed), catch_up_job "
-        f"{'succeeded' if outcome['catch_up'] and tail else 'FAILED'}"
+        f"load runs              {outcome['runs']} launched by the sensor,"
+        f" {outcome['failed']} failed"
+        + ("" if outcome["applied"] else "; NOT caught up (see .dagster_home/demo-daemon.log)")
     )
     print(f"lag                    {status.lag_seconds} s, {status.lag_transactions} transactions")
     for name, passed in sorted(checks.items()):
         print(f"check {name:<27}{'passed' if passed else 'FAILED (see the UI: make ui)'}")
     print(f"WAL                    {STAGING / SOURCE_NAME}")
-    print(f"Dagster home           {DAGSTER_HOME} (make ui to browse the runs)")
+    print(f"Dagster home           {DAGSTER_HOME} (make ui: the sensor's ticks, runs, checks)")
     print(f"demo finished in {seconds:.0f} s; every server it started is stopped")
 
 

@@ -5,14 +5,21 @@
 # fault scenarios, run as our own server process, never the system service), and chromium with
 # chromium-driver (the browser test of the Dagster UI drives Debian's browser, so Selenium never
 # downloads one).
+#
+# Arguments: the packages to ensure (default: all of them); `make demo` asks for mariadb-server
+# only.
 set -euo pipefail
 
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=(mariadb-server debootstrap postgresql chromium chromium-driver)
+wants() { [[ " ${wanted[*]} " == *" $1 "* ]]; }
+
 missing=()
-command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
-command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
-compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || missing+=(postgresql)
-[ -x /usr/bin/chromium ] || missing+=(chromium)
-[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+wants mariadb-server && ! command -v mariadbd >/dev/null && ! [ -x /usr/sbin/mariadbd ] && missing+=(mariadb-server)
+wants debootstrap && ! command -v debootstrap >/dev/null && ! [ -x /usr/sbin/debootstrap ] && missing+=(debootstrap)
+wants postgresql && ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null && missing+=(postgresql)
+wants chromium && ! [ -x /usr/bin/chromium ] && missing+=(chromium)
+wants chromium-driver && ! [ -x /usr/bin/chromedriver ] && missing+=(chromium-driver)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" != 0 ]; then
