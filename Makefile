@@ -44,10 +44,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy cdc_pipeline/core
 
-## ui: dagster dev on the demo's DAGSTER_HOME, so the demo's runs are there to browse
+## ui: dagster dev on the demo's DAGSTER_HOME and WAL, so the demo's runs and tables are there
 ui: install
 	mkdir -p .dagster_home && cp dagster.yaml .dagster_home/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
+	DAGSTER_HOME=$(CURDIR)/.dagster_home CDC_SOURCE_NAME=demo CDC_STAGING_DIR=$(CURDIR)/.cdc_staging \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1
 
 ## bench: benchmarks on local servers (capture, load, peak RSS, scaling, latency) -> bench/results/
 ##   (also one 200,000-row transaction, table mixed1tx; BENCH_ARGS="--one-transaction-rows 0" skips it)

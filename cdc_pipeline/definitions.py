@@ -8,14 +8,19 @@ import dagster as dg
 
 from cdc_pipeline.defs.capture import binlog_capture_sensor
 from cdc_pipeline.defs.catch_up import catch_up_job
-from cdc_pipeline.defs.checks import GLOBAL_CHECKS, audit_job, audit_schedule
-from cdc_pipeline.defs.load import load_batch_job, load_segment
+from cdc_pipeline.defs.checks import build_audit, build_checks
+from cdc_pipeline.defs.load import MONGO_BATCH, load_batch_job, load_segment
 from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
 from cdc_pipeline.defs.snapshot import snapshot_job
+from cdc_pipeline.defs.tables import captured_tables, table_specs
+
+tables = captured_tables()
+checks = build_checks(tables)
+audit_job, audit_schedule = build_audit(checks)
 
 defs = dg.Definitions(
-    assets=[load_segment],
-    asset_checks=GLOBAL_CHECKS,
+    assets=[load_segment, *table_specs(tables, MONGO_BATCH)],
+    asset_checks=checks,
     jobs=[load_batch_job, catch_up_job, audit_job, snapshot_job],
     sensors=[binlog_capture_sensor],
     schedules=[audit_schedule],

@@ -242,7 +242,15 @@ def _run_audit() -> dict[str, bool]:
         raise_on_error=False,
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    checks: dict[str, bool] = {}
+    tables = [e for e in result.get_asset_check_evaluations() if e.check_name == "matches_source"]
+    for evaluation in result.get_asset_check_evaluations():
+        if evaluation.check_name != "matches_source":
+            checks[evaluation.check_name] = evaluation.passed
+    if tables:
+        passed = sum(e.passed for e in tables)
+        checks[f"matches_source ({passed} of {len(tables)} tables)"] = passed == len(tables)
+    return checks
 
 
 def _summary(
@@ -278,7 +286,7 @@ def _summary(
     )
     print(f"lag                    {status.lag_seconds} s, {status.lag_transactions} transactions")
     for name, passed in sorted(checks.items()):
-        print(f"check {name:<27}{'passed' if passed else 'FAILED (see the UI: make ui)'}")
+        print(f"check {name:<34}{'passed' if passed else 'FAILED (see the UI: make ui)'}")
     print(f"WAL                    {STAGING / SOURCE_NAME}")
     print(f"Dagster home           {DAGSTER_HOME} (make ui: the sensor's ticks, runs, checks)")
     print(f"demo finished in {seconds:.0f} s; every server it started is stopped")

@@ -142,6 +142,16 @@ def parse_table_label(label: str) -> tuple[str, str]:
     return schema, table
 
 
+def exact_table(pattern: str) -> tuple[str, str] | None:
+    """``(schema, table)`` when the pattern names one table (no wildcard outside backquotes),
+    else None."""
+    sides = _two_sides(pattern.strip())
+    if any(not quoted and ("*" in text or "?" in text) for text, quoted in sides):
+        return None
+    (schema, _), (table, _) = sides
+    return schema, table
+
+
 def _two_sides(text: str) -> tuple[tuple[str, bool], tuple[str, bool]]:
     schema, rest = _pattern_side(text, schema_side=True)
     if not rest.startswith("."):

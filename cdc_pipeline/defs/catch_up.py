@@ -20,6 +20,7 @@ from cdc_pipeline.defs.load import MONGO_BATCH, load_metadata, log_segment_mater
 from cdc_pipeline.defs.load_runs import loader_tags
 from cdc_pipeline.defs.partitions import cdc_batches_partitions, register_segments
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.tables import table_materializations
 
 MAX_TICKS = 10_000
 
@@ -70,6 +71,8 @@ def _catch_up(
                 asset_key=MONGO_BATCH, partition=load.partition_key, metadata=load_metadata(load)
             )
         )
+        for event in table_materializations(load, paths.source):
+            context.log_event(event)
 
     loaded = run_load(
         paths,
@@ -100,6 +103,9 @@ def _catch_up(
     # The source's loader slot, like the sensor's load runs (ordered against them in the queue).
     tags=loader_tags(source_name_from_env()),
     logger_defs={"console": sentence_console},
+    # One step, run in the run's own process: no second interpreter to start, and its log
+    # lines (the failure's sentence too) come from one process in order.
+    executor_def=dg.in_process_executor,
     config={"loggers": {"console": {}}},  # Dagster uses a job's loggers only when configured
 )
 def catch_up_job() -> None:

@@ -9,7 +9,7 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from cdc_pipeline.core.audit.metrics import CheckResult
-from cdc_pipeline.defs.checks import GLOBAL_CHECKS
+from cdc_pipeline.defs.checks import GLOBAL_CHECK_KEYS
 
 _DONE = {
     AssetCheckExecutionRecordStatus.SUCCEEDED: True,
@@ -21,7 +21,7 @@ def latest_check_results() -> list[CheckResult]:
     """One result per global check that finished at least once; none without DAGSTER_HOME."""
     if not os.environ.get("DAGSTER_HOME"):
         return []
-    keys = [key for checks in GLOBAL_CHECKS for key in checks.check_keys]
+    keys = GLOBAL_CHECK_KEYS
     with dg.DagsterInstance.get() as instance:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     results = []

@@ -13,7 +13,13 @@
 
 Each check is an asset check of a partitioned asset but looks at the whole pipeline, so it runs
 unpartitioned in ``audit_job`` (and from the UI); its severity says how urgent a failure is.
+``source_sink_reconciliation`` also reports each table as its mirror asset's ``matches_source``
+check (``defs.tables``); the checks and ``audit_job`` are built for the tables the code location
+knows (``build_checks``, ``build_audit``).
 """
+
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import dagster as dg
 
@@ -27,15 +33,21 @@ from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink, read_checkpoint
 from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
+from cdc_pipeline.defs.load import MONGO_BATCH, WAL_SEGMENT
 from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
+from cdc_pipeline.defs.tables import TABLE_CHECK, TableAsset, table_check_specs
 
 CHECK_DEADLINE = 5.0
 """Checks report an unreachable MongoDB quickly rather than wait out an outage."""
 
 
-def _not_measured(what: str, error: CdcError) -> dg.AssetCheckResult:
+def _not_measured(
+    what: str, error: CdcError, key: dg.AssetCheckKey | None = None
+) -> dg.AssetCheckResult:
     """A check that could not look (source or MongoDB unreachable): a warning naming why."""
+    located = {"asset_key": key.asset_key, "check_name": key.name} if key else {}
     return dg.AssetCheckResult(
+        **located,  # type: ignore[arg-type]
         passed=False,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"problems": _capped([f"{what}: {error}"])},
@@ -207,38 +219,107 @@ def binlog_retention_headroom(source: SourceResource, audit: AuditResource) -> d
     )
 
 
-@dg.asset_check(
-    asset="mongo_batch",
-    name="source_sink_reconciliation",
-    description=(
-        "Every mirror collection compared with its source table row by row (a hash per row),"
-        " at a point the checkpoint is known to cover for that table; names the missing, extra"
-        " and differing keys (never values). A table changing faster than the loader catches"
-        " up within CDC_RECONCILE_WAIT_SECONDS (60) is skipped (a warning); `cdc-pipeline"
-        " verify` runs the same comparison."
-    ),
+RECONCILIATION = "source_sink_reconciliation"
+RECONCILIATION_DESCRIPTION = (
+    "Every mirror collection compared with its source table row by row (a hash per row),"
+    " at a point the checkpoint is known to cover for that table; names the missing, extra"
+    " and differing keys (never values). A table changing faster than the loader catches"
+    " up within CDC_RECONCILE_WAIT_SECONDS (60) is skipped (a warning); `cdc-pipeline"
+    " verify` runs the same comparison. Each table's result is also its mirror's"
+    " matches_source check."
 )
-def source_sink_reconciliation(
-    source: SourceResource, mongo: MongoSinkResource, audit: AuditResource
-) -> dg.AssetCheckResult:
-    settings = source.capture_settings()
-    wait_seconds = audit.audit_settings().reconcile_wait_seconds
-    try:
-        report = reconcile(
-            source.wal_paths(),
-            settings.source_url,
-            mongo.mongo_settings(),
-            settings.include_tables,
-            wait_seconds=wait_seconds,
-            mask_key=settings.governance.mask_key,
-        )
-    except CdcError as error:
-        return _not_measured("not reconciled", error)
+
+
+def reconciliation_checks(tables: Sequence[TableAsset]) -> dg.AssetChecksDefinition:
+    """``source_sink_reconciliation`` on ``mongo_batch``, and one ``matches_source`` check per
+    keyed table's mirror asset (``defs.tables``), from one comparison."""
+    table_specs = table_check_specs(tables)
+    by_label = {table.label: table for table in tables}
+
+    @dg.multi_asset_check(
+        name=RECONCILIATION,
+        specs=[
+            dg.AssetCheckSpec(
+                RECONCILIATION, asset=MONGO_BATCH, description=RECONCILIATION_DESCRIPTION
+            ),
+            *table_specs,
+        ],
+        can_subset=True,
+    )
+    def _reconcile(
+        context: dg.AssetCheckExecutionContext,
+        source: SourceResource,
+        mongo: MongoSinkResource,
+        audit: AuditResource,
+    ) -> Iterator[dg.AssetCheckResult]:
+        selected = context.selected_asset_check_keys
+        overall = dg.AssetCheckKey(MONGO_BATCH, RECONCILIATION)
+        settings = source.capture_settings()
+        wait_seconds = audit.audit_settings().reconcile_wait_seconds
+        try:
+            report = reconcile(
+                source.wal_paths(),
+                settings.source_url,
+                mongo.mongo_settings(),
+                settings.include_tables,
+                wait_seconds=wait_seconds,
+                mask_key=settings.governance.mask_key,
+            )
+        except CdcError as error:
+            for key in sorted(selected, key=str):
+                yield _not_measured("not reconciled", error, key)
+            return
+        if overall in selected:
+            yield _reconciliation_result(report, overall)
+        compared = {table.name for table in report.tables}
+        for label, asset in sorted(by_label.items()):
+            key = dg.AssetCheckKey(asset.copy_key, TABLE_CHECK)
+            if asset.keyed and key in selected and label not in compared:
+                yield dg.AssetCheckResult(
+                    asset_key=asset.copy_key,
+                    check_name=TABLE_CHECK,
+                    passed=False,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description="not compared: the source has no such included table now"
+                    " (dropped, renamed, excluded, or without a primary key)",
+                )
+        for table in report.tables:
+            asset = by_label.get(table.name)
+            if asset is None or not asset.keyed:
+                continue
+            key = dg.AssetCheckKey(asset.copy_key, TABLE_CHECK)
+            if key in selected:
+                yield dg.AssetCheckResult(
+                    asset_key=asset.copy_key,
+                    check_name=TABLE_CHECK,
+                    passed=table.state == "equal",
+                    severity=dg.AssetCheckSeverity.ERROR
+                    if table.state in ("different", "stale")
+                    else dg.AssetCheckSeverity.WARN,
+                    description=f"{table.state}{': ' + table.reason if table.reason else ''}",
+                    metadata={
+                        "source rows": table.source_rows,
+                        "mirror documents": table.mirror_rows,
+                        "missing": table.missing,
+                        "extra": table.extra,
+                        "differing": table.differing,
+                        "first differing keys": dg.MetadataValue.json(
+                            table.to_dict()["differing_keys"][:20]
+                        ),
+                    },
+                )
+
+    return _reconcile
+
+
+def _reconciliation_result(report: Any, key: dg.AssetCheckKey) -> dg.AssetCheckResult:
     states: dict[str, int] = {}
     for table in report.tables:
         states[table.state] = states.get(table.state, 0) + 1
     tables = report.to_dict()["tables"]
     return dg.AssetCheckResult(
+        asset_key=key.asset_key,
+        check_name=key.name,
         passed=report.passed and report.complete,
         severity=dg.AssetCheckSeverity.ERROR if not report.passed else dg.AssetCheckSeverity.WARN,
         description=report.summary(),
@@ -258,24 +339,41 @@ def source_sink_reconciliation(
     )
 
 
-GLOBAL_CHECKS = [
-    gtid_continuity,
-    no_duplicate_events,
-    replication_lag,
-    binlog_retention_headroom,
-    source_sink_reconciliation,
+GLOBAL_CHECK_KEYS = [
+    dg.AssetCheckKey(WAL_SEGMENT, "gtid_continuity"),
+    dg.AssetCheckKey(MONGO_BATCH, "no_duplicate_events"),
+    dg.AssetCheckKey(MONGO_BATCH, "replication_lag"),
+    dg.AssetCheckKey(WAL_SEGMENT, "binlog_retention_headroom"),
+    dg.AssetCheckKey(MONGO_BATCH, RECONCILIATION),
 ]
+"""The five global checks (``cdc-pipeline metrics`` reports their latest results)."""
 
-audit_job = dg.define_asset_job(
-    name="audit_job",
-    selection=dg.AssetSelection.checks(*GLOBAL_CHECKS),
-    description="Runs the global checks over the WAL and MongoDB.",
-)
 
-audit_schedule = dg.ScheduleDefinition(
-    name="audit_schedule",
-    job=audit_job,
-    cron_schedule="17 * * * *",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Hourly audit: the global checks (start it in the UI).",
-)
+def build_checks(tables: Sequence[TableAsset]) -> list[dg.AssetChecksDefinition]:
+    """Every check of the code location, the per-table ones for ``tables``."""
+    return [
+        gtid_continuity,
+        no_duplicate_events,
+        replication_lag,
+        binlog_retention_headroom,
+        reconciliation_checks(tables),
+    ]
+
+
+def build_audit(
+    checks: Sequence[dg.AssetChecksDefinition],
+) -> tuple[Any, dg.ScheduleDefinition]:
+    """``audit_job`` (every check in ``checks``) and its hourly schedule."""
+    job = dg.define_asset_job(
+        name="audit_job",
+        selection=dg.AssetSelection.checks(*checks),
+        description="Runs the global checks over the WAL and MongoDB, and each table's.",
+    )
+    schedule = dg.ScheduleDefinition(
+        name="audit_schedule",
+        job=job,
+        cron_schedule="17 * * * *",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Hourly audit: the global checks (start it in the UI).",
+    )
+    return job, schedule

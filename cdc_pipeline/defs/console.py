@@ -9,9 +9,11 @@ by the instance, not by this logger, so nothing is lost there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import dagster as dg
 
@@ -37,14 +39,29 @@ def failure_sentence(event: Any) -> str:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return " ".join(str(data.user_failure_data.description).split())
     error = data.error
+    while error is not None and error.cause is not None:  # Dagster's wrapper: say the cause
+        error = error.cause
     text = (error.message if error is not None else "unknown error").strip()
     return scrub_secrets(" ".join(text.split()))
+
+
+def _terminal() -> TextIO:
+    """The process's stderr as it was when the code location loaded. Dagster captures a step's
+    stdout and stderr into its compute logs and copies them back to the terminal from another
+    thread, which can lose the last lines when the process exits right after them (measured:
+    the failure's sentence missing in 5 of 10 failed ``dagster job execute`` runs)."""
+    with contextlib.suppress(OSError, ValueError):
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, errors="replace")
+    return sys.stderr
+
+
+_TERMINAL = _terminal()
 
 
 @dg.logger(description="INFO and above, one line each; a failed step as its one sentence.")
 def sentence_console(_init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = logging.Logger("cdc_pipeline", level=logging.INFO)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(_TERMINAL)
     handler.setFormatter(_Sentences())
     logger.addHandler(handler)
     return logger

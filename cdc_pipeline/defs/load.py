@@ -22,6 +22,7 @@ from cdc_pipeline.core.wal.validation import ValidatedSegment, validate_segment
 from cdc_pipeline.defs.load_history import recent_loads
 from cdc_pipeline.defs.partitions import cdc_batches_partitions
 from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.tables import table_materializations
 
 SCHEMA_CHECK = "schema_versions_valid"
 WAL_SEGMENT = dg.AssetKey("wal_segment")
@@ -228,6 +229,9 @@ def load_segment(
         if key in validations:
             yield _segment_result(validations[key])  # a failed blocking check: named in the UI
         raise dg.Failure(description=str(error), allow_retries=False) from None
+    for load in result.loaded:  # each table's MongoDB copy (defs.tables)
+        for event in table_materializations(load, paths.source):
+            context.log_event(event)
     own = [load for load in result.loaded if load.partition_key == key]
     if key in validations:
         yield _segment_result(validations[key])

@@ -15,11 +15,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.collection import Collection
 
 from cdc_pipeline.core.load.documents import (
     DDL_HISTORY,
     MIRROR_STATUS,
+    id_filter,
     mirror_field,
     mirror_meta,
 )
@@ -227,10 +229,20 @@ def _update_where(
         if (field in document) == present:
             chunk.append(document["_id"])
         if len(chunk) >= BULK_CHUNK:
-            collection.update_many({"_id": {"$in": chunk}}, update)
+            _update_ids(collection, chunk, update)
             chunk = []
     if chunk:
-        collection.update_many({"_id": {"$in": chunk}}, update)
+        _update_ids(collection, chunk, update)
+
+
+def _update_ids(collection: Collection[Any], ids: list[Any], update: Mapping[str, Any]) -> None:
+    """One command for a chunk: ``$in`` over plain ``_id`` values; a composite key's documents
+    one by one through ``id_filter`` (the nx-27017 stand-in cannot compare document values)."""
+    if any(isinstance(identity, dict) for identity in ids):
+        operations = [UpdateOne(id_filter(identity), update) for identity in ids]
+        collection.bulk_write(operations, ordered=False)
+    else:
+        collection.update_many({"_id": {"$in": ids}}, update)
 
 
 def _columns_named(op: tuple[str, ...]) -> tuple[str, ...]:

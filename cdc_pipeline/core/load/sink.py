@@ -98,6 +98,13 @@ class ApplyReport:
     tables_without_key: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    tables: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Each table label of ``counts`` -> (schema, table), as the rows named it."""
+    last_change: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """Per table label: the GTID and commit time of its last change in the segment."""
+    mirror_documents: dict[str, int] = field(default_factory=dict)
+    """Per keyed table label: its mirror's document count after the segment (MongoDB's
+    estimate from collection metadata: no scan)."""
 
 
 @dataclass
@@ -330,6 +337,8 @@ class MongoSink:
             table = f"{row['schema']}.{row['table']}"
             per_table = report.counts.setdefault(table, {})
             per_table[row["op"]] = per_table.get(row["op"], 0) + 1
+            report.tables[table] = (row["schema"], row["table"])
+            report.last_change[table] = (str(row["gtid"]), str(row["committed_at"] or ""))
             if row["op"] == "ddl":
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
@@ -349,7 +358,20 @@ class MongoSink:
                 self._flush_phase(phase, report)
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
+        self._count_mirrors(report)
         return report
+
+    def _count_mirrors(self, report: ApplyReport) -> None:
+        """``report.mirror_documents`` for the keyed tables the segment touched (after its
+        writes: the write pipeline is drained first)."""
+        self._drain()
+        for label, (schema, table) in report.tables.items():
+            if label in report.tables_without_key or set(report.counts[label]) <= {"ddl"}:
+                continue  # no mirror, or a statement only (a DROP TABLE: no mirror left)
+            name = self.mirror(schema, table)
+            report.mirror_documents[label] = self.retry(
+                lambda name=name: self.database[name].estimated_document_count()  # type: ignore[misc]
+            )
 
     def _apply_snapshot(self, rows: Iterable[Mapping[str, Any]], manifest: Manifest) -> ApplyReport:
         """Write a snapshot segment: rows of a keyed table into its mirror, of a keyless one
@@ -391,6 +413,7 @@ class MongoSink:
         key_columns = tuple(declared.get("primary_key") or ())
         changes: list[ReplaceOne[Any]] = []
         phase = _Phase()
+        report.tables[table_name] = (schema, table)
         for row in rows:
             per_table = report.counts.setdefault(table_name, {})
             per_table[row["op"]] = per_table.get(row["op"], 0) + 1
@@ -407,6 +430,8 @@ class MongoSink:
         if keyed and info.get("table_done"):
             self._drain()
             self.retry(lambda: self.database[MIRROR_STATUS].delete_one({"_id": collection}))
+        if report.counts:
+            self._count_mirrors(report)
         return report
 
     def _add_change(

@@ -100,6 +100,7 @@ class WalPaths:
         self.breaker = self.root / "sink_breaker.json"
         self.snapshot_plan = self.root / "snapshot.json"
         self.recoveries = self.root / "recoveries.json"
+        self.tables = self.root / "tables.json"
 
     def segment(self, sequence: int) -> Path:
         return self.segments / f"seg-{sequence:012d}.parquet"

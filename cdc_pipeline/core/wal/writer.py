@@ -28,6 +28,7 @@ from cdc_pipeline.core.wal.segment import (
     file_sha256,
 )
 from cdc_pipeline.core.wal.staging import WalPaths, file_digest_path, fsync_dir, open_private
+from cdc_pipeline.core.wal.tables import note_tables
 
 
 class SegmentWriter:
@@ -105,6 +106,9 @@ class SegmentWriter:
         except OSError as error:
             self.abort()
             raise _staging_error(self.paths, error) from None
+        # Derived bookkeeping after the commit: a failure here must not undo or fail it.
+        with contextlib.suppress(OSError):
+            note_tables(self.paths, manifest)
         return final
 
     def abort(self) -> None:
