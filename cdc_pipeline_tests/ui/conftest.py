@@ -9,6 +9,7 @@ chromedriver, so Selenium Manager never looks for (or downloads) a browser or a 
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import subprocess
@@ -25,6 +26,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
+import cdc_pipeline.definitions
 from cdc_pipeline.definitions import defs
 from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.sensor_ticks import capture_sensor_tick
@@ -56,6 +58,8 @@ class UiHome:
     newest_partition: str
     newest_run_id: str
     check_results: dict[str, bool]
+    """By ``asset/path:check``."""
+    schema: str
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +94,18 @@ def ui_home(
         for name, value in env.items():
             patch.setenv(name, value)
         newest_run_id = _run_pipeline(inst, mariadb_server, mongo_target.uri, schema)
-        audit = defs.resolve_job_def("audit_job").execute_in_process(instance=inst)
-        checks = {e.check_name: e.passed for e in audit.get_asset_check_evaluations()}
+        # The code location as the webserver loads it, knowing this WAL's tables: the audit
+        # also gives each table's matches_source check.
+        located = importlib.reload(cdc_pipeline.definitions)
+        audit = located.defs.resolve_job_def("audit_job").execute_in_process(instance=inst)
+        checks = {
+            f"{'/'.join(e.asset_key.path)}:{e.check_name}": e.passed
+            for e in audit.get_asset_check_evaluations()
+        }
         partitions = inst.get_dynamic_partitions("cdc_batches")
         assert len(partitions) >= ROUNDS, partitions
-        yield UiHome(home, env, partitions[-1], newest_run_id, checks)
+        yield UiHome(home, env, partitions[-1], newest_run_id, checks, schema)
+    importlib.reload(cdc_pipeline.definitions)  # back to the suite's environment
     mariadb_server.execute(f"DROP DATABASE IF EXISTS `{schema}`")
     with mongo_target.client() as client:
         client.drop_database(env["CDC_MONGO_DB"])

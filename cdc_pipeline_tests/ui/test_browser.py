@@ -59,6 +59,8 @@ def test_ui_shows_assets_newest_partition_and_passing_checks(
     browser: webdriver.Chrome, ui_home: UiHome, dagster_ui: str
 ) -> None:
     assert ui_home.check_results and all(ui_home.check_results.values()), ui_home.check_results
+    copy = f"default/mongodb/{ui_home.schema}/customers"
+    assert ui_home.check_results[f"{copy}:matches_source"]
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     newest = ui_home.newest_partition
 
@@ -67,9 +69,12 @@ def test_ui_shows_assets_newest_partition_and_passing_checks(
         browser, "1-asset-catalog", ["mongo_batch", "wal_segment", f"{ROUNDS} partitions"]
     )
 
-    browser.get(f"{dagster_ui}/asset-groups")  # the lineage graph, a check summary per asset
+    browser.get(f"{dagster_ui}/asset-groups")  # the lineage of the three groups
+    wait_for_text(browser, "2-asset-lineage", ["source_tables", "cdc", "mongodb_tables"])
+    # The pipeline's own group: a check summary per asset.
+    browser.get(f"{dagster_ui}/locations/cdc_pipeline.definitions/asset-groups/cdc")
     passed = "Asset checks\n3 / 3 Passed"  # each asset has three checks
-    wait_for_text(browser, "2-asset-lineage", ["mongo_batch", "wal_segment", passed, passed])
+    wait_for_text(browser, "2b-cdc-lineage", ["mongo_batch", "wal_segment", passed, passed])
 
     browser.get(f"{dagster_ui}/assets/mongo_batch")
     wait_for_text(browser, "3-mongo_batch-overview", ["Latest materialization", newest])
@@ -101,3 +106,16 @@ def test_ui_shows_assets_newest_partition_and_passing_checks(
         "Evaluation result\nPassed",
     ]
     wait_for_text(browser, "8-wal_segment-gtid_continuity", expected)
+
+    # The table's own assets: its MongoDB copy, materialized by the load runs, with its check,
+    # and the source table it comes from.
+    browser.get(f"{dagster_ui}/assets/{copy}")
+    wait_for_text(
+        browser,
+        "9-table-copy-overview",
+        ["customers", "Latest materialization", "mirror documents", "rows applied"],
+    )
+    browser.get(f"{dagster_ui}/assets/{copy}?view=checks")
+    wait_for_text(browser, "10-table-copy-checks", ["matches_source\nSucceeded"])
+    browser.get(f"{dagster_ui}/assets/{copy}?view=lineage&lineageScope=upstream")
+    wait_for_text(browser, "11-table-lineage", ["customers", "mongo_batch"])
