@@ -32,7 +32,7 @@ from cdc_pipeline.core.capture.snapshot_plan import describe_recovery, read_reco
 from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink, read_checkpoint
-from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
+from cdc_pipeline.core.wal.continuity import check_with_checkpoint, gather_chain
 from cdc_pipeline.defs.load import MONGO_BATCH, WAL_SEGMENT
 from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
 from cdc_pipeline.defs.tables import TABLE_CHECK, TableAsset, table_check_specs
@@ -77,14 +77,12 @@ def gtid_continuity(source: SourceResource, mongo: MongoSinkResource) -> dg.Asse
         checkpoint = read_checkpoint(mongo.mongo_settings(), paths.source, CHECK_DEADLINE)
     except CdcError as error:
         sink_note = f"checkpoint not checked: {error}"
-    known = {link.sequence for link in links}
-    verifiable = checkpoint is not None and checkpoint.last_sequence in known
-    report = check_chain(
+    report = check_with_checkpoint(
         links,
         flavor,
         origin,
-        checkpoint.last_sequence if verifiable and checkpoint else None,
-        checkpoint.gtid if verifiable and checkpoint else None,
+        checkpoint.last_sequence if checkpoint else None,
+        checkpoint.gtid if checkpoint else None,
     )
     problems = notes + report.problems
     recovered = [describe_recovery(entry) for entry in read_recoveries(paths)]

@@ -26,7 +26,7 @@ from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.loader import LoadResult, run_load
 from cdc_pipeline.core.load.sink import open_sink
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings
-from cdc_pipeline.core.wal.continuity import check_chain, gather_chain
+from cdc_pipeline.core.wal.continuity import check_with_checkpoint, gather_chain
 from cdc_pipeline.core.wal.staging import WalPaths
 
 MAX_TICKS = 10_000
@@ -138,14 +138,12 @@ def _continuity(paths: WalPaths, load: LoadResult) -> CheckOutcome:
     if flavor is None:
         return outcome
     checkpoint = load.checkpoint
-    known = {link.sequence for link in links}
-    verifiable = checkpoint is not None and checkpoint.last_sequence in known
-    chain = check_chain(
+    chain = check_with_checkpoint(
         links,
         flavor,
         origin,
-        checkpoint.last_sequence if verifiable and checkpoint else None,
-        checkpoint.gtid if verifiable and checkpoint else None,
+        checkpoint.last_sequence if checkpoint else None,
+        checkpoint.gtid if checkpoint else None,
     )
     outcome.problems.extend(chain.problems)
     return outcome

@@ -83,6 +83,26 @@ def check_chain(
     return report
 
 
+def check_with_checkpoint(
+    links: Sequence[Link],
+    flavor: Flavor,
+    origin_gtid: str | None,
+    checkpoint_sequence: int | None,
+    checkpoint_gtid: str | None,
+) -> ContinuityReport:
+    """``check_chain``, with the checkpoint compared only when it names a segment the chain
+    still lists (one retired earlier was compared when it was retired)."""
+    known = {link.sequence for link in links}
+    verifiable = checkpoint_sequence is not None and checkpoint_sequence in known
+    return check_chain(
+        links,
+        flavor,
+        origin_gtid,
+        checkpoint_sequence if verifiable else None,
+        checkpoint_gtid if verifiable else None,
+    )
+
+
 def gather_chain(paths: WalPaths) -> tuple[list[Link], str | None, Flavor | None, list[str]]:
     """The chain as the WAL knows it: retired links from ``retired.json``, then the manifests
     on disk; the origin to start from (None when retired links beyond the ledger's memory were
