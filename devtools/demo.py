@@ -36,8 +36,11 @@ from devtools.local_servers import (
 from devtools.sample_workload import Workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DAGSTER_HOME = PROJECT_ROOT / ".dagster_home"
-STAGING = PROJECT_ROOT / ".cdc_staging"
+DEMO_ROOT = Path(os.environ.get("CDC_DEMO_ROOT") or PROJECT_ROOT)
+"""Where ``.dagster_home`` and ``.cdc_staging`` go: the clone (``make ui`` reads them there);
+the UI test points it at a temporary folder."""
+DAGSTER_HOME = DEMO_ROOT / ".dagster_home"
+STAGING = DEMO_ROOT / ".cdc_staging"
 SOURCE_NAME = "demo"
 SENSOR_SECONDS = 5
 BIN = Path(sys.executable).parent
@@ -155,8 +158,36 @@ def _wait_until_applied(daemon: subprocess.Popen[bytes]) -> bool:
     return False
 
 
+FAULTS = ("mongo-outage",)
+OUTAGE_SECONDS = 25
+
+
+def _mongo_outage(mongo: NxMongoServer) -> None:
+    """``make demo FAULT=mongo-outage``: MongoDB down while the workload and capture go on; the
+    load runs fail, the breaker opens and probes; then MongoDB comes back and the backlog
+    drains by itself."""
+    from cdc_pipeline.core.audit.status import read_status
+    from cdc_pipeline.core.wal.staging import WalPaths
+
+    mongo.stop()
+    print(f"  MongoDB stopped for {OUTAGE_SECONDS} s: capture goes on, load runs fail", flush=True)
+    time.sleep(OUTAGE_SECONDS)
+    status = read_status(WalPaths(STAGING, SOURCE_NAME), None, None)
+    print(f"  breaker {status.breaker}: {status.breaker_text}", flush=True)
+    mongo.start()
+    print("  MongoDB back: the breaker's next probe loads the backlog", flush=True)
+
+
 def main() -> int:
     started = time.monotonic()
+    fault = os.environ.get("FAULT", "").strip()
+    if fault and (fault not in FAULTS or os.environ.get("CDC_MONGO_URI")):
+        print(
+            f"make demo: FAULT={fault} is not a fault the demo knows (it knows"
+            f" {', '.join(FAULTS)}, on its own MongoDB: leave CDC_MONGO_URI unset).",
+            file=sys.stderr,
+        )
+        return 2
     _prepare_home()
     shutil.rmtree(STAGING / SOURCE_NAME, ignore_errors=True)  # the demo's own WAL only
     mariadb = None if os.environ.get("CDC_MYSQL_URL") else MariaDBServer(new_data_dir("demo-db"))
@@ -175,6 +206,9 @@ def main() -> int:
         os.environ["CDC_INCLUDE_TABLES"] = f"{DATABASE}.*"
         os.environ["CDC_TICK_MAX_SECONDS"] = "4"
         os.environ["CDC_SENSOR_INTERVAL_SECONDS"] = str(SENSOR_SECONDS)
+        # A short retry budget and probe interval, so an outage shows within the demo.
+        os.environ.setdefault("CDC_MONGO_RETRY_SECONDS", "5")
+        os.environ.setdefault("CDC_BREAKER_PROBE_SECONDS", "10")
         if mariadb is None:
             print("Using CDC_MYSQL_URL: the demo writes a 'shop' database there.")
         from cdc_pipeline.core.capture.tick import capture_once
@@ -197,6 +231,8 @@ def main() -> int:
         with _daemon() as daemon:
             try:
                 time.sleep(8)
+                if fault == "mongo-outage" and mongo is not None:
+                    _mongo_outage(mongo)
             finally:
                 workload.stop()
             applied = _wait_until_applied(daemon)
@@ -207,7 +243,8 @@ def main() -> int:
         # On the embedded server every check must pass; an external source may hold rows from
         # before capture began, which reconciliation rightly reports (a snapshot loads them).
         checks_ok = all(checks.values()) or mariadb is None
-        return 0 if applied and not failed and checks_ok else 1
+        # Under FAULT=mongo-outage load runs fail on purpose; what counts is the recovery.
+        return 0 if applied and (fault or not failed) and checks_ok else 1
     finally:
         if mongo is not None:
             mongo.cleanup()

@@ -407,6 +407,11 @@ _INTROSPECTION = """{ __schema { types { name kind possibleTypes { name }
 _BROKEN_FIELDS = {
     ("ErrorChainLink", "message"),
     ("AssetMaterializationPlannedEvent", "pipelineName"),
+    # Asked of an unpartitioned asset (each table's MongoDB copy) they fail with "Asset node has
+    # no partitions definition"; the UI asks them of partitioned assets only.
+    ("AssetNode", "dataVersionByPartition"),
+    ("AssetNode", "staleStatusByPartition"),
+    ("AssetNode", "staleCausesByPartition"),
 }
 """Declared non-null in Dagster 1.13's schema but never resolved ("Cannot return null for
 non-nullable field ErrorChainLink.message"); the UI asks for neither (it reads
@@ -464,7 +469,8 @@ def graphql_answers(url: str, outputs: Outputs) -> dict[str, Any]:
     def ask(what: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         answer, body = graphql(url, query, variables)
         outputs.add(f"GraphQL {what}", body)
-        assert not answer.get("errors"), (what, answer["errors"][:3])
+        errors = answer.get("errors") or []
+        assert not errors, (what, [(e.get("message"), e.get("path")) for e in errors[:3]])
         return answer["data"]  # type: ignore[no-any-return]
 
     runs = ask(

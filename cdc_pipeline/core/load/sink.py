@@ -365,10 +365,15 @@ class MongoSink:
         """``report.mirror_documents`` for the keyed tables the segment touched (after its
         writes: the write pipeline is drained first)."""
         self._drain()
+        existing: set[str] | None = None
         for label, (schema, table) in report.tables.items():
             if label in report.tables_without_key or set(report.counts[label]) <= {"ddl"}:
                 continue  # no mirror, or a statement only (a DROP TABLE: no mirror left)
             name = self.mirror(schema, table)
+            if existing is None:
+                existing = set(self.retry(self.database.list_collection_names))
+            if name not in existing:
+                continue  # renamed or dropped later in the segment (a count would create it)
             report.mirror_documents[label] = self.retry(
                 lambda name=name: self.database[name].estimated_document_count()  # type: ignore[misc]
             )
