@@ -87,7 +87,9 @@ def test_the_demo_shows_ticks_sensor_runs_and_one_asset_per_table(
 ) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.get(f"{demo_ui}/locations/cdc_pipeline/sensors/binlog_capture_sensor")
-    text = wait_for_text(browser, "demo-1-sensor-ticks", ["binlog_capture_sensor", "Success"])
+    text = wait_for_text(
+        browser, "demo-1-sensor-ticks", ["binlog_capture_sensor", "1 run requested"]
+    )
     assert "never run" not in text
     browser.get(f"{demo_ui}/runs")
     text = wait_for_text(browser, "demo-2-runs", ["load_batch_job", "binlog_capture_sensor"])
