@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 .PHONY: demo test test-mongoeco lint ui system-deps mysql-chroot install clean
 
 ## demo: start local servers, run the pipeline through Dagster, print a summary, stop
-##   make demo FAULT=mongo-outage   the same with MongoDB down for 25 s: failed loads, the
+##   make demo FAULT=mongo-outage   the same with MongoDB down until its breaker opens: failed loads, the
 ##                                  breaker, and the recovery, all visible in make ui
 demo: install
 	@scripts/ensure_system_packages.sh mariadb-server

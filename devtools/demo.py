@@ -159,7 +159,8 @@ def _wait_until_applied(daemon: subprocess.Popen[bytes]) -> bool:
 
 
 FAULTS = ("mongo-outage",)
-OUTAGE_SECONDS = 25
+OUTAGE_SECONDS = 60
+"""At most this long waiting for the breaker to open (it opens after a run's retry budget)."""
 
 
 def _mongo_outage(mongo: NxMongoServer) -> None:
@@ -167,12 +168,21 @@ def _mongo_outage(mongo: NxMongoServer) -> None:
     load runs fail, the breaker opens and probes; then MongoDB comes back and the backlog
     drains by itself."""
     from cdc_pipeline.core.audit.status import read_status
+    from cdc_pipeline.core.settings import MongoSettings
     from cdc_pipeline.core.wal.staging import WalPaths
 
     mongo.stop()
-    print(f"  MongoDB stopped for {OUTAGE_SECONDS} s: capture goes on, load runs fail", flush=True)
-    time.sleep(OUTAGE_SECONDS)
-    status = read_status(WalPaths(STAGING, SOURCE_NAME), None, None)
+    print("  MongoDB stopped: capture goes on, load runs fail until the breaker opens", flush=True)
+    stopped = time.monotonic()
+    paths = WalPaths(STAGING, SOURCE_NAME)
+    while time.monotonic() - stopped < OUTAGE_SECONDS:
+        status = read_status(paths, None, None)
+        if status.breaker == "open":
+            print(f"  breaker open after {time.monotonic() - stopped:.0f} s", flush=True)
+            break
+        time.sleep(2)
+    time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))  # a few probe intervals down
+    status = read_status(paths, None, MongoSettings.from_env())
     print(f"  breaker {status.breaker}: {status.breaker_text}", flush=True)
     mongo.start()
     print("  MongoDB back: the breaker's next probe loads the backlog", flush=True)
