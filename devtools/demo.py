@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ from devtools.local_servers import (
     SourceServer,
     _die_with_parent,
     new_data_dir,
+    stop_process_group,
 )
 from devtools.sample_workload import Workload
 
@@ -92,14 +92,7 @@ def _daemon() -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield daemon
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait()
+        stop_process_group(daemon, timeout=30)
         _dagster("sensor", "stop", "binlog_capture_sensor")
 
 

@@ -20,7 +20,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from devtools.local_servers import (
     _die_with_parent,
     mongoeco_python,
     new_data_dir,
+    stop_process_group,
 )
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -86,14 +86,7 @@ def _dagster_dev(env: dict[str, str], log: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process, timeout=60)
 
 
 def main() -> int:
