@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from cdc_pipeline.core.errors import (
     ConfigError,
 )
+from cdc_pipeline.core.sources_file import MONGO_URI_FROM, URL_FROM, secret_holders
 from cdc_pipeline.core.tls import SourceTls
 
 DEFAULT_SERVER_ID = 4_270_001
@@ -348,13 +349,14 @@ class CaptureSettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CaptureSettings:
         env = _environ(environ)
         url = env.get("CDC_MYSQL_URL", "").strip()
+        variable = env.get(URL_FROM, "CDC_MYSQL_URL")
         if not url:
             raise ConfigError(
-                "CDC_MYSQL_URL is not set; export it as mysql://user:password@host:port."
+                f"{variable} is not set; export it as mysql://user:password@host:port."
             )
         source_name = source_name_from_env(env)
         return cls(
-            source_url=SourceUrl.parse(url),
+            source_url=SourceUrl.parse(url, variable),
             staging_dir=staging_dir_from_env(env),
             source_name=source_name,
             server_id=int_from_env(env, "CDC_SERVER_ID", DEFAULT_SERVER_ID, low=1, high=2**32 - 1),
@@ -412,8 +414,9 @@ class MongoSettings:
         env = _environ(environ)
         uri = env.get("CDC_MONGO_URI", "").strip()
         if not uri.startswith(("mongodb://", "mongodb+srv://")):
+            variable = env.get(MONGO_URI_FROM, "CDC_MONGO_URI")
             raise ConfigError(
-                "CDC_MONGO_URI is not set or not a MongoDB URI; export it as mongodb://host:port."
+                f"{variable} is not set or not a MongoDB URI; export it as mongodb://host:port."
             )
         _check_mongo_uri(uri)
         compat = env.get("CDC_MONGO_COMPAT", "standard").strip() or "standard"
@@ -488,6 +491,9 @@ SOURCE_VARIABLES = {
     "segment_max_events": "CDC_SEGMENT_MAX_EVENTS",
     "tick_max_seconds": "CDC_TICK_MAX_SECONDS",
     "retention_hours": "CDC_RETENTION_HOURS",
+    "exclude_tables": "CDC_EXCLUDE_TABLES",
+    "exclude_columns": "CDC_EXCLUDE_COLUMNS",
+    "mask_columns": "CDC_MASK_COLUMNS",
 }
 """The source's settings (``CaptureSettings``, retention): field name -> environment variable."""
 
@@ -497,6 +503,7 @@ MONGO_VARIABLES = {
     "compat": "CDC_MONGO_COMPAT",
     "retry_seconds": "CDC_MONGO_RETRY_SECONDS",
     "breaker_probe_seconds": "CDC_BREAKER_PROBE_SECONDS",
+    "on_unloadable": "CDC_ON_UNLOADABLE",
 }
 """The sink's settings (``MongoSettings``): field name -> environment variable."""
 
@@ -653,8 +660,9 @@ class AuditSettings:
 
 def source_url_if_set(environ: Mapping[str, str] | None = None) -> SourceUrl | None:
     """``CDC_MYSQL_URL`` parsed, or None when it is not set (commands that can do without)."""
-    text = _environ(environ).get("CDC_MYSQL_URL", "").strip()
-    return SourceUrl.parse(text) if text else None
+    env = _environ(environ)
+    text = env.get("CDC_MYSQL_URL", "").strip()
+    return SourceUrl.parse(text, env.get(URL_FROM, "CDC_MYSQL_URL")) if text else None
 
 
 def mongo_settings_if_set(environ: Mapping[str, str] | None = None) -> MongoSettings | None:
@@ -679,7 +687,7 @@ def scrub_secrets(text: str, environ: Mapping[str, str] | None = None, limit: in
     raw and percent-decoded), at most ``limit`` characters: safe to print."""
     env = _environ(environ)
     secrets: list[str] = []
-    for name in SECRET_VARIABLES:
+    for name in (*SECRET_VARIABLES, *sorted(secret_holders(env))):
         value = env.get(name, "").strip()
         if value:
             secrets.append(value)

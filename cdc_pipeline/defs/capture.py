@@ -31,6 +31,7 @@ so the number of partitions stays bounded.
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -43,8 +44,8 @@ from cdc_pipeline.core.wal.ledger import pending_count
 from cdc_pipeline.core.wal.staging import partition_keys, sequence_of_partition
 from cdc_pipeline.defs.load import load_batch_job
 from cdc_pipeline.defs.load_runs import SOURCE_TAG, fail_dead_load_runs, loader_tags
-from cdc_pipeline.defs.partitions import cdc_batches_partitions, unregistered_keys
-from cdc_pipeline.defs.resources import MongoSinkResource, SourceResource
+from cdc_pipeline.defs.partitions import unregistered_keys
+from cdc_pipeline.defs.wiring import SINGLE, SourceWiring
 
 CAPTURE_INTERVAL_SECONDS = sensor_interval_from_env()
 
@@ -64,119 +65,133 @@ def sequences_in_flight(instance: dg.DagsterInstance, source_name: str) -> set[i
     return {sequence_of_partition(key) for key in keys if key}
 
 
-@dg.sensor(
-    name="binlog_capture_sensor",
-    job=load_batch_job,
-    minimum_interval_seconds=CAPTURE_INTERVAL_SECONDS,
-    default_status=dg.DefaultSensorStatus.STOPPED,
-    description=(
-        "Captures the source binlog into Parquet WAL segments (one per tick that found changes),"
-        " adds a cdc_batches partition per segment and requests its load_batch_job run; while"
-        " MongoDB is down it keeps capturing and sends one probe run per interval. Loaded"
-        " segments older than CDC_RETENTION_HOURS are deleted with their partitions."
-    ),
-)
-def binlog_capture_sensor(
-    context: dg.SensorEvaluationContext, source: SourceResource, mongo: MongoSinkResource
-) -> dg.SensorResult | dg.SkipReason:
-    settings = source.capture_settings()
-    retention = source.retention()  # a bad value fails the tick before capture
-    mongo_settings = mongo.mongo_settings()
-    paths = source.wal_paths()
-    # First, before capture: a run whose worker died frees its queue slot now, so a load run
-    # queued behind it starts while this tick captures.
-    dead = fail_dead_load_runs(context.instance, settings.source_name)
-    capture_error: CdcError | None = None
-    try:
-        result = capture_once(settings)
-        message = result.summary()
-        if result.error or result.notice:
-            context.log.warning(message)
-    except WalIdentityError as error:
-        context.log.error(f"capture refused: {error}")
-        raise
-    except CdcError as error:
-        # Capture cannot go on (source down, binlog purged, disk full...): what is already in
-        # the WAL still gets its partitions and runs; the tick fails unless it launched some.
-        capture_error = error
-        context.log.error(f"capture failed: {error}")
-        message = f"capture failed: {error}"
-        result = None
-    if dead:
-        message += f"; failed {len(dead)} load runs whose worker is gone: {', '.join(dead)}"
-        context.log.warning(message)
-    breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
-    state = breaker.read()
-    in_flight: set[int] = set()
-    if state.state == "closed":
-        in_flight = sequences_in_flight(context.instance, settings.source_name)
-        retirement = retire_loaded(paths, mongo_settings, retention, keep=in_flight)
-        message += "; " + retirement.summary()
-    registered = context.instance.get_dynamic_partitions(cdc_batches_partitions.name)
-    for key in retired_partitions(paths, registered):  # also those a killed tick left behind
-        context.instance.delete_dynamic_partition(cdc_batches_partitions.name, key)
-    new_keys = unregistered_keys(context.instance, paths)
-    all_keys = partition_keys(paths)
-    run_requests: list[dg.RunRequest] = []
-    previous = _cursor(context.cursor)
-    resumed_at = previous.get("resumed_at")
-    if state.state == "closed":
-        run_requests = [
-            dg.RunRequest(run_key=key, partition_key=key, tags=loader_tags(settings.source_name))
-            for key in new_keys
-        ]
-        pending = pending_count(paths)
-        if (
-            not run_requests
-            and not in_flight
-            and pending
-            and _due(resumed_at, mongo_settings.breaker_probe_seconds)
-        ):
-            newest = all_keys[-1]
-            resumed_at = datetime.now(UTC).isoformat()
-            run_requests = [
-                dg.RunRequest(
-                    run_key=f"resume:{newest}:{resumed_at}",
-                    partition_key=newest,
-                    tags={**loader_tags(settings.source_name), "cdc/resume": "true"},
-                )
-            ]
-            message += f"; {pending} segments pending and no load run: resuming through {newest}"
-    else:
-        message += "; " + breaker.describe(pending_count(paths))
-        if all_keys and breaker.allow_run():
-            newest = all_keys[-1]
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-            run_requests = [
-                dg.RunRequest(
-                    run_key=f"probe:{newest}:{stamp}",
-                    partition_key=newest,
-                    tags={**loader_tags(settings.source_name), "cdc/probe": "true"},
-                )
-            ]
-            breaker.record_probe()
-            message += "; launched a probe load"
-    snapshot_running = isinstance(capture_error, CaptureLockedError) and "snapshot" in message
-    if capture_error is not None and not new_keys and not run_requests and not snapshot_running:
-        raise capture_error
-    if not new_keys and not run_requests:
-        return dg.SkipReason(message)
-    context.log.info(message)
-    cursor = {
-        "last_partition": all_keys[-1] if all_keys else None,
-        "captured_gtid": result.end_gtid if result else previous.get("captured_gtid"),
-        "source_gtid": result.source_gtid if result else previous.get("source_gtid"),
-        "sink": state.state,
-        "resumed_at": resumed_at,
-        "message": message,
-    }
-    return dg.SensorResult(
-        run_requests=run_requests,
-        dynamic_partitions_requests=(
-            [cdc_batches_partitions.build_add_request(new_keys)] if new_keys else []
+def build_capture_sensor(w: SourceWiring, load_job: Any) -> dg.SensorDefinition:
+    """The source's ``binlog_capture_sensor`` (named by ``w``), requesting ``load_job`` runs."""
+    partitions = w.partitions
+
+    @dg.sensor(
+        name=w.name("binlog_capture_sensor"),
+        job=load_job,
+        required_resource_keys={w.source_key, w.mongo_key},
+        minimum_interval_seconds=CAPTURE_INTERVAL_SECONDS,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            "Captures the source binlog into Parquet WAL segments (one per tick that found"
+            " changes), adds a cdc_batches partition per segment and requests its load_batch_job"
+            " run; while"
+            " MongoDB is down it keeps capturing and sends one probe run per interval. Loaded"
+            " segments older than CDC_RETENTION_HOURS are deleted with their partitions."
         ),
-        cursor=json.dumps(cursor),
     )
+    def binlog_capture_sensor(
+        context: dg.SensorEvaluationContext, **_resources: Any
+    ) -> dg.SensorResult | dg.SkipReason:
+        # Called directly (tests), Dagster passes the required resources as keywords too.
+        source, mongo = w.source(context), w.mongo(context)
+        settings = source.capture_settings()
+        retention = source.retention()  # a bad value fails the tick before capture
+        mongo_settings = mongo.mongo_settings()
+        paths = source.wal_paths()
+        # First, before capture: a run whose worker died frees its queue slot now, so a load run
+        # queued behind it starts while this tick captures.
+        dead = fail_dead_load_runs(context.instance, settings.source_name)
+        capture_error: CdcError | None = None
+        try:
+            result = capture_once(settings)
+            message = result.summary()
+            if result.error or result.notice:
+                context.log.warning(message)
+        except WalIdentityError as error:
+            context.log.error(f"capture refused: {error}")
+            raise
+        except CdcError as error:
+            # Capture cannot go on (source down, binlog purged, disk full...): what is already in
+            # the WAL still gets its partitions and runs; the tick fails unless it launched some.
+            capture_error = error
+            context.log.error(f"capture failed: {error}")
+            message = f"capture failed: {error}"
+            result = None
+        if dead:
+            message += f"; failed {len(dead)} load runs whose worker is gone: {', '.join(dead)}"
+            context.log.warning(message)
+        breaker = breaker_of(paths, mongo_settings.breaker_probe_seconds)
+        state = breaker.read()
+        in_flight: set[int] = set()
+        if state.state == "closed":
+            in_flight = sequences_in_flight(context.instance, settings.source_name)
+            retirement = retire_loaded(paths, mongo_settings, retention, keep=in_flight)
+            message += "; " + retirement.summary()
+        registered = context.instance.get_dynamic_partitions(str(partitions.name))
+        for key in retired_partitions(paths, registered):  # also those a killed tick left behind
+            context.instance.delete_dynamic_partition(str(partitions.name), key)
+        new_keys = unregistered_keys(context.instance, paths, partitions)
+        all_keys = partition_keys(paths)
+        run_requests: list[dg.RunRequest] = []
+        previous = _cursor(context.cursor)
+        resumed_at = previous.get("resumed_at")
+        if state.state == "closed":
+            run_requests = [
+                dg.RunRequest(
+                    run_key=key, partition_key=key, tags=loader_tags(settings.source_name)
+                )
+                for key in new_keys
+            ]
+            pending = pending_count(paths)
+            if (
+                not run_requests
+                and not in_flight
+                and pending
+                and _due(resumed_at, mongo_settings.breaker_probe_seconds)
+            ):
+                newest = all_keys[-1]
+                resumed_at = datetime.now(UTC).isoformat()
+                run_requests = [
+                    dg.RunRequest(
+                        run_key=f"resume:{newest}:{resumed_at}",
+                        partition_key=newest,
+                        tags={**loader_tags(settings.source_name), "cdc/resume": "true"},
+                    )
+                ]
+                message += (
+                    f"; {pending} segments pending and no load run: resuming through {newest}"
+                )
+        else:
+            message += "; " + breaker.describe(pending_count(paths))
+            if all_keys and breaker.allow_run():
+                newest = all_keys[-1]
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+                run_requests = [
+                    dg.RunRequest(
+                        run_key=f"probe:{newest}:{stamp}",
+                        partition_key=newest,
+                        tags={**loader_tags(settings.source_name), "cdc/probe": "true"},
+                    )
+                ]
+                breaker.record_probe()
+                message += "; launched a probe load"
+        snapshot_running = isinstance(capture_error, CaptureLockedError) and "snapshot" in message
+        if capture_error is not None and not new_keys and not run_requests and not snapshot_running:
+            raise capture_error
+        if not new_keys and not run_requests:
+            return dg.SkipReason(message)
+        context.log.info(message)
+        cursor = {
+            "last_partition": all_keys[-1] if all_keys else None,
+            "captured_gtid": result.end_gtid if result else previous.get("captured_gtid"),
+            "source_gtid": result.source_gtid if result else previous.get("source_gtid"),
+            "sink": state.state,
+            "resumed_at": resumed_at,
+            "message": message,
+        }
+        return dg.SensorResult(
+            run_requests=run_requests,
+            dynamic_partitions_requests=(
+                [partitions.build_add_request(new_keys)] if new_keys else []
+            ),
+            cursor=json.dumps(cursor),
+        )
+
+    return binlog_capture_sensor
 
 
 def _cursor(text: str | None) -> dict[str, object]:
@@ -195,3 +210,6 @@ def _due(last: object, interval_seconds: float) -> bool:
     except ValueError:
         return True
     return elapsed.total_seconds() >= interval_seconds
+
+
+binlog_capture_sensor = build_capture_sensor(SINGLE, load_batch_job)

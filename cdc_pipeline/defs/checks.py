@@ -33,9 +33,8 @@ from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.retry import RetryPolicy
 from cdc_pipeline.core.load.sink import open_sink, read_checkpoint
 from cdc_pipeline.core.wal.continuity import check_with_checkpoint, gather_chain
-from cdc_pipeline.defs.load import MONGO_BATCH, WAL_SEGMENT
-from cdc_pipeline.defs.resources import AuditResource, MongoSinkResource, SourceResource
 from cdc_pipeline.defs.tables import TABLE_CHECK, TableAsset, table_check_specs
+from cdc_pipeline.defs.wiring import SINGLE, SourceWiring
 
 CHECK_DEADLINE = 5.0
 """Checks report an unreachable MongoDB quickly rather than wait out an outage."""
@@ -58,163 +57,173 @@ def _capped(values: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.json(values[:20])
 
 
-@dg.asset_check(
-    asset="wal_segment",
-    name="gtid_continuity",
-    description=(
-        "The WAL's segments chain without holes or overlaps from where capture began, and the"
-        " applied checkpoint in MongoDB equals the end of the segment it names."
-    ),
-)
-def gtid_continuity(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    paths = source.wal_paths()
-    links, origin, flavor, notes = gather_chain(paths)
-    if flavor is None:
-        return dg.AssetCheckResult(passed=True, metadata={"segments": 0, "note": "nothing yet"})
-    checkpoint = None
-    sink_note = ""
-    try:
-        checkpoint = read_checkpoint(mongo.mongo_settings(), paths.source, CHECK_DEADLINE)
-    except CdcError as error:
-        sink_note = f"checkpoint not checked: {error}"
-    report = check_with_checkpoint(
-        links,
-        flavor,
-        origin,
-        checkpoint.last_sequence if checkpoint else None,
-        checkpoint.gtid if checkpoint else None,
-    )
-    problems = notes + report.problems
-    recovered = [describe_recovery(entry) for entry in read_recoveries(paths)]
-    return dg.AssetCheckResult(
-        passed=not problems,
-        severity=dg.AssetCheckSeverity.ERROR,
+def global_checks(w: SourceWiring) -> list[dg.AssetChecksDefinition]:
+    """The four checks that need no table list, on the source's assets (named by ``w``)."""
+
+    @dg.asset_check(
+        asset=w.wal_segment,
+        name="gtid_continuity",
+        required_resource_keys={w.source_key, w.mongo_key},
         description=(
-            f"{len(recovered)} gaps recovered by snapshots; newest: {recovered[-1]}"
-            if recovered
-            else None
+            "The WAL's segments chain without holes or overlaps from where capture began, and the"
+            " applied checkpoint in MongoDB equals the end of the segment it names."
         ),
-        metadata={
-            "recovered gaps": dg.MetadataValue.json(recovered[-20:]),
-            "segments checked": len(links),
-            "first segment": links[0].sequence if links else 0,
-            "last segment": links[-1].sequence if links else 0,
-            "problems": len(problems),
-            "first problems": dg.MetadataValue.json(problems[:20]),
-            "missing gtid ranges": dg.MetadataValue.json(report.missing[:20]),
-            "overlapping gtid ranges": dg.MetadataValue.json(report.overlapping[:20]),
-            "checkpoint": checkpoint.last_partition if checkpoint else sink_note or "none yet",
-        },
     )
+    def gtid_continuity(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        source, mongo = w.source(context), w.mongo(context)
+        paths = source.wal_paths()
+        links, origin, flavor, notes = gather_chain(paths)
+        if flavor is None:
+            return dg.AssetCheckResult(passed=True, metadata={"segments": 0, "note": "nothing yet"})
+        checkpoint = None
+        sink_note = ""
+        try:
+            checkpoint = read_checkpoint(mongo.mongo_settings(), paths.source, CHECK_DEADLINE)
+        except CdcError as error:
+            sink_note = f"checkpoint not checked: {error}"
+        report = check_with_checkpoint(
+            links,
+            flavor,
+            origin,
+            checkpoint.last_sequence if checkpoint else None,
+            checkpoint.gtid if checkpoint else None,
+        )
+        problems = notes + report.problems
+        recovered = [describe_recovery(entry) for entry in read_recoveries(paths)]
+        return dg.AssetCheckResult(
+            passed=not problems,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=(
+                f"{len(recovered)} gaps recovered by snapshots; newest: {recovered[-1]}"
+                if recovered
+                else None
+            ),
+            metadata={
+                "recovered gaps": dg.MetadataValue.json(recovered[-20:]),
+                "segments checked": len(links),
+                "first segment": links[0].sequence if links else 0,
+                "last segment": links[-1].sequence if links else 0,
+                "problems": len(problems),
+                "first problems": dg.MetadataValue.json(problems[:20]),
+                "missing gtid ranges": dg.MetadataValue.json(report.missing[:20]),
+                "overlapping gtid ranges": dg.MetadataValue.json(report.overlapping[:20]),
+                "checkpoint": checkpoint.last_partition if checkpoint else sink_note or "none yet",
+            },
+        )
 
-
-@dg.asset_check(
-    asset="mongo_batch",
-    name="no_duplicate_events",
-    description=(
-        "No event is staged in two WAL segments (or twice in one), and no row change was applied"
-        " twice in MongoDB: every change-log document of a loaded batch belongs to that batch's"
-        " segment, once. Covers the segments still on disk."
-    ),
-)
-def no_duplicate_events(source: SourceResource, mongo: MongoSinkResource) -> dg.AssetCheckResult:
-    paths = source.wal_paths()
-    report = check_wal(paths, DuplicateReport())
-    sink_note = ""
-    try:
-        with open_sink(mongo.mongo_settings(), RetryPolicy(deadline=CHECK_DEADLINE)) as sink:
-            checkpoint = sink.read_checkpoint(paths.source)
-            applied_through = checkpoint.last_sequence if checkpoint else 0
-            check_change_log(sink.database, paths, applied_through, report)
-    except CdcError as error:
-        sink_note = f"MongoDB not checked: {error}"
-    return dg.AssetCheckResult(
-        passed=report.ok and not sink_note,
-        severity=dg.AssetCheckSeverity.ERROR if not report.ok else dg.AssetCheckSeverity.WARN,
-        metadata={
-            "segments checked": report.segments,
-            "events staged": report.events,
-            "staged twice": report.staged_twice,
-            "batches checked in MongoDB": report.batches_checked,
-            "change-log documents checked": report.change_log_documents,
-            "applied twice": report.applied_twice,
-            "missing from the change log": report.missing_from_change_log,
-            "first offenders": _capped(report.offenders),
-            "first problems": _capped(report.problems + ([sink_note] if sink_note else [])),
-        },
+    @dg.asset_check(
+        asset=w.mongo_batch,
+        name="no_duplicate_events",
+        required_resource_keys={w.source_key, w.mongo_key},
+        description=(
+            "No event is staged in two WAL segments (or twice in one), and no row change was"
+            " applied twice in MongoDB: every change-log document of a loaded batch belongs to"
+            " that batch's segment, once. Covers the segments still on disk."
+        ),
     )
+    def no_duplicate_events(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        source, mongo = w.source(context), w.mongo(context)
+        paths = source.wal_paths()
+        report = check_wal(paths, DuplicateReport())
+        sink_note = ""
+        try:
+            with open_sink(mongo.mongo_settings(), RetryPolicy(deadline=CHECK_DEADLINE)) as sink:
+                checkpoint = sink.read_checkpoint(paths.source)
+                applied_through = checkpoint.last_sequence if checkpoint else 0
+                check_change_log(sink.database, paths, applied_through, report)
+        except CdcError as error:
+            sink_note = f"MongoDB not checked: {error}"
+        return dg.AssetCheckResult(
+            passed=report.ok and not sink_note,
+            severity=dg.AssetCheckSeverity.ERROR if not report.ok else dg.AssetCheckSeverity.WARN,
+            metadata={
+                "segments checked": report.segments,
+                "events staged": report.events,
+                "staged twice": report.staged_twice,
+                "batches checked in MongoDB": report.batches_checked,
+                "change-log documents checked": report.change_log_documents,
+                "applied twice": report.applied_twice,
+                "missing from the change log": report.missing_from_change_log,
+                "first offenders": _capped(report.offenders),
+                "first problems": _capped(report.problems + ([sink_note] if sink_note else [])),
+            },
+        )
 
-
-@dg.asset_check(
-    asset="mongo_batch",
-    name="replication_lag",
-    description=(
-        "Seconds and transactions between the source and the checkpoint applied in MongoDB."
-        " Warns past CDC_LAG_WARN_SECONDS (300) or CDC_LAG_WARN_TRANSACTIONS (100,000), errors"
-        " past CDC_LAG_ERROR_SECONDS (3600)."
-    ),
-)
-def replication_lag(
-    source: SourceResource, mongo: MongoSinkResource, audit: AuditResource
-) -> dg.AssetCheckResult:
-    thresholds = audit.audit_settings().lag
-    settings = source.capture_settings()
-    status = read_status(source.wal_paths(), settings.source_url, mongo.mongo_settings())
-    verdict = judge_lag(status, thresholds)
-    figures: dict[str, float | int] = {}
-    if status.lag_seconds is not None:
-        figures["lag seconds"] = round(status.lag_seconds, 1)
-    if status.lag_transactions is not None:
-        figures["lag transactions"] = status.lag_transactions
-    return dg.AssetCheckResult(
-        passed=verdict.state == "ok",
-        severity=dg.AssetCheckSeverity.ERROR
-        if verdict.state == "error"
-        else dg.AssetCheckSeverity.WARN,
-        metadata={
-            **figures,
-            "how the age is known": status.lag_basis or "unknown",
-            "transactions not applied": status.unapplied_gtids or "none",
-            "pending segments": status.pending_segments,
-            "oldest pending batch": status.oldest_pending or "none",
-            "applied through": status.applied_partition or "nothing yet",
-            "warn / error seconds": f"{thresholds.warn_seconds:g} / {thresholds.error_seconds:g}",
-            "problems": _capped(verdict.problems),
-        },
+    @dg.asset_check(
+        asset=w.mongo_batch,
+        name="replication_lag",
+        required_resource_keys=w.resource_keys,
+        description=(
+            "Seconds and transactions between the source and the checkpoint applied in MongoDB."
+            " Warns past CDC_LAG_WARN_SECONDS (300) or CDC_LAG_WARN_TRANSACTIONS (100,000), errors"
+            " past CDC_LAG_ERROR_SECONDS (3600)."
+        ),
     )
+    def replication_lag(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        source, mongo, audit = w.source(context), w.mongo(context), w.audit(context)
+        thresholds = audit.audit_settings().lag
+        settings = source.capture_settings()
+        status = read_status(source.wal_paths(), settings.source_url, mongo.mongo_settings())
+        verdict = judge_lag(status, thresholds)
+        figures: dict[str, float | int] = {}
+        if status.lag_seconds is not None:
+            figures["lag seconds"] = round(status.lag_seconds, 1)
+        if status.lag_transactions is not None:
+            figures["lag transactions"] = status.lag_transactions
+        return dg.AssetCheckResult(
+            passed=verdict.state == "ok",
+            severity=dg.AssetCheckSeverity.ERROR
+            if verdict.state == "error"
+            else dg.AssetCheckSeverity.WARN,
+            metadata={
+                **figures,
+                "how the age is known": status.lag_basis or "unknown",
+                "transactions not applied": status.unapplied_gtids or "none",
+                "pending segments": status.pending_segments,
+                "oldest pending batch": status.oldest_pending or "none",
+                "applied through": status.applied_partition or "nothing yet",
+                "warn / error seconds": (
+                    f"{thresholds.warn_seconds:g} / {thresholds.error_seconds:g}"
+                ),
+                "problems": _capped(verdict.problems),
+            },
+        )
 
-
-@dg.asset_check(
-    asset="wal_segment",
-    name="binlog_retention_headroom",
-    description=(
-        "How far the captured position is from being purged on the source: bytes behind, and"
-        " time left before the server's binlog expiry removes the file capture still needs."
-        " Warns below CDC_RETENTION_WARN_SECONDS (6 h); errors when the source already purged"
-        " transactions capture never read (it names them)."
-    ),
-)
-def binlog_retention_headroom(source: SourceResource, audit: AuditResource) -> dg.AssetCheckResult:
-    warn_seconds = audit.audit_settings().retention_warn_seconds
-    try:
-        source_url = source.capture_settings().source_url
-        report = headroom_for(source.wal_paths(), source_url, warn_seconds)
-    except CdcError as error:
-        return _not_measured("headroom not measured", error)
-    metadata: dict[str, object] = {}
-    for key, item in report.metadata().items():
-        if isinstance(item, list):
-            metadata[key] = _capped([str(entry) for entry in item])
-        elif item is not None:
-            metadata[key] = item
-    return dg.AssetCheckResult(
-        passed=report.state == "ok",
-        severity=dg.AssetCheckSeverity.ERROR
-        if report.state == "lost"
-        else dg.AssetCheckSeverity.WARN,
-        metadata=metadata,
-        description=report.summary(),
+    @dg.asset_check(
+        asset=w.wal_segment,
+        name="binlog_retention_headroom",
+        required_resource_keys={w.source_key, w.audit_key},
+        description=(
+            "How far the captured position is from being purged on the source: bytes behind, and"
+            " time left before the server's binlog expiry removes the file capture still needs."
+            " Warns below CDC_RETENTION_WARN_SECONDS (6 h); errors when the source already purged"
+            " transactions capture never read (it names them)."
+        ),
     )
+    def binlog_retention_headroom(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+        source, audit = w.source(context), w.audit(context)
+        warn_seconds = audit.audit_settings().retention_warn_seconds
+        try:
+            source_url = source.capture_settings().source_url
+            report = headroom_for(source.wal_paths(), source_url, warn_seconds)
+        except CdcError as error:
+            return _not_measured("headroom not measured", error)
+        metadata: dict[str, object] = {}
+        for key, item in report.metadata().items():
+            if isinstance(item, list):
+                metadata[key] = _capped([str(entry) for entry in item])
+            elif item is not None:
+                metadata[key] = item
+        return dg.AssetCheckResult(
+            passed=report.state == "ok",
+            severity=dg.AssetCheckSeverity.ERROR
+            if report.state == "lost"
+            else dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+            description=report.summary(),
+        )
+
+    return [gtid_continuity, no_duplicate_events, replication_lag, binlog_retention_headroom]
 
 
 RECONCILIATION = "source_sink_reconciliation"
@@ -228,30 +237,29 @@ RECONCILIATION_DESCRIPTION = (
 )
 
 
-def reconciliation_checks(tables: Sequence[TableAsset]) -> dg.AssetChecksDefinition:
+def reconciliation_checks(
+    tables: Sequence[TableAsset], w: SourceWiring = SINGLE
+) -> dg.AssetChecksDefinition:
     """``source_sink_reconciliation`` on ``mongo_batch``, and one ``matches_source`` check per
     keyed table's mirror asset (``defs.tables``), from one comparison."""
     table_specs = table_check_specs(tables)
     by_label = {table.label: table for table in tables}
 
     @dg.multi_asset_check(
-        name=RECONCILIATION,
+        name=w.name(RECONCILIATION),
+        required_resource_keys=w.resource_keys,
         specs=[
             dg.AssetCheckSpec(
-                RECONCILIATION, asset=MONGO_BATCH, description=RECONCILIATION_DESCRIPTION
+                RECONCILIATION, asset=w.mongo_batch, description=RECONCILIATION_DESCRIPTION
             ),
             *table_specs,
         ],
         can_subset=True,
     )
-    def _reconcile(
-        context: dg.AssetCheckExecutionContext,
-        source: SourceResource,
-        mongo: MongoSinkResource,
-        audit: AuditResource,
-    ) -> Iterator[dg.AssetCheckResult]:
+    def _reconcile(context: dg.AssetCheckExecutionContext) -> Iterator[dg.AssetCheckResult]:
+        source, mongo, audit = w.source(context), w.mongo(context), w.audit(context)
         selected = context.selected_asset_check_keys
-        overall = dg.AssetCheckKey(MONGO_BATCH, RECONCILIATION)
+        overall = dg.AssetCheckKey(w.mongo_batch, RECONCILIATION)
         settings = source.capture_settings()
         wait_seconds = audit.audit_settings().reconcile_wait_seconds
         try:
@@ -337,38 +345,39 @@ def _reconciliation_result(report: Any, key: dg.AssetCheckKey) -> dg.AssetCheckR
     )
 
 
-GLOBAL_CHECK_KEYS = [
-    dg.AssetCheckKey(WAL_SEGMENT, "gtid_continuity"),
-    dg.AssetCheckKey(MONGO_BATCH, "no_duplicate_events"),
-    dg.AssetCheckKey(MONGO_BATCH, "replication_lag"),
-    dg.AssetCheckKey(WAL_SEGMENT, "binlog_retention_headroom"),
-    dg.AssetCheckKey(MONGO_BATCH, RECONCILIATION),
-]
-"""The five global checks (``cdc-pipeline metrics`` reports their latest results)."""
-
-
-def build_checks(tables: Sequence[TableAsset]) -> list[dg.AssetChecksDefinition]:
-    """Every check of the code location, the per-table ones for ``tables``."""
+def global_check_keys(w: SourceWiring = SINGLE) -> list[dg.AssetCheckKey]:
+    """The five global checks of a source (``cdc-pipeline metrics`` reports their latest
+    results)."""
     return [
-        gtid_continuity,
-        no_duplicate_events,
-        replication_lag,
-        binlog_retention_headroom,
-        reconciliation_checks(tables),
+        dg.AssetCheckKey(w.wal_segment, "gtid_continuity"),
+        dg.AssetCheckKey(w.mongo_batch, "no_duplicate_events"),
+        dg.AssetCheckKey(w.mongo_batch, "replication_lag"),
+        dg.AssetCheckKey(w.wal_segment, "binlog_retention_headroom"),
+        dg.AssetCheckKey(w.mongo_batch, RECONCILIATION),
     ]
 
 
+GLOBAL_CHECK_KEYS = global_check_keys(SINGLE)
+
+
+def build_checks(
+    tables: Sequence[TableAsset], w: SourceWiring = SINGLE
+) -> list[dg.AssetChecksDefinition]:
+    """Every check of a source, the per-table ones for ``tables``."""
+    return [*global_checks(w), reconciliation_checks(tables, w)]
+
+
 def build_audit(
-    checks: Sequence[dg.AssetChecksDefinition],
+    checks: Sequence[dg.AssetChecksDefinition], w: SourceWiring = SINGLE
 ) -> tuple[Any, dg.ScheduleDefinition]:
     """``audit_job`` (every check in ``checks``) and its hourly schedule."""
     job = dg.define_asset_job(
-        name="audit_job",
+        name=w.name("audit_job"),
         selection=dg.AssetSelection.checks(*checks),
         description="Runs the global checks over the WAL and MongoDB, and each table's.",
     )
     schedule = dg.ScheduleDefinition(
-        name="audit_schedule",
+        name=w.name("audit_schedule"),
         job=job,
         cron_schedule="17 * * * *",
         default_status=dg.DefaultScheduleStatus.STOPPED,

@@ -51,7 +51,14 @@ def history_markdown(loads: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def recent_loads(instance: dg.DagsterInstance, newest: Mapping[str, Any] | None) -> str:
+_MONGO_BATCH = dg.AssetKey("mongo_batch")
+
+
+def recent_loads(
+    instance: dg.DagsterInstance,
+    newest: Mapping[str, Any] | None,
+    batch_key: dg.AssetKey = _MONGO_BATCH,
+) -> str:
     """The table for a materialization about to be recorded (``newest``: its metadata and
     partition, listed first), followed by the recorded ones."""
     loads: list[dict[str, Any]] = []
@@ -65,7 +72,7 @@ def recent_loads(instance: dg.DagsterInstance, newest: Mapping[str, Any] | None)
                 "lag": _number(newest, "lag at load (s)"),
             }
         )
-    records = instance.fetch_materializations(dg.AssetKey("mongo_batch"), limit=HISTORY_LOADS)
+    records = instance.fetch_materializations(batch_key, limit=HISTORY_LOADS)
     for record in records.records:
         materialization = record.asset_materialization
         if materialization is None or "rows" not in materialization.metadata:

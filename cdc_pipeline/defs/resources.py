@@ -30,6 +30,7 @@ from cdc_pipeline.core.settings import (
     source_name_from_env,
     staging_dir_from_env,
 )
+from cdc_pipeline.core.sources_file import find_source
 from cdc_pipeline.core.wal.staging import WalPaths
 
 
@@ -90,23 +91,50 @@ class SourceResource(dg.ConfigurableResource):
         + _unset("CDC_RETENTION_HOURS", "24")
         + ")",
     )
+    exclude_tables: str | None = Field(
+        default=None,
+        description="schema.table patterns never captured ("
+        + _unset("CDC_EXCLUDE_TABLES", "none")
+        + ")",
+    )
+    exclude_columns: str | None = Field(
+        default=None,
+        description="schema.table.column patterns never written to the WAL ("
+        + _unset("CDC_EXCLUDE_COLUMNS", "none")
+        + ")",
+    )
+    mask_columns: str | None = Field(
+        default=None,
+        description="columns stored as a keyed hash (" + _unset("CDC_MASK_COLUMNS", "none") + ")",
+    )
+    sources_file_entry: str | None = Field(
+        default=None,
+        description="the CDC_SOURCES_FILE source these settings belong to: unset fields and the"
+        " secrets (its url_env, mask_key_env) come from that entry, not from CDC_* variables",
+    )
+    url_variable: str | None = Field(
+        default=None,
+        description="the variable holding the source URL (shown, never its value)",
+    )
 
-    def _environ(self) -> dict[str, str]:
+    def environ(self) -> dict[str, str]:
+        """What ``core.settings`` reads for this source: this resource's values over its
+        CDC_SOURCES_FILE entry, else over the process's CDC_* variables."""
         fields = {name: getattr(self, name) for name in SOURCE_VARIABLES}
-        return overlay(SOURCE_VARIABLES, fields)
+        return overlay(SOURCE_VARIABLES, fields, entry_environ(self.sources_file_entry))
 
     def capture_settings(self) -> CaptureSettings:
         """Capture settings: this resource's values over the CDC_* variables."""
-        return CaptureSettings.from_env(self._environ())
+        return CaptureSettings.from_env(self.environ())
 
     def wal_paths(self, source_name: str | None = None) -> WalPaths:
         """The WAL of this source (or of ``source_name``, as a partition key names it); needs
         no URL."""
-        environ = self._environ()
+        environ = self.environ()
         return WalPaths(staging_dir_from_env(environ), source_name or source_name_from_env(environ))
 
     def retention(self) -> timedelta:
-        return retention_from_env(self._environ())
+        return retention_from_env(self.environ())
 
 
 class MongoSinkResource(dg.ConfigurableResource):
@@ -136,10 +164,25 @@ class MongoSinkResource(dg.ConfigurableResource):
         + _unset("CDC_BREAKER_PROBE_SECONDS", "60")
         + ")",
     )
+    on_unloadable: str | None = Field(
+        default=None,
+        description="a row MongoDB refuses: halt or dead-letter ("
+        + _unset("CDC_ON_UNLOADABLE", "halt")
+        + ")",
+    )
+    sources_file_entry: str | None = Field(
+        default=None,
+        description="the CDC_SOURCES_FILE source this sink serves (unset fields and the URI's"
+        " variable come from that entry)",
+    )
+    uri_variable: str | None = Field(
+        default=None, description="the variable holding the MongoDB URI (shown, never its value)"
+    )
 
     def mongo_settings(self) -> MongoSettings:
         fields = {name: getattr(self, name) for name in MONGO_VARIABLES}
-        return MongoSettings.from_env(overlay(MONGO_VARIABLES, fields))
+        base = entry_environ(self.sources_file_entry)
+        return MongoSettings.from_env(overlay(MONGO_VARIABLES, fields, base))
 
 
 class AuditResource(dg.ConfigurableResource):
@@ -176,6 +219,17 @@ class AuditResource(dg.ConfigurableResource):
         + ")",
     )
 
+    sources_file_entry: str | None = Field(
+        default=None,
+        description="the CDC_SOURCES_FILE source these thresholds belong to",
+    )
+
     def audit_settings(self) -> AuditSettings:
         fields = {name: getattr(self, name) for name in AUDIT_VARIABLES}
-        return AuditSettings.from_env(overlay(AUDIT_VARIABLES, fields))
+        base = entry_environ(self.sources_file_entry)
+        return AuditSettings.from_env(overlay(AUDIT_VARIABLES, fields, base))
+
+
+def entry_environ(name: str | None) -> dict[str, str] | None:
+    """The environment of source ``name`` of CDC_SOURCES_FILE (None: the process's own)."""
+    return None if name is None else find_source(name).environ()

@@ -10,7 +10,7 @@ import dagster as dg
 from cdc_pipeline.core.capture.snapshot import run_snapshot
 from cdc_pipeline.core.capture.snapshot_plan import SnapshotProgress
 from cdc_pipeline.defs.partitions import register_segments
-from cdc_pipeline.defs.resources import SourceResource
+from cdc_pipeline.defs.wiring import SINGLE, SourceWiring
 
 
 class SnapshotConfig(dg.Config):
@@ -18,43 +18,53 @@ class SnapshotConfig(dg.Config):
     """Comma-separated ``schema.table`` patterns among the captured tables; empty: all of them."""
 
 
-@dg.op(description="Read the captured tables at one consistent point into WAL segments.")
-def take_snapshot(
-    context: dg.OpExecutionContext, config: SnapshotConfig, source: SourceResource
-) -> dg.Output[None]:
-    settings = source.capture_settings()
-    patterns = tuple(part.strip() for part in config.tables.split(",") if part.strip())
+def build_snapshot(w: SourceWiring) -> dg.JobDefinition:
+    """The source's ``snapshot_job`` (named by ``w``)."""
 
-    def progress(step: SnapshotProgress) -> None:
-        context.log.info(step.line())
-
-    result = run_snapshot(settings, patterns, on_progress=progress)
-    context.log.info(result.summary())
-    register_segments(context.instance, source.wal_paths())
-    return dg.Output(
-        None,
-        metadata={
-            "snapshot": result.snapshot_id,
-            "gtid state": result.point_gtid or "(empty)",
-            "consistency method": result.method,
-            "resumed": result.resumed,
-            "rows written": result.rows_written,
-            "rows kept from an interrupted run": result.rows_kept_from_before,
-            "segments written": result.segments_written,
-            "stream segments before the snapshot": result.stream_segments,
-            "recovered gtids": result.recovered or "none",
-            "seconds": round(result.seconds, 1),
-            "tables": dg.MetadataValue.json(result.to_dict()["tables"]),
-        },
+    @dg.op(
+        name=w.name("take_snapshot"),
+        description="Read the captured tables at one consistent point into WAL segments.",
+        required_resource_keys={w.source_key},
     )
+    def take_snapshot(context: dg.OpExecutionContext, config: SnapshotConfig) -> dg.Output[None]:
+        source = w.source(context)
+        settings = source.capture_settings()
+        patterns = tuple(part.strip() for part in config.tables.split(",") if part.strip())
+
+        def progress(step: SnapshotProgress) -> None:
+            context.log.info(step.line())
+
+        result = run_snapshot(settings, patterns, on_progress=progress)
+        context.log.info(result.summary())
+        register_segments(context.instance, source.wal_paths(), w.partitions)
+        return dg.Output(
+            None,
+            metadata={
+                "snapshot": result.snapshot_id,
+                "gtid state": result.point_gtid or "(empty)",
+                "consistency method": result.method,
+                "resumed": result.resumed,
+                "rows written": result.rows_written,
+                "rows kept from an interrupted run": result.rows_kept_from_before,
+                "segments written": result.segments_written,
+                "stream segments before the snapshot": result.stream_segments,
+                "recovered gtids": result.recovered or "none",
+                "seconds": round(result.seconds, 1),
+                "tables": dg.MetadataValue.json(result.to_dict()["tables"]),
+            },
+        )
+
+    @dg.job(
+        name=w.name("snapshot_job"),
+        description=(
+            "Consistent snapshot of the captured tables (config: tables) into WAL segments; the"
+            " sensor's load runs apply them. Resumes after an interruption."
+        ),
+    )
+    def snapshot_job() -> None:
+        take_snapshot()
+
+    return snapshot_job
 
 
-@dg.job(
-    name="snapshot_job",
-    description=(
-        "Consistent snapshot of the captured tables (config: tables) into WAL segments; the"
-        " sensor's load runs apply them. Resumes after an interruption."
-    ),
-)
-def snapshot_job() -> None:
-    take_snapshot()
+snapshot_job = build_snapshot(SINGLE)

@@ -92,13 +92,17 @@ def captured_tables(environ: Mapping[str, str] | None = None) -> list[TableAsset
     return [found[key] for key in sorted(found)]
 
 
-def table_specs(tables: Sequence[TableAsset], batch_key: dg.AssetKey) -> list[dg.AssetSpec]:
+def table_specs(
+    tables: Sequence[TableAsset], batch_key: dg.AssetKey, group_prefix: str = ""
+) -> list[dg.AssetSpec]:
+    """The source table and MongoDB copy of each table (groups ``source_tables`` and
+    ``mongodb_tables``, each after ``group_prefix``)."""
     specs = []
     for table in tables:
         specs.append(
             dg.AssetSpec(
                 table.source_key,
-                group_name="source_tables",
+                group_name=f"{group_prefix}source_tables",
                 kinds={"mysql"},
                 description=f"The source table {table.label} (source {table.source}), read from"
                 " the binlog by binlog_capture_sensor.",
@@ -115,7 +119,7 @@ def table_specs(tables: Sequence[TableAsset], batch_key: dg.AssetKey) -> list[dg
             dg.AssetSpec(
                 table.copy_key,
                 deps=[table.source_key, batch_key],
-                group_name="mongodb_tables",
+                group_name=f"{group_prefix}mongodb_tables",
                 kinds={"mongodb"},
                 description=copy,
                 metadata={"source table": table.label, "keyed": table.keyed},
