@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -32,6 +33,7 @@ from cdc_pipeline.core.settings import (
     table_label,
     table_scope_from_env,
 )
+from cdc_pipeline.core.sources_file import find_source, read_sources
 from cdc_pipeline.core.wal.staging import WalPaths, check_staging_folder
 
 PROG = "cdc-pipeline"
@@ -475,6 +477,35 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
 )
 
 
+_SOURCE_HELP = (
+    "with CDC_SOURCES_FILE: the source to act on (needed when the file lists more than one)"
+)
+
+
+def _select_source(name: str | None) -> None:
+    """With CDC_SOURCES_FILE, make the chosen source's settings this process's environment
+    (every command then reads them as it reads the single-source variables)."""
+    entries = read_sources()
+    if entries is None:
+        if name is not None:
+            raise ConfigError(
+                f"--source {name} needs CDC_SOURCES_FILE, which is not set; without it the"
+                " CDC_* variables configure the one source."
+            )
+        return
+    if name is None:
+        if len(entries) > 1:
+            names = ", ".join(entry.name for entry in entries)
+            raise ConfigError(
+                f"CDC_SOURCES_FILE lists {len(entries)} sources ({names}); choose one with"
+                " --source NAME."
+            )
+        name = entries[0].name
+    environ = find_source(name).environ()
+    os.environ.clear()
+    os.environ.update(environ)
+
+
 def build_parser() -> _Parser:
     """The argument parser; each subcommand stores its handler as ``args.handler``, and
     ``parser.commands`` maps every subcommand's name to its parser."""
@@ -486,10 +517,12 @@ def build_parser() -> _Parser:
     parser.commands = {}
     debug = "show the full traceback of an unexpected error"
     parser.add_argument("--debug", action="store_true", help=debug)
+    parser.add_argument("--source", metavar="NAME", help=_SOURCE_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, text, reports, options in _COMMANDS:
         sub: _Parser = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug)
+        sub.add_argument("--source", metavar="NAME", default=argparse.SUPPRESS, help=_SOURCE_HELP)
         for flag, settings in options:
             sub.add_argument(flag, **settings)
         json_flag, json_settings = _JSON
@@ -507,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        _select_source(args.source)
         return handler(args)
     except KeyboardInterrupt:
         _fail("interrupted")

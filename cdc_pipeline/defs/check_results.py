@@ -9,7 +9,10 @@ import dagster as dg
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from cdc_pipeline.core.audit.metrics import CheckResult
-from cdc_pipeline.defs.checks import GLOBAL_CHECK_KEYS
+from cdc_pipeline.core.settings import source_name_from_env
+from cdc_pipeline.core.sources_file import read_sources
+from cdc_pipeline.defs.checks import GLOBAL_CHECK_KEYS, global_check_keys
+from cdc_pipeline.defs.wiring import SourceWiring
 
 _DONE = {
     AssetCheckExecutionRecordStatus.SUCCEEDED: True,
@@ -21,7 +24,12 @@ def latest_check_results() -> list[CheckResult]:
     """One result per global check that finished at least once; none without DAGSTER_HOME."""
     if not os.environ.get("DAGSTER_HOME"):
         return []
-    keys = GLOBAL_CHECK_KEYS
+    # With CDC_SOURCES_FILE the checks are named after the source the command acts on.
+    keys = (
+        GLOBAL_CHECK_KEYS
+        if read_sources() is None
+        else global_check_keys(SourceWiring(source_name_from_env()))
+    )
     with dg.DagsterInstance.get() as instance:
         latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     results = []
