@@ -196,6 +196,16 @@ def _status(args: argparse.Namespace) -> int:
     paths = _wal_paths()
     check_staging_folder(paths, create=False, write=False)
     status = read_status(paths, source_url, mongo, table_scope_from_env())
+    if source_url is not None and status.source_error is None:
+        # Capture cannot go on past transactions the source purged: a stop, named here too.
+        from cdc_pipeline.core.audit.headroom import headroom_for
+
+        try:
+            headroom = headroom_for(paths, source_url, 0.0)
+        except CdcError:
+            headroom = None  # the source went away between the two reads
+        if headroom is not None and headroom.state == "lost":
+            status.problems[:0] = headroom.problems
     _print(args, status.to_dict(), "\n".join(status.lines()))
     unset = [
         name

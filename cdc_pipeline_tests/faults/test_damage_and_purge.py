@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from cdc_pipeline import cli
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal.ledger import wal_end
@@ -112,6 +113,7 @@ def test_a_purge_past_capture_halts_loudly_and_the_checks_name_the_lost_gtids(
     mongo_db_name: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     scenario = "9 binlog purged past capture"
     seed = seed_for(scenario)
@@ -160,6 +162,11 @@ def test_a_purge_past_capture_halts_loudly_and_the_checks_name_the_lost_gtids(
     log = pipeline.log.read_text(errors="replace")
     assert lost.describe() in log, "capture's error must name the lost GTIDs"
     assert wal_end(pipeline.paths).gtid == end.gtid  # type: ignore[union-attr]  # nothing skipped
+
+    # status stops with the same sentence: exit 1, the lost GTIDs named
+    assert cli.main(["status"]) == 1
+    said = capsys.readouterr().err
+    assert said.startswith("cdc-pipeline: the source purged binlogs") and lost.describe() in said
 
     checks = audit()
     headroom = checks["binlog_retention_headroom"]
