@@ -21,6 +21,7 @@ import importlib.machinery
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ def note(role: str, phase: str) -> None:
     assert FOLDER is not None
     _phase[role] = phase
     path = Path(FOLDER) / f"{role}.json"
-    temp = path.with_name(f".tmp-{role}-{os.getpid()}")
+    # per thread too: the daemon evaluates several sources' sensors at once in one code server
+    temp = path.with_name(f".tmp-{role}-{os.getpid()}-{threading.get_ident()}")
     temp.write_text(json.dumps({"phase": phase, "pid": os.getpid(), "at": time.time()}))
     os.replace(temp, path)
 
