@@ -128,6 +128,39 @@ def _members(servers: list[SourceServer], tag: str) -> list[Member]:
     return members
 
 
+def _drain(location: Location, members: list[Member], rows: int) -> dict[str, Any]:
+    """The ceiling: ``rows`` inserts per source (1,000-row transactions) written while the
+    sensors are off, then the seconds until every source has loaded them."""
+    if rows <= 0:
+        return {}
+    location.sensor("stop")
+    per = 1_000
+    for member in members:
+        member.server.execute(
+            f"CREATE TABLE `{member.schema}`.bulk (id INT PRIMARY KEY, pad VARCHAR(40))"
+        )
+        for base in range(0, rows, per):
+            member.server.execute(
+                "SET SESSION cte_max_recursion_depth = 2000"
+                if member.server.flavor == "mysql"
+                else "SET SESSION max_recursive_iterations = 2000",
+                f"INSERT INTO `{member.schema}`.bulk WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL"
+                f" SELECT n + 1 FROM s WHERE n < {per}) SELECT {base} + n, REPEAT('x', 32) FROM s",
+            )
+    busy0, total0 = _cpu_times()
+    started = time.monotonic()
+    location.sensor("start")
+    location.wait_drained(members, 1800)
+    seconds = time.monotonic() - started
+    busy1, total1 = _cpu_times()
+    return {
+        "rows_per_source": rows,
+        "seconds": round(seconds, 1),
+        "rows_per_second": round(rows * len(members) / seconds),
+        "cpu_busy_share": round((busy1 - busy0) / max(total1 - total0, 1e-9), 3),
+    }
+
+
 def run_count(
     servers: list[SourceServer],
     mongo: MongoTarget,
@@ -136,6 +169,7 @@ def run_count(
     sensor_seconds: int,
     folder: Path,
     pause: float,
+    drain_rows: int,
 ) -> dict[str, Any]:
     tag = uuid.uuid4().hex[:6]
     folder.mkdir(parents=True)
@@ -164,9 +198,11 @@ def run_count(
         drained = location.wait_drained(members, 900)
         elapsed = time.monotonic() - started
         events = {m.name: len(binlog_row_events(m.server, m.origin, m.schema)) for m in members}
+        drain = _drain(location, members, drain_rows)
         problems = {m.name: location.invariants(m) for m in members}
         latency = _percentiles(markers.all())
         return {
+            "drain": drain,
             "sources": len(members),
             "flavors": [m.server.flavor for m in members],
             "write_seconds": round(wrote, 1),
@@ -249,11 +285,20 @@ def run_backlog(
         location.stop()
 
 
+def _drained(drain: dict[str, Any]) -> str:
+    if not drain:
+        return ""
+    return (
+        f"{drain['rows_per_second']:,} ({drain['cpu_busy_share']:.0%};"
+        f" {drain['rows_per_source']:,} rows/source in {drain['seconds']} s)"
+    )
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
-        "| sources | row events/s (all) | per source | marker p50 / p95 / max (s) | CPU busy |"
-        " invariants |",
-        "|---|---|---|---|---|---|",
+        "| sources | paced: row events/s (all) | per source | marker p50 / p95 / max (s) |"
+        " CPU busy | backlog drained: rows/s (CPU busy) | invariants |",
+        "|---|---|---|---|---|---|---|",
     ]
     for run in report["counts"]:
         latency = run["marker_latency_seconds"]
@@ -262,7 +307,8 @@ def _table(report: dict[str, Any]) -> str:
             f"| {run['sources']} ({', '.join(run['flavors'])}) | {run['row_events_per_second']:,}"
             f" | {', '.join(f'{v:,}' for v in run['per_source_per_second'].values())}"
             f" | {latency['p50']} / {latency['p95']} / {latency['max']}"
-            f" | {run['cpu_busy_share']:.0%} | {'hold' if ok else run['invariants']} |"
+            f" | {run['cpu_busy_share']:.0%}"
+            f" | {_drained(run['drain'])} | {'hold' if ok else run['invariants']} |"
         )
     backlog = report.get("backlog")
     if backlog:
@@ -290,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds between one source's transactions (1-6 rows each); 0: as fast as it can",
     )
     parser.add_argument("--backlog-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--drain-rows",
+        type=int,
+        default=30_000,
+        help="rows per source written while the sensors are off, then timed until loaded",
+    )
     args = parser.parse_args(argv)
     counts = [int(part) for part in args.counts.split(",") if part.strip()]
     wanted = max([*counts, 2 if args.backlog_rows else 0])
@@ -331,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.sensor_seconds,
                         Path(folder) / f"n{count}",
                         args.pause,
+                        args.drain_rows,
                     )
                 )
             if args.backlog_rows:

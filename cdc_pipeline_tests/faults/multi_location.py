@@ -126,8 +126,11 @@ class Location:
         return CaptureSettings.from_env(entry.environ({**self.env}))
 
     def sensor(self, action: str, member: Member | None = None) -> None:
-        if member is None:
-            self.real.cli("sensor", action, "--start-all" if action == "start" else "--stop-all")
+        if member is None and action == "start":
+            self.real.cli("sensor", "start", "--start-all")
+        elif member is None:  # 'dagster sensor stop' takes one name
+            for each in self.members.values():
+                self.real.cli("sensor", "stop", f"{each.name}__binlog_capture_sensor")
         else:
             self.real.cli("sensor", action, f"{member.name}__binlog_capture_sensor")
 
