@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -139,3 +140,41 @@ def test_dagster_validates_the_location_and_refuses_a_bad_file_in_one_sentence(
     said = done.stdout + done.stderr
     assert "secrets stay in the environment" in said
     assert "leaked-pw" not in said
+
+
+def test_the_cli_acts_on_one_source_and_names_it_without_secrets(
+    sources_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    from cdc_pipeline import cli
+
+    saved = dict(os.environ)  # the CLI makes the chosen source's settings its environment
+    try:
+        _cli_checks(cli, monkeypatch, capsys)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _cli_checks(cli: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    assert cli.main(["status"]) == 2
+    said = capsys.readouterr().err
+    assert said.strip() == (
+        "cdc-pipeline: CDC_SOURCES_FILE lists 3 sources (shop, billing, crm); choose one with"
+        " --source NAME."
+    )
+    assert cli.main(["--source", "nope", "status"]) == 2
+    assert "has no source named 'nope' (it has: shop, billing, crm)" in capsys.readouterr().err
+    monkeypatch.setenv("BILLING_URL", "mysql://bill:bill-pw-2@127.0.0.1:1")
+    monkeypatch.setenv("CDC_MONGO_URI", "mongodb://w:mongo-pw-4@127.0.0.1:1")
+    code = cli.main(["--source", "billing", "doctor"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "127.0.0.1:1" in out.out  # billing's server, from the variable its entry names
+    assert "/staging/billing" in out.out  # its own staging sub-folder
+    for secret in ("bill-pw-2", "mongo-pw-4", "shop-pw-1"):
+        assert secret not in out.out + out.err
+    monkeypatch.delenv("CDC_SOURCES_FILE")
+    assert cli.main(["--source", "shop", "status"]) == 2
+    assert "--source shop needs CDC_SOURCES_FILE" in capsys.readouterr().err
