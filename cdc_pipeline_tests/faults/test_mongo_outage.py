@@ -23,7 +23,7 @@ from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal.staging import WalPaths, list_segments
 from cdc_pipeline.definitions import defs
 from cdc_pipeline_tests.binlog_oracle import binlog_row_events
-from cdc_pipeline_tests.conftest import SOURCE_FLAVORS, MongoTarget
+from cdc_pipeline_tests.conftest import MongoTarget
 from cdc_pipeline_tests.pipeline_checks import (
     change_log_problems,
     checkpoint_matches_source,
@@ -70,12 +70,6 @@ class Daemon:
             self.runs.append((time.monotonic(), str(run.partition_key), outcome.success))
 
 
-# MariaDB only (CDC_TEST_SOURCES permitting): a MongoDB-side fault, whose source flavor changes
-# nothing but the GTID format. MongoDB killed under MySQL runs in faults/test_real_daemon.py
-# (scenarios 3 and 10) on the real daemon; this 2-minute outage paid for the multi-source test.
-@pytest.mark.parametrize(
-    "source_server", [f for f in SOURCE_FLAVORS if f == "mariadb"] or SOURCE_FLAVORS, indirect=True
-)
 def test_a_long_mongodb_outage_is_ridden_out_and_drains_by_itself(
     source_server: SourceServer,
     source_schema: str,
