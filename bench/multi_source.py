@@ -59,6 +59,12 @@ FORMAT = "cdc_pipeline-bench-multi-source/1"
 MARK_EVERY = 2.0
 
 
+def _busy_share(since: tuple[float, float]) -> float:
+    """The machine's CPU busy share since ``since`` (a ``_cpu_times()`` reading)."""
+    busy, total = _cpu_times()
+    return round((busy - since[0]) / max(total - since[1], 1e-9), 3)
+
+
 def _cpu_times() -> tuple[float, float]:
     fields = [float(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
     idle = fields[3] + fields[4]
@@ -147,17 +153,17 @@ def _drain(location: Location, members: list[Member], rows: int) -> dict[str, An
                 f"INSERT INTO `{member.schema}`.bulk WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL"
                 f" SELECT n + 1 FROM s WHERE n < {per}) SELECT {base} + n, REPEAT('x', 32) FROM s",
             )
-    busy0, total0 = _cpu_times()
+    cpu = _cpu_times()
     started = time.monotonic()
     location.sensor("start")
     location.wait_drained(members, 1800)
     seconds = time.monotonic() - started
-    busy1, total1 = _cpu_times()
+    busy = _busy_share(cpu)
     return {
         "rows_per_source": rows,
         "seconds": round(seconds, 1),
         "rows_per_second": round(rows * len(members) / seconds),
-        "cpu_busy_share": round((busy1 - busy0) / max(total1 - total0, 1e-9), 3),
+        "cpu_busy_share": busy,
     }
 
 
@@ -185,7 +191,7 @@ def run_count(
             workload.create_tables()
         location.real.start()
         location.sensor("start")
-        busy0, total0 = _cpu_times()
+        cpu = _cpu_times()
         started = time.monotonic()
         with Markers(location, members) as markers:
             for workload in workloads:
@@ -194,7 +200,7 @@ def run_count(
             for workload in workloads:
                 workload.stop()
         wrote = time.monotonic() - started
-        busy1, total1 = _cpu_times()
+        busy = _busy_share(cpu)
         drained = location.wait_drained(members, 900)
         elapsed = time.monotonic() - started
         events = {m.name: len(binlog_row_events(m.server, m.origin, m.schema)) for m in members}
@@ -215,7 +221,7 @@ def run_count(
             "marker_latency_by_source": {
                 name: _percentiles(values) for name, values in markers.latencies.items()
             },
-            "cpu_busy_share": round((busy1 - busy0) / max(total1 - total0, 1e-9), 3),
+            "cpu_busy_share": busy,
             "invariants": {name: found or "ok" for name, found in problems.items()},
         }
     finally:

@@ -11,10 +11,12 @@ needs them, so secrets never appear in the UI's run configs.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import dagster as dg
 
+from cdc_pipeline.core.settings import AUDIT_VARIABLES, MONGO_VARIABLES, SOURCE_VARIABLES
 from cdc_pipeline.core.sources_file import SourceEntry, read_sources
 from cdc_pipeline.defs.capture import build_capture_sensor
 from cdc_pipeline.defs.catch_up import build_catch_up
@@ -46,38 +48,12 @@ def source_definitions(
     )
 
 
-_SOURCE_FIELDS = {
-    "CDC_STAGING_DIR": "staging_dir",
-    "CDC_SERVER_ID": "server_id",
-    "CDC_INCLUDE_TABLES": "include_tables",
-    "CDC_START_POSITION": "start_position",
-    "CDC_SEGMENT_MAX_EVENTS": "segment_max_events",
-    "CDC_TICK_MAX_SECONDS": "tick_max_seconds",
-    "CDC_RETENTION_HOURS": "retention_hours",
-    "CDC_EXCLUDE_TABLES": "exclude_tables",
-    "CDC_EXCLUDE_COLUMNS": "exclude_columns",
-    "CDC_MASK_COLUMNS": "mask_columns",
-}
-_MONGO_FIELDS = {
-    "CDC_MONGO_DB": "database",
-    "CDC_MONGO_COMPAT": "compat",
-    "CDC_MONGO_RETRY_SECONDS": "retry_seconds",
-    "CDC_BREAKER_PROBE_SECONDS": "breaker_probe_seconds",
-    "CDC_ON_UNLOADABLE": "on_unloadable",
-}
-_AUDIT_FIELDS = {
-    "CDC_LAG_WARN_SECONDS": "lag_warn_seconds",
-    "CDC_LAG_ERROR_SECONDS": "lag_error_seconds",
-    "CDC_LAG_WARN_TRANSACTIONS": "lag_warn_transactions",
-    "CDC_RETENTION_WARN_SECONDS": "retention_warn_seconds",
-    "CDC_RECONCILE_WAIT_SECONDS": "reconcile_wait_seconds",
-}
-
-
-def _fields(entry: SourceEntry, names: dict[str, str]) -> dict[str, str]:
+def _fields(entry: SourceEntry, variables: Mapping[str, str]) -> dict[str, str]:
+    """The resource fields (``core.settings``' field -> variable tables) the entry sets; the
+    secrets and the name are not among its settings, so ``url``/``uri`` stay unset."""
     return {
         field: entry.settings[variable]
-        for variable, field in names.items()
+        for field, variable in variables.items()
         if variable in entry.settings
     }
 
@@ -90,16 +66,16 @@ def entry_resources(entry: SourceEntry, w: SourceWiring) -> dict[str, Any]:
             source_name=entry.name,
             sources_file_entry=entry.name,
             url_variable=entry.url_variable,
-            **_fields(entry, _SOURCE_FIELDS),  # type: ignore[arg-type]
+            **_fields(entry, SOURCE_VARIABLES),  # type: ignore[arg-type]
         ),
         w.mongo_key: MongoSinkResource(
             sources_file_entry=entry.name,
             uri_variable=entry.secret_variables["CDC_MONGO_URI"],
-            **_fields(entry, _MONGO_FIELDS),  # type: ignore[arg-type]
+            **_fields(entry, MONGO_VARIABLES),  # type: ignore[arg-type]
         ),
         w.audit_key: AuditResource(
             sources_file_entry=entry.name,
-            **_fields(entry, _AUDIT_FIELDS),  # type: ignore[arg-type]
+            **_fields(entry, AUDIT_VARIABLES),  # type: ignore[arg-type]
         ),
     }
 
