@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,20 @@ def _stale_partitions() -> list[str]:
     return [key for key in keys if key.startswith(f"{SOURCE_NAME}-")]
 
 
+_SINCE = datetime.now(UTC)
+"""When this demo began: ``.dagster_home`` keeps earlier demos' runs (``make ui`` shows them),
+and a failed run of an earlier ``FAULT=`` demo must not count against this one."""
+
+
 def _runs() -> tuple[int, int, int]:
-    """Load runs the sensor launched: (finished, failed, not finished yet)."""
+    """Load runs the sensor launched during this demo: (finished, failed, not finished yet)."""
     import dagster as dg
 
     runs = _instance().get_runs(
         dg.RunsFilter(
-            job_name="load_batch_job", tags={"dagster/sensor_name": "binlog_capture_sensor"}
+            job_name="load_batch_job",
+            tags={"dagster/sensor_name": "binlog_capture_sensor"},
+            created_after=_SINCE,
         )
     )
     done = [run for run in runs if run.is_finished]
