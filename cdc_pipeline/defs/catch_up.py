@@ -11,9 +11,9 @@ import dagster as dg
 
 from cdc_pipeline.core.audit.explain import explain_failure
 from cdc_pipeline.core.capture.tick import capture_once
-from cdc_pipeline.core.errors import CdcError, ConfigError
+from cdc_pipeline.core.errors import CdcError
 from cdc_pipeline.core.load.loader import SegmentLoad, run_load
-from cdc_pipeline.core.settings import source_name_from_env
+from cdc_pipeline.core.settings import mongo_where, source_name_from_env
 from cdc_pipeline.core.wal.validation import ValidatedSegment
 from cdc_pipeline.defs.console import sentence_console
 from cdc_pipeline.defs.load import load_metadata, log_segment_materializations
@@ -84,13 +84,6 @@ def _catch_up(
     )
 
 
-def _where(mongo: MongoSinkResource) -> str:
-    try:
-        return mongo.mongo_settings().redacted()
-    except (ConfigError, ValueError):
-        return "CDC_MONGO_URI"
-
-
 def build_catch_up(w: SourceWiring) -> dg.JobDefinition:
     """The source's ``catch_up_job`` (named by ``w``), in its loader slot."""
 
@@ -106,7 +99,7 @@ def build_catch_up(w: SourceWiring) -> dg.JobDefinition:
         except dg.Failure:
             raise
         except Exception as error:
-            sentence = explain_failure(error, _where(mongo), _HINT)
+            sentence = explain_failure(error, mongo_where(mongo.environ()), _HINT)
             if sentence is None and isinstance(error, CdcError):
                 sentence = str(error)
             if sentence is None:

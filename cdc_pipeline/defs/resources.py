@@ -179,10 +179,13 @@ class MongoSinkResource(dg.ConfigurableResource):
         default=None, description="the variable holding the MongoDB URI (shown, never its value)"
     )
 
-    def mongo_settings(self) -> MongoSettings:
+    def environ(self) -> dict[str, str]:
+        """What ``core.settings`` reads for this sink (as ``SourceResource.environ``)."""
         fields = {name: getattr(self, name) for name in MONGO_VARIABLES}
-        base = entry_environ(self.sources_file_entry)
-        return MongoSettings.from_env(overlay(MONGO_VARIABLES, fields, base))
+        return overlay(MONGO_VARIABLES, fields, entry_environ(self.sources_file_entry))
+
+    def mongo_settings(self) -> MongoSettings:
+        return MongoSettings.from_env(self.environ())
 
 
 class AuditResource(dg.ConfigurableResource):
