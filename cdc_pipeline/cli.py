@@ -279,6 +279,19 @@ def _recapture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wal(args: argparse.Namespace) -> int:
+    from cdc_pipeline.core.wal.reader import change_line, show, summary_text
+
+    summary, changes = show(_wal_paths(), args.partition, limit=args.limit)
+    if args.json:
+        print(json.dumps({**summary, "changes": list(changes)}, indent=2, default=str))
+        return 0
+    print(summary_text(summary))
+    for change in changes:
+        print(change_line(change))
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
     from cdc_pipeline.core.audit.reconcile.run import reconcile
     from cdc_pipeline.core.mysql.grants import require_select
@@ -464,6 +477,24 @@ _COMMANDS: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, Any]], ...]], .
         " is still refused",
         "rows",
         (("action", {"choices": ("list", "retry"), "help": "list or retry"}),),
+    ),
+    (
+        "wal",
+        "show one WAL segment: its manifest (range, counts, format) and every change in it,"
+        " row images decoded; the segment is verified against its digests first (a quarantined"
+        " one is shown unverified)",
+        "manifest and changes",
+        (
+            ("action", {"choices": ("show",), "help": "show"}),
+            (
+                "partition",
+                {"metavar": "PARTITION", "help": "partition key (or segment number)"},
+            ),
+            (
+                "--limit",
+                {"type": int, "metavar": "N", "help": "show only the first N changes"},
+            ),
+        ),
     ),
     (
         "verify",

@@ -47,6 +47,11 @@ class CorruptSegmentError(CdcError):
     """A WAL segment fails verification (unreadable, checksum or manifest mismatch)."""
 
 
+class WalFormatError(CdcError):
+    """A WAL segment is in a format newer than this cdc_pipeline reads (never quarantined: the
+    segment is sound, the reader is old)."""
+
+
 class ValueConversionError(CdcError):
     """A binlog value cannot be converted without loss; the message names column and cause."""
 

@@ -1,13 +1,19 @@
-"""Row images in the WAL: the text form of converted documents (canonical Extended JSON), and
-``TextedDecimal128``, the DECIMAL value conversion makes so that writing it costs nothing.
+"""Row images in the WAL: converted documents as BSON (WAL format 2, ``encode_image``) or as
+canonical Extended JSON text (format 1, and the text forms kept elsewhere, ``encode_document``),
+and ``TextedDecimal128``, the DECIMAL value conversion makes so that writing it is cheap.
 
 ``values`` converts binlog values to BSON-ready ones; this module writes those documents into
-the WAL's ``pk``/``before``/``after`` columns and reads them back.
+the WAL's ``pk``/``before``/``after`` columns and reads them back. ``decode_document`` and
+``document_keys`` read both forms: ``bytes`` is an image of format 2, ``str`` one of format 1.
 
 Invariants:
-    * ``decode_document(encode_document(d)) == d`` for every document ``values`` builds: key
-      order, int32 vs int64, tz-aware datetimes, ``Decimal128`` and binary are kept exactly;
-    * object keys starting with ``$`` or ``~`` get a ``~`` prefix in the text only (so a JSON
+    * ``decode_document(encode_image(d)) == decode_document(encode_document(d)) == d`` for
+      every document ``values`` builds: key order, int32 vs int64, tz-aware datetimes,
+      ``Decimal128`` and binary are kept exactly (property-tested);
+    * a BSON image is ``bson.encode(d)``, pymongo's C codec, byte for byte; a document BSON
+      cannot hold (a key with a NUL byte, a lone surrogate) is stored as its format-1 text
+      behind ``TEXT_IMAGE_PREFIX``, four zero bytes no BSON document starts with (its length);
+    * in the text form, object keys starting with ``$`` or ``~`` get a ``~`` prefix (so a JSON
       value like ``{"$date": 1}`` is not read back as a BSON date); decoding removes it.
 """
 
@@ -16,13 +22,19 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import struct
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import bson
 from bson import json_util
+from bson.codec_options import CodecOptions, TypeDecoder, TypeRegistry
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.json_util import CANONICAL_JSON_OPTIONS
+from bson.raw_bson import RawBSONDocument
+
+_BID = struct.Struct("<QQ")
 
 
 class TextedDecimal128(Decimal128):
@@ -47,7 +59,13 @@ class TextedDecimal128(Decimal128):
 
     @property
     def bid(self) -> bytes:
-        return Decimal128(self._value).bid
+        """The IEEE 754-2008 BID bits, computed from the digits (``Decimal128(value).bid``
+        exactly, property-tested; ``exact_decimal`` guarantees at most 34 digits and an
+        exponent in range, so the coefficient is below 2**113 and takes the plain form)."""
+        sign, digits, exponent = self._value.as_tuple()
+        coefficient = int("".join(map(str, digits))) if digits else 0
+        high = (sign << 63) | ((int(exponent) + 6176) << 49) | (coefficient >> 64)
+        return _BID.pack(coefficient & 0xFFFF_FFFF_FFFF_FFFF, high)
 
     def to_decimal(self) -> decimal.Decimal:
         return self._value
@@ -131,9 +149,10 @@ def _unescape_pairs_decimal_text(pairs: list[tuple[str, Any]]) -> Any:
 
 
 def decode_document(
-    text: str | None, *, decimals_as_strings: bool = False
+    text: str | bytes | None, *, decimals_as_strings: bool = False
 ) -> dict[str, Any] | None:
-    """The exact inverse of ``encode_document``: datetimes come back tz-aware UTC.
+    """The exact inverse of ``encode_document`` and of ``encode_image`` (``bytes``): datetimes
+    come back tz-aware UTC.
 
     ``decimals_as_strings`` gives every ``Decimal128`` as its exact string instead, the form
     stored on servers without Decimal128 (``CDC_MONGO_COMPAT=nx-27017``): the same result as
@@ -142,6 +161,8 @@ def decode_document(
     """
     if text is None:
         return None
+    if isinstance(text, bytes):
+        return decode_image(text, decimals_as_strings=decimals_as_strings)
     hook = _unescape_pairs_decimal_text if decimals_as_strings else _unescape_pairs
     document = json.loads(text, object_pairs_hook=hook)
     if not isinstance(document, dict):
@@ -149,12 +170,76 @@ def decode_document(
     return document
 
 
-def document_keys(text: str | None) -> list[str] | None:
+def document_keys(text: str | bytes | None) -> list[str] | None:
     """The top-level keys (column names) of a WAL document, in order, without decoding its
     values (None stays None); ValueError if the text is not a JSON object."""
     if text is None:
         return None
+    if isinstance(text, bytes):
+        if text[:4] == TEXT_IMAGE_PREFIX:
+            return document_keys(text[4:].decode("utf-8"))
+        return list(_raw_image(text).keys())
     document = json.loads(text)
     if not isinstance(document, dict):
         raise ValueError("a WAL document must be a JSON object")
     return [key[1:] if key[:1] == "~" else key for key in document]
+
+
+TEXT_IMAGE_PREFIX = b"\x00\x00\x00\x00"
+"""Marks a format-2 image held as format-1 text: a BSON document starts with its own length."""
+
+
+class _DecimalAsText(TypeDecoder):
+    bson_type = Decimal128
+
+    def transform_bson(self, value: Any) -> Any:
+        return str(value)
+
+
+_IMAGE_OPTIONS: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=dt.UTC)
+_IMAGE_OPTIONS_DECIMAL_TEXT: CodecOptions[dict[str, Any]] = _IMAGE_OPTIONS.with_options(
+    type_registry=TypeRegistry([_DecimalAsText()])
+)
+_RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
+    document_class=RawBSONDocument, tz_aware=True, tzinfo=dt.UTC
+)
+
+
+def encode_image(document: Mapping[str, Any] | None) -> bytes | None:
+    """A converted document as a WAL image of format 2: its BSON bytes (None stays None).
+
+    The few documents BSON cannot hold (a key with a NUL byte, text with a lone surrogate)
+    keep their format-1 text behind ``TEXT_IMAGE_PREFIX``, so nothing a source can send is
+    refused here; MongoDB decides about them at load, as before.
+    """
+    if document is None:
+        return None
+    try:
+        return bson.encode(document)
+    except (bson.errors.InvalidDocument, UnicodeEncodeError):
+        text = encode_document(document)
+        assert text is not None
+        return TEXT_IMAGE_PREFIX + text.encode("utf-8")
+
+
+def _raw_image(image: bytes) -> RawBSONDocument:
+    try:
+        return bson.decode(image, codec_options=_RAW_OPTIONS)
+    except bson.errors.InvalidBSON as error:
+        raise ValueError(f"a WAL image is not a BSON document ({error})") from None
+
+
+def decode_image(
+    image: bytes | None, *, decimals_as_strings: bool = False
+) -> dict[str, Any] | None:
+    """The document of a format-2 image (``decode_document`` for ``bytes``); ValueError if the
+    bytes are not one."""
+    if image is None:
+        return None
+    if image[:4] == TEXT_IMAGE_PREFIX:
+        return decode_document(image[4:].decode("utf-8"), decimals_as_strings=decimals_as_strings)
+    options = _IMAGE_OPTIONS_DECIMAL_TEXT if decimals_as_strings else _IMAGE_OPTIONS
+    try:
+        return bson.decode(image, codec_options=options)
+    except bson.errors.InvalidBSON as error:
+        raise ValueError(f"a WAL image is not a BSON document ({error})") from None

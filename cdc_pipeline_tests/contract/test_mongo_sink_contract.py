@@ -19,7 +19,7 @@ from bson import ObjectId, json_util
 from pymongo.database import Database
 from pymysqlreplication.constants import FIELD_TYPE
 
-from cdc_pipeline.core.images import decode_document, encode_document
+from cdc_pipeline.core.images import decode_document, encode_document, encode_image
 from cdc_pipeline.core.load.documents import (
     CATALOG,
     CHECKPOINTS,
@@ -34,7 +34,7 @@ from cdc_pipeline.core.load.rebuild import rename_collection
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.schema import ColumnSpec, TableSchema
-from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline.core.wal.segment import IMAGE_COLUMNS, Manifest
 from cdc_pipeline_tests.contract.conftest import ContractBackend
 
 pytestmark = pytest.mark.integration
@@ -71,9 +71,9 @@ def _change(
     schema = TABLES[table]
     image = after if after is not None else before
     pk = {name: image[name] for name in schema.primary_key} if schema.primary_key else None
-    return _row(seq, index, table, op, encode_document(pk), schema.version) | {
-        "before": encode_document(before),
-        "after": encode_document(after),
+    return _row(seq, index, table, op, encode_image(pk), schema.version) | {
+        "before": encode_image(before),
+        "after": encode_image(after),
     }
 
 
@@ -396,3 +396,23 @@ def test_a_rename_whose_source_is_gone_changes_nothing(
     rename_collection(sink, sink.mirror("shop", "items"), new)
 
     assert _dump(contract_db) == first
+
+
+def test_a_segment_of_the_previous_wal_format_loads_to_the_same_bytes(
+    contract_mongo: ContractBackend, contract_db: Database[Any]
+) -> None:
+    """WAL format 1 (Extended JSON text images) and format 2 (BSON images) of one segment give
+    the same database, document for document: a WAL captured before the upgrade still loads."""
+    current = _segment(with_rename=False)
+    previous = [
+        row | {name: encode_document(decode_document(row[name])) for name in IMAGE_COLUMNS}
+        for row in current
+    ]
+    assert isinstance(current[0]["after"], bytes) and isinstance(previous[0]["after"], str)
+    MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(previous, _manifest())
+    loaded_from_text = _dump(contract_db)
+    for name in contract_db.list_collection_names():
+        contract_db.drop_collection(name)
+    assert _dump(contract_db) == "{}"
+    MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(current, _manifest())
+    assert _dump(contract_db) == loaded_from_text

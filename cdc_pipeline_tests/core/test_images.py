@@ -1,4 +1,5 @@
-"""Unit tests of core/images.py: the WAL text of row images round-trips every BSON-ready value."""
+"""Unit tests of core/images.py: the WAL's row images (BSON, format 2; text, format 1)
+round-trip every BSON-ready value, and the two formats decode to the same documents."""
 
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from bson.int64 import Int64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc_pipeline.core.images import decode_document, document_keys, encode_document
+from cdc_pipeline.core.images import (
+    TEXT_IMAGE_PREFIX,
+    decode_document,
+    document_keys,
+    encode_document,
+    encode_image,
+)
 
 UTC = dt.UTC
 
@@ -176,3 +183,51 @@ def test_document_keys_refuses_a_non_object_and_keeps_none() -> None:
     assert document_keys(None) is None
     with pytest.raises(ValueError, match="JSON object"):
         document_keys("[1, 2]")
+
+
+def _with_texted_decimals(value: Any) -> Any:
+    """The document as conversion makes it: exact decimals as ``TextedDecimal128``."""
+    from cdc_pipeline.core.values import exact_decimal
+
+    if isinstance(value, dict):
+        return {key: _with_texted_decimals(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_texted_decimals(item) for item in value]
+    if isinstance(value, Decimal128):
+        return exact_decimal(value.to_decimal())
+    return value
+
+
+@given(documents)
+def test_a_bson_image_decodes_to_what_the_text_image_decoded_to(document: dict[str, Any]) -> None:
+    """Format 2 against format 1: the same document, types, key order and all."""
+    document = _with_texted_decimals(document)
+    image = encode_image(document)
+    assert isinstance(image, bytes) and image == bson_encode(document)
+    from_text = decode_document(encode_document(document))
+    assert _strictly_equal(decode_document(image), from_text)
+    assert _strictly_equal(
+        decode_document(image, decimals_as_strings=True),
+        decode_document(encode_document(document), decimals_as_strings=True),
+    )
+    assert document_keys(image) == document_keys(encode_document(document)) == list(document)
+
+
+@pytest.mark.parametrize(
+    "document",
+    [{"k\x00ey": 1, "n": {"a\x00": [1]}}, {"text": "lone \udc80 surrogate"}],
+    ids=["nul-in-key", "lone-surrogate"],
+)
+def test_a_document_bson_cannot_hold_keeps_its_text_image(document: dict[str, Any]) -> None:
+    image = encode_image(document)
+    assert image is not None and image[:4] == TEXT_IMAGE_PREFIX
+    assert _strictly_equal(decode_document(image), document)
+    assert document_keys(image) == list(document)
+
+
+def test_bytes_that_are_not_an_image_are_refused_and_none_stays_none() -> None:
+    assert encode_image(None) is None and decode_document(None) is None
+    with pytest.raises(ValueError, match="not a BSON document"):
+        decode_document(b"\x05\x00\x00\x00\x01")
+    with pytest.raises(ValueError, match="not a BSON document"):
+        document_keys(b"garbage")

@@ -29,6 +29,7 @@ from cdc_pipeline.core.capture.snapshot import run_snapshot
 from cdc_pipeline.core.capture.snapshot_plan import SnapshotProgress, load_plan, read_recoveries
 from cdc_pipeline.core.capture.tick import capture_once
 from cdc_pipeline.core.errors import BinlogPurgedError
+from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.load.documents import MIRROR_STATUS, ROW_CHANGES
 from cdc_pipeline.core.load.loader import run_load
 from cdc_pipeline.core.settings import CaptureSettings, MongoSettings, SourceUrl
@@ -424,9 +425,9 @@ def test_validation_refuses_a_foreign_row_in_a_snapshot_segment(tmp_path: Path) 
             "schema": "s",
             "table": table,
             "op": "snapshot",
-            "pk": '{"id": 1}',
+            "pk": encode_image({"id": 1}),
             "before": None,
-            "after": '{"id": 1}',
+            "after": encode_image({"id": 1}),
             "schema_version": version,
             "binlog_file": "b.000001",
             "binlog_pos": 4,

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cdc_pipeline.core.governance import Governance
-from cdc_pipeline.core.images import encode_document
+from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
 from cdc_pipeline.core.settings import CaptureSettings
@@ -85,9 +85,9 @@ class SegmentBuilder:
                 schema=item.schema,
                 table=item.table,
                 op=item.op,
-                pk=encode_document(pk),
-                before=encode_document(item.before),
-                after=encode_document(item.after),
+                pk=encode_image(pk),
+                before=encode_image(item.before),
+                after=encode_image(item.after),
                 schema_version=schema.version,
                 binlog_file=item.binlog_file,
                 binlog_pos=item.binlog_pos,

@@ -32,7 +32,7 @@ from cdc_pipeline.core.capture.snapshot_point import SnapshotPoint
 from cdc_pipeline.core.errors import SnapshotError
 from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.gtid import GtidSet
-from cdc_pipeline.core.images import encode_document
+from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.mysql.catalog import SourceTable, describe_table
 from cdc_pipeline.core.mysql.source_rows import row_documents
 from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
@@ -156,9 +156,9 @@ class SnapshotSession:
             "schema": schema,
             "table": table,
             "op": SNAPSHOT_OP,
-            "pk": encode_document(key),
+            "pk": encode_image(key),
             "before": None,
-            "after": encode_document(document),
+            "after": encode_image(document),
             "schema_version": self.versions[f"{schema}.{table}"],
             "binlog_file": self.point.binlog_file,
             "binlog_pos": self.point.binlog_pos,

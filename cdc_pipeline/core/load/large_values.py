@@ -32,6 +32,7 @@ import bson
 import gridfs
 from pymongo.database import Database
 
+from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX
 from cdc_pipeline.core.load.documents import LARGE_VALUES
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -42,6 +43,7 @@ HEADROOM = 64 * 1024
 """Room kept below the limit once a document had to be fitted (the update command's own
 wrapping, and ``_cdc`` written later)."""
 _SAFE_TEXT = 2 * 1024 * 1024
+_SAFE_BSON = 8 * 1024 * 1024
 _SAFE_BRACKETS = 80
 _REFERENCE_BYTES = 128
 
@@ -55,17 +57,32 @@ def depth(value: Any) -> int:
     return 0
 
 
-def may_not_fit(*texts: str | None) -> bool:
-    """A cheap test on the WAL's image texts: False means every document built from them fits.
+def may_not_fit(*images: str | bytes | None) -> bool:
+    """A cheap test on the WAL's images: False means every document built from them fits.
 
-    Under 2 MiB of canonical Extended JSON, BSON stays under about 12 MiB (its worst ratio to the
-    text is an array of one-digit numbers: about 6 to 1), and under 80 brackets nothing nests
-    more than 80 levels.
+    Text (format 1): under 2 MiB of canonical Extended JSON, BSON stays under about 12 MiB (its
+    worst ratio to the text is an array of one-digit numbers: about 6 to 1), and under 80
+    brackets nothing nests more than 80 levels. BSON (format 2): the bytes are the size, and
+    every nested document or array costs one type byte 3 or 4, so under 80 such bytes (any
+    byte of that value counts: an over-estimate) nothing nests more than 80 levels.
     """
-    present = [text for text in texts if text]
-    if sum(len(text) for text in present) > _SAFE_TEXT:
+    present = [image for image in images if image]
+    if not any(isinstance(image, bytes) for image in present):
+        if sum(len(image) for image in present) > _SAFE_TEXT:
+            return True
+        return sum(_openings(image) for image in present) > _SAFE_BRACKETS
+    if sum(len(image) for image in present) > _SAFE_BSON:
         return True
-    return sum(text.count("{") + text.count("[") for text in present) > _SAFE_BRACKETS
+    return sum(_openings(image) for image in present) > _SAFE_BRACKETS
+
+
+def _openings(image: str | bytes) -> int:
+    """At least the number of documents and arrays ``image`` holds (see ``may_not_fit``)."""
+    if isinstance(image, str):
+        return image.count("{") + image.count("[")
+    if image[:4] == TEXT_IMAGE_PREFIX:  # a format-2 image kept as text (images.encode_image)
+        return image.count(b"{") + image.count(b"[")
+    return image.count(3) + image.count(4)
 
 
 def may_not_fit_values(values: Mapping[str, Any]) -> bool:

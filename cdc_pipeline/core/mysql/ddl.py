@@ -30,7 +30,7 @@ from sqlglot.dialects.mysql import MySQL
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import TokenType
 
-from cdc_pipeline.core.images import decode_document, encode_document
+from cdc_pipeline.core.images import decode_document, encode_image
 
 
 class _Tokenizer(MySQL.Tokenizer):
@@ -552,7 +552,7 @@ def ddl_context(
     ansi_quotes: bool,
     rebuild: Sequence[tuple[str, str]] = (),
     no_backslash_escapes: bool | None = None,
-) -> str:
+) -> bytes:
     """What a WAL DDL row keeps (in its ``after`` column) of the session that ran it: its
     default schema and whether ``"x"`` is a name; and ``rebuild``, tables capture saw enter
     the included ones (renamed from an excluded name), which have no mirror to move. The
@@ -563,9 +563,9 @@ def ddl_context(
         context["rebuild"] = [list(name) for name in rebuild]
     if no_backslash_escapes is not None:
         context["no_backslash_escapes"] = no_backslash_escapes
-    text = encode_document(context)
-    assert text is not None
-    return text
+    image = encode_image(context)
+    assert image is not None
+    return image
 
 
 def classify_row(row: Mapping[str, Any], *, mariadb: bool = True) -> DdlStatement:

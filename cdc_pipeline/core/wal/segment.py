@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cdc_pipeline.core.errors import CorruptSegmentError
+from cdc_pipeline.core.errors import CorruptSegmentError, WalFormatError
 from cdc_pipeline.core.gtid import GtidSet, as_flavor
 from cdc_pipeline.core.wal.staging import (
     file_digest_path,
@@ -33,9 +33,14 @@ from cdc_pipeline.core.wal.staging import (
 )
 
 MANIFEST_KEY = b"cdc_manifest"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The WAL format capture writes. 1: row images as canonical Extended JSON text (``string``
+columns); 2: row images as BSON (``binary`` columns, ``images.encode_image``). Loads, checks,
+``wal show`` and ``read_changes`` read both; a segment of a newer format is refused."""
 
-ROW_SCHEMA = pa.schema(
+IMAGE_COLUMNS = ("pk", "before", "after")
+
+ROW_SCHEMA_V1 = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),
         pa.field("gtid", pa.string(), nullable=False),
@@ -54,6 +59,13 @@ ROW_SCHEMA = pa.schema(
         pa.field("statement", pa.string()),
     ]
 )
+ROW_SCHEMA = pa.schema(
+    [
+        field.with_type(pa.binary()) if field.name in IMAGE_COLUMNS else field
+        for field in ROW_SCHEMA_V1
+    ]
+)
+"""Format 2 (``FORMAT_VERSION``): the columns of format 1, with the images in BSON."""
 COLUMNS = tuple(ROW_SCHEMA.names)
 
 
@@ -62,13 +74,21 @@ _DIGEST_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def digest_line(row: dict[str, Any]) -> bytes:
+    """What the manifest's checksum hashes for one row: a JSON line of the columns' values,
+    then the bytes of each binary value (format 2's images), each named in the line by its
+    length, so the framing is unambiguous. A format-1 row (no bytes) gives its old line."""
     values = []
+    blobs = []
     for name in COLUMNS:
         value = row.get(name)
         if isinstance(value, datetime):
             value = int(value.astimezone(UTC).timestamp() * 1_000_000)
+        elif isinstance(value, bytes):
+            blobs.append(value)
+            value = {"bytes": len(value)}
         values.append(value)
-    return _DIGEST_ENCODER.encode(values).encode() + b"\n"
+    line = _DIGEST_ENCODER.encode(values).encode() + b"\n"
+    return line + b"".join(blobs) if blobs else line
 
 
 @dataclass
@@ -136,6 +156,16 @@ def _unreadable(path: Path, error: BaseException) -> CorruptSegmentError:
         f"segment {path.name} cannot be read ({type(error).__name__}); move it to the"
         " quarantine folder and re-capture it from the binlog (see docs/operations.md)."
     )
+
+
+def refuse_newer_format(path: Path, manifest: Manifest) -> None:
+    """A segment written by a newer cdc_pipeline is never guessed at."""
+    if int(manifest.format_version) > FORMAT_VERSION:
+        raise WalFormatError(
+            f"segment {path.name} is in WAL format {manifest.format_version}, written by a newer"
+            f" cdc_pipeline (this one reads formats 1 to {FORMAT_VERSION}); upgrade cdc_pipeline"
+            " on every process that loads this WAL, then run the load again."
+        )
 
 
 def read_manifest(path: Path) -> Manifest:
@@ -215,6 +245,17 @@ def read_verified(
         parquet = pq.ParquetFile(pa.BufferReader(buffer))
         metadata = parquet.metadata.metadata or {}
         manifest = Manifest.from_json(metadata[MANIFEST_KEY])
+    except Exception as error:  # any failure to decode the bytes means they are damaged
+        raise _unreadable(path, error) from None
+    refuse_newer_format(path, manifest)
+    image_type = pa.string() if int(manifest.format_version) < 2 else pa.binary()
+    if any(parquet.schema_arrow.field(name).type != image_type for name in IMAGE_COLUMNS):
+        raise CorruptSegmentError(
+            f"segment {path.name} does not match its manifest (its row images are not of WAL"
+            f" format {manifest.format_version}); it was changed after capture: quarantine it and"
+            " re-capture from the binlog."
+        )
+    try:
         for batch in parquet.iter_batches(batch_size=10_000):
             for row in batch.to_pylist():
                 digest.update(digest_line(row))

@@ -21,8 +21,11 @@ import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import StagingError
 from cdc_pipeline.core.wal.segment import (
+    FORMAT_VERSION,
+    IMAGE_COLUMNS,
     MANIFEST_KEY,
     ROW_SCHEMA,
+    ROW_SCHEMA_V1,
     Manifest,
     digest_line,
     file_sha256,
@@ -38,7 +41,20 @@ class SegmentWriter:
     spill limit); everything else is already in the file.
     """
 
-    def __init__(self, paths: WalPaths, sequence: int, row_group_size: int = 5_000):
+    def __init__(
+        self,
+        paths: WalPaths,
+        sequence: int,
+        row_group_size: int = 5_000,
+        format_version: int = FORMAT_VERSION,
+    ):
+        """``format_version`` 1 writes the previous format (text images), for tests of the
+        readers' backward compatibility; capture always writes ``FORMAT_VERSION``."""
+        if format_version not in (1, FORMAT_VERSION):
+            raise ValueError(f"WAL format {format_version} cannot be written")
+        self.format_version = format_version
+        self.schema = ROW_SCHEMA_V1 if format_version == 1 else ROW_SCHEMA
+        self._image_type = str if format_version == 1 else bytes
         self.paths = paths
         self.sequence = sequence
         self.row_group_size = row_group_size
@@ -51,6 +67,13 @@ class SegmentWriter:
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows (in order); they reach the file in row groups."""
         for row in rows:
+            for name in IMAGE_COLUMNS:
+                image = row.get(name)
+                if image is not None and type(image) is not self._image_type:
+                    raise TypeError(
+                        f"WAL format {self.format_version} holds {name} as"
+                        f" {self._image_type.__name__}, not {type(image).__name__}"
+                    )
             self._digest.update(digest_line(row))
         self._pending.extend(rows)
         if len(self._pending) >= self.row_group_size:
@@ -62,7 +85,7 @@ class SegmentWriter:
         try:
             if self._writer is None:
                 self._writer = self._open()
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=ROW_SCHEMA))
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
         except OSError as error:
             self.abort()
             raise _staging_error(self.paths, error) from None
@@ -72,18 +95,19 @@ class SegmentWriter:
     def _open(self) -> pq.ParquetWriter:
         """The Parquet writer, on a temp file created 0600 first (it keeps that mode)."""
         open_private(self.temp_path, "wb").close()
-        return pq.ParquetWriter(self.temp_path, ROW_SCHEMA, compression="zstd")
+        return pq.ParquetWriter(self.temp_path, self.schema, compression="zstd")
 
     def commit(self, manifest: Manifest) -> Path:
         """Finish the file with ``manifest`` in its footer and rename it into place, durably."""
         self._flush()
         manifest.checksum = self._digest.hexdigest()
+        manifest.format_version = self.format_version
         manifest.created_at = datetime.now(UTC).isoformat()
         final = self.paths.segment(self.sequence)
         try:
             if self._writer is None:
                 self._writer = self._open()
-                self._writer.write_table(ROW_SCHEMA.empty_table())
+                self._writer.write_table(self.schema.empty_table())
             self._writer.add_key_value_metadata({MANIFEST_KEY: manifest.to_json().encode()})
             self._writer.close()
             self._writer = None

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from cdc_pipeline.core.errors import CaptureLockedError, ConfigError, StagingError
+from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.load.retention import retire_segments, retired_partitions
 from cdc_pipeline.core.settings import retention_from_env
 from cdc_pipeline.core.wal import ledger as ledger_module
@@ -47,9 +48,9 @@ def row(gtid_seq: int) -> dict[str, object]:
         "schema": "shop",
         "table": "orders",
         "op": "insert",
-        "pk": f'{{"id": {{"$numberInt": "{gtid_seq}"}}}}',
+        "pk": encode_image({"id": gtid_seq}),
         "before": None,
-        "after": f'{{"id": {{"$numberInt": "{gtid_seq}"}}}}',
+        "after": encode_image({"id": gtid_seq}),
         "schema_version": "vabc",
         "binlog_file": "bin.000001",
         "binlog_pos": 100 * gtid_seq,

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from cdc_pipeline.core.errors import CaptureLockedError, CorruptSegmentError, StagingError
+from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.wal.segment import Manifest, read_manifest, read_rows, verify_segment
 from cdc_pipeline.core.wal.staging import WalPaths, capture_lock, list_segments, partition_keys
 from cdc_pipeline.core.wal.writer import SegmentWriter
@@ -28,9 +29,9 @@ def row(index: int) -> dict[str, object]:
         "schema": "shop",
         "table": "orders",
         "op": "insert",
-        "pk": f'{{"id": {{"$numberInt": "{index}"}}}}',
+        "pk": encode_image({"id": index}),
         "before": None,
-        "after": f'{{"id": {{"$numberInt": "{index}"}}}}',
+        "after": encode_image({"id": index}),
         "schema_version": "vabc",
         "binlog_file": "bin.000001",
         "binlog_pos": 100 + index,
