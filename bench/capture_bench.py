@@ -67,7 +67,7 @@ def measure_product_capture(arguments: dict[str, Any]) -> dict[str, Any]:
         start_position=arguments["start_gtid"],
     )
     rows = segments = ticks = 0
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     while True:
         result = capture_once(settings)
         ticks += 1
@@ -77,8 +77,14 @@ def measure_product_capture(arguments: dict[str, Any]) -> dict[str, Any]:
             raise RuntimeError(f"capture stopped early: {result.error}")
         if result.stopped_because == "caught_up":
             break
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "rows": rows, "segments": segments, "ticks": ticks}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu,
+        "rows": rows,
+        "segments": segments,
+        "ticks": ticks,
+    }
 
 
 def measure_library_capture(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +115,7 @@ def measure_library_capture(arguments: dict[str, Any]) -> dict[str, Any]:
     )
     rows = 0
     deadline = time.monotonic() + float(arguments["timeout"])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         for event in stream:
             if isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
@@ -118,10 +124,10 @@ def measure_library_capture(arguments: dict[str, Any]) -> dict[str, Any]:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the library loop read {rows} of {expected} rows in time")
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         stream.close()
-    return {"seconds": seconds, "rows": rows}
+    return {"seconds": seconds, "cpu_seconds": cpu, "rows": rows}
 
 
 # -- the reference: the server's own C decoder ----------------------------------------------------

@@ -2,7 +2,9 @@
 
 Measures nothing by itself: each task (``TASKS``) times only its own work loop with
 ``time.perf_counter`` (imports, connections made before the loop, and copying input are
-outside the timing) and reports the process's peak resident set size (``VmHWM`` from
+outside the timing), and its own process CPU time (``time.process_time``: user and system, all
+threads, over the same span; ``cpu_us_per_row`` = that / rows, the client's cost independent of
+how fast the server answers) and reports the process's peak resident set size (``VmHWM`` from
 ``/proc/self/status``, the kernel's high-water mark for the whole life of the process). A fresh
 process per task keeps one measurement's memory and imports from leaking into the next, and lets
 the baseline tasks import only what a bare loop needs.
@@ -61,6 +63,8 @@ def run_child(task: str, arguments: dict[str, Any], timeout: float) -> dict[str,
     figures["peak_rss_mib"] = round(figures.pop("peak_rss_kib") / 1024, 1)
     seconds = figures["seconds"]
     figures["rows_per_second"] = round(figures["rows"] / seconds, 1) if seconds > 0 else None
+    if "cpu_seconds" in figures and figures["rows"]:
+        figures["cpu_us_per_row"] = round(figures["cpu_seconds"] / figures["rows"] * 1e6, 2)
     return figures
 
 

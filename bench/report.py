@@ -56,6 +56,7 @@ def stage_figures(stage: str, backlog: dict[str, Any], series: dict[str, list[di
             "rows_per_second": stats(run["rows_per_second"] for run in runs),
             "seconds": stats(run["seconds"] for run in runs),
             "peak_rss_mib": stats(run.get("peak_rss_mib") for run in runs),
+            "cpu_us_per_row": stats(run.get("cpu_us_per_row") for run in runs),
             "runs": runs,
         }
     speeds = {name: item["rows_per_second"]["median"] for name, item in figures["series"].items()}
@@ -146,6 +147,12 @@ def _rate(figure: dict[str, Any]) -> str:
     return f"{figure['median']:,.0f} ({figure['min']:,.0f}-{figure['max']:,.0f})"
 
 
+def _cpu(figure: dict[str, Any]) -> str:
+    if figure["median"] is None:
+        return "-"
+    return f"{figure['median']:,.1f} ({figure['min']:,.1f}-{figure['max']:,.1f})"
+
+
 def summary_table(report: dict[str, Any]) -> str:
     """A plain-text table of every figure in the report, for the terminal."""
     lines = [
@@ -167,6 +174,24 @@ def summary_table(report: dict[str, Any]) -> str:
             f"{_number(item['ratio_vs_baseline']):>7}  "
             f"{(_rate(reference['rows_per_second']) if reference else '-'):<28}"
             f"{_number(ratio_ref):>7}"
+        )
+    lines += [
+        "",
+        "client CPU, microseconds per row event (process CPU time, not wall): median (min-max);"
+        " ratio = product / baseline",
+        f"{'source':<8}{'table':<10}{'rows':>9}  {'stage':<8}{'product':<22}"
+        f"{'baseline':<22}{'ratio':>7}",
+    ]
+    for item in report["stages"]:
+        series = item["series"]
+        product = series["product"].get("cpu_us_per_row")
+        baseline = series[item["baseline"]].get("cpu_us_per_row")
+        if product is None or baseline is None:
+            continue  # a report written before CPU was measured
+        lines.append(
+            f"{item['source']:<8}{item['variant']:<10}{item['rows']:>9,}  {item['stage']:<8}"
+            f"{_cpu(product):<22}{_cpu(baseline):<22}"
+            f"{_number(_ratio(product['median'], baseline['median'])):>7}"
         )
     lines += ["", "peak RSS, MiB: median (min-max); ratio = product / baseline"]
     lines.append(
