@@ -10,7 +10,9 @@ Invariants:
     * ``decode_document(encode_image(d)) == decode_document(encode_document(d)) == d`` for
       every document ``values`` builds: key order, int32 vs int64, tz-aware datetimes,
       ``Decimal128`` and binary are kept exactly (property-tested);
-    * a BSON image is ``bson.encode(d)``, pymongo's C codec, byte for byte; a document BSON
+    * a BSON image is the BSON of ``d`` from pymongo's C codec, keys in ``d``'s order (unlike
+      ``bson.encode(d)``, which moves ``_id`` first: a source column may be called ``_id``);
+      a document BSON
       cannot hold (a key with a NUL byte, a lone surrogate) is stored as its format-1 text
       behind ``TEXT_IMAGE_PREFIX``, four zero bytes no BSON document starts with (its length);
     * in the text form, object keys starting with ``$`` or ``~`` get a ``~`` prefix (so a JSON
@@ -185,6 +187,8 @@ def document_keys(text: str | bytes | None) -> list[str] | None:
     return [key[1:] if key[:1] == "~" else key for key in document]
 
 
+_WRAPPER_HEAD = 6
+"""Bytes before the document in ``bson.encode({"": document})``: length (4), type 3, key ``""``."""
 TEXT_IMAGE_PREFIX = b"\x00\x00\x00\x00"
 """Marks a format-2 image held as format-1 text: a BSON document starts with its own length."""
 
@@ -215,7 +219,9 @@ def encode_image(document: Mapping[str, Any] | None) -> bytes | None:
     if document is None:
         return None
     try:
-        return bson.encode(document)
+        # Encoded as the value of a wrapper's empty key and cut out of it: the top level of
+        # ``bson.encode`` moves an ``_id`` key first, a nested document keeps its key order.
+        return bson.encode({"": document})[_WRAPPER_HEAD:-1]
     except (bson.errors.InvalidDocument, UnicodeEncodeError):
         text = encode_document(document)
         assert text is not None

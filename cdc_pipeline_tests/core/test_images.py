@@ -74,7 +74,7 @@ def _strictly_equal(left: Any, right: Any) -> bool:
 
 keys = st.text(
     st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=6
-) | st.sampled_from(["$date", "$numberInt", "$binary", "~", "~$oid", "$"])
+) | st.sampled_from(["$date", "$numberInt", "$binary", "~", "~$oid", "$", "_id"])
 
 scalars = st.one_of(
     st.none(),
@@ -203,7 +203,7 @@ def test_a_bson_image_decodes_to_what_the_text_image_decoded_to(document: dict[s
     """Format 2 against format 1: the same document, types, key order and all."""
     document = _with_texted_decimals(document)
     image = encode_image(document)
-    assert isinstance(image, bytes) and image == bson_encode(document)
+    assert isinstance(image, bytes) and image == bson_encode({"": document})[6:-1]
     from_text = decode_document(encode_document(document))
     assert _strictly_equal(decode_document(image), from_text)
     assert _strictly_equal(
