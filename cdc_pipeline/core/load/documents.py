@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import bson
 from bson import json_util
 from pymongo import ReplaceOne
 
@@ -255,6 +256,13 @@ def key_label(value: Any) -> str:
 def key_text(value: Any) -> str:
     """A canonical text of a key (or any value): equal BSON values, equal texts."""
     return json_util.dumps(value, json_options=json_util.CANONICAL_JSON_OPTIONS)
+
+
+def key_identity(value: Any) -> bytes:
+    """The in-memory twin of ``key_text`` (equal BSON values, equal bytes; int32 and int64,
+    and Decimal128 of different exponents, stay apart as in the text) at a tenth of its cost;
+    never stored: stored keys use ``key_text``."""
+    return bson.encode({"": value})
 
 
 @dataclass

@@ -48,6 +48,7 @@ from cdc_pipeline.core.load.documents import (
     catalog_document,
     change_document,
     id_filter,
+    key_identity,
     key_label,
     key_text,
     mirror_collection,
@@ -111,12 +112,12 @@ class ApplyReport:
 class _Phase:
     """Mirror changes since the last mirror-changing DDL, coalesced to the last change per key."""
 
-    actions: dict[tuple[str, str], tuple[str, Any, dict[str, Any] | None, str]] = field(
+    actions: dict[tuple[str, bytes], tuple[str, Any, dict[str, Any] | None, str]] = field(
         default_factory=dict
     )
 
     def set(self, collection: str, key: Any, document: dict[str, Any] | None, gtid: str) -> None:
-        identity = (collection, key_text(key))
+        identity = (collection, key_identity(key))
         self.actions.pop(identity, None)  # keep insertion order = order of last change
         self.actions[identity] = (collection, key, document, gtid)
 
@@ -475,7 +476,7 @@ class MongoSink:
             phase.set(collection, mirror_id(old_key or {}), None, row["gtid"])
             return
         new_key = {name: after[name] for name in key_columns}
-        if old_key is not None and key_text(old_key) != key_text(new_key):
+        if old_key is not None and key_identity(old_key) != key_identity(new_key):
             phase.set(collection, mirror_id(old_key), None, row["gtid"])  # a key update moves it
         identity = mirror_id(new_key)
         document = mirror_document(identity, after, meta)

@@ -73,22 +73,47 @@ _DIGEST_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """``json.dumps`` with these options builds a new encoder per call; the text is the same."""
 
 
-def digest_line(row: dict[str, Any]) -> bytes:
-    """What the manifest's checksum hashes for one row: a JSON line of the columns' values,
-    then the bytes of each binary value (format 2's images), each named in the line by its
-    length, so the framing is unambiguous. A format-1 row (no bytes) gives its old line."""
+def digest_line(row: dict[str, Any], format_version: int) -> bytes:
+    """What the manifest's checksum hashes for one row of a segment of ``format_version``.
+
+    Format 1: the JSON line of the columns' values (``committed_at`` in microseconds). Format
+    2: the JSON line of the same values in column order, in which each image (``pk``,
+    ``before``, ``after``, BSON bytes) is written as its length (null when absent), followed by
+    the images' bytes in that order; the lengths make the framing unambiguous.
+    """
+    if format_version >= 2:
+        return _digest_line_v2(row)
     values = []
-    blobs = []
     for name in COLUMNS:
         value = row.get(name)
         if isinstance(value, datetime):
             value = int(value.astimezone(UTC).timestamp() * 1_000_000)
-        elif isinstance(value, bytes):
-            blobs.append(value)
-            value = {"bytes": len(value)}
         values.append(value)
-    line = _DIGEST_ENCODER.encode(values).encode() + b"\n"
-    return line + b"".join(blobs) if blobs else line
+    return _DIGEST_ENCODER.encode(values).encode() + b"\n"
+
+
+def _digest_line_v2(row: dict[str, Any], _encode: Any = _DIGEST_ENCODER.encode) -> bytes:
+    pk, before, after = row["pk"], row["before"], row["after"]
+    head = _encode(
+        (
+            row["event_id"],
+            row["gtid"],
+            row["row_index"],
+            row["source"],
+            row["schema"],
+            row["table"],
+            row["op"],
+            None if pk is None else len(pk),
+            None if before is None else len(before),
+            None if after is None else len(after),
+            row["schema_version"],
+            row["binlog_file"],
+            row["binlog_pos"],
+            int(row["committed_at"].astimezone(UTC).timestamp() * 1_000_000),
+            row["statement"],
+        )
+    )
+    return b"".join((head.encode(), b"\n", pk or b"", before or b"", after or b""))
 
 
 @dataclass
@@ -255,10 +280,11 @@ def read_verified(
             f" format {manifest.format_version}); it was changed after capture: quarantine it and"
             " re-capture from the binlog."
         )
+    version = int(manifest.format_version)
     try:
         for batch in parquet.iter_batches(batch_size=10_000):
             for row in batch.to_pylist():
-                digest.update(digest_line(row))
+                digest.update(digest_line(row, version))
                 rows += row["op"] != "ddl"
                 ddl += row["op"] == "ddl"
                 if each_row is not None:

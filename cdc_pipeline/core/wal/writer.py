@@ -74,7 +74,7 @@ class SegmentWriter:
                         f"WAL format {self.format_version} holds {name} as"
                         f" {self._image_type.__name__}, not {type(image).__name__}"
                     )
-            self._digest.update(digest_line(row))
+            self._digest.update(digest_line(row, self.format_version))
         self._pending.extend(rows)
         if len(self._pending) >= self.row_group_size:
             self._flush()

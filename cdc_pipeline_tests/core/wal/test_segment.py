@@ -186,4 +186,38 @@ def test_rowdigest_line_is_the_format_every_existing_segment_was_written_with() 
     values = [row[name] for name in COLUMNS]
     values[COLUMNS.index("committed_at")] = 1795867200123456
     expected = json.dumps(values, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
-    assert digest_line(row) == expected
+    assert digest_line(row, 1) == expected
+
+
+def test_the_format_2_row_digest_is_pinned() -> None:
+    """Format 2's line: the same JSON with each image's length in its place, then the images'
+    bytes in column order. Pinned, like format 1's: segments on disk carry checksums over it."""
+    from datetime import UTC, datetime
+
+    from cdc_pipeline.core.wal.segment import digest_line
+
+    row: dict[str, object] = {
+        "event_id": "0-1-7#0",
+        "gtid": "0-1-7",
+        "row_index": 0,
+        "source": "s",
+        "schema": "ü",
+        "table": "t",
+        "op": "update",
+        "pk": b"\x01",
+        "before": None,
+        "after": b"\x02\x03",
+        "schema_version": "v1",
+        "binlog_file": "b.1",
+        "binlog_pos": 9,
+        "committed_at": datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),
+        "statement": None,
+    }
+    assert (
+        digest_line(row, 2)
+        == (
+            '["0-1-7#0","0-1-7",0,"s","ü","t","update",1,null,2,"v1","b.1",9,1795867200123456,null]'
+            "\n"
+        ).encode()
+        + b"\x01\x02\x03"
+    )
