@@ -163,18 +163,21 @@ def show(
     return _manifest_summary(manifest, where), changes()
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
 def change_line(row: dict[str, Any]) -> str:
     """One change as one line of text: where, what, and the image that says it."""
     table = f"{row['schema']}.{row['table']}" if row.get("table") else row["schema"]
     head = f"{row['gtid']} #{row['row_index']}  {row['op']:<8} {table}"
     if row["op"] == "ddl":
         return f"{head}  {row['statement']}"
-    compact = {"separators": (",", ":"), "ensure_ascii": False}
-    parts = [f"key={json.dumps(row['pk'], **compact)}"] if row["pk"] is not None else []
+    parts = [f"key={_compact(row['pk'])}"] if row["pk"] is not None else []
     if row["before"] is not None:
-        parts.append(f"before={json.dumps(row['before'], **compact)}")
+        parts.append(f"before={_compact(row['before'])}")
     if row["after"] is not None:
-        parts.append(f"after={json.dumps(row['after'], **compact)}")
+        parts.append(f"after={_compact(row['after'])}")
     return f"{head}  {'  '.join(parts)}"
 
 
