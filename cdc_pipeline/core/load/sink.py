@@ -27,15 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from bson.codec_options import CodecOptions
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
+from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from cdc_pipeline.core.errors import TableNameCollisionError, UnloadableRowError
 from cdc_pipeline.core.governance import RulesInForce
-from cdc_pipeline.core.images import decode_document
+from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX, decode_document
 from cdc_pipeline.core.load.dead_letters import DeadLetters, Refusal
 from cdc_pipeline.core.load.documents import (
     CATALOG,
@@ -152,6 +154,9 @@ class MongoSink:
         self.mirror_style = mirror_style
         self.rebaseline = rebaseline
         self.decimals_as_strings = decimals_as_strings
+        self.raw_images = not decimals_as_strings
+        """Change-log documents take WAL format 2's images as raw BSON; not where Decimal128
+        must become strings, which needs every image decoded."""
         self.native_rename = native_rename
         self._writes: WritePipeline | None = None
         self._bulk_size = BULK_CHUNK
@@ -347,10 +352,17 @@ class MongoSink:
                 done = apply_ddl(self, row, batch, superseded, mariadb=mariadb, rereading=rereading)
                 report.ddl_applied.extend(done)
                 continue
-            before = self.decode(row["before"])
-            after = self.decode(row["after"])
-            self._add_change(changes, row, before, after, batch, report)
             key_columns = primary_keys.get((table, row["schema_version"]), ())
+            if self.raw_images and _raw_images(row):
+                # The change log takes the images' BSON as it is; only a mirror needs them
+                # decoded (its key, its escaped field names).
+                before = self.decode(row["before"]) if key_columns else None
+                after = self.decode(row["after"]) if key_columns else None
+                self._add_change_raw(changes, row, batch, report)
+            else:
+                before = self.decode(row["before"])
+                after = self.decode(row["after"])
+                self._add_change(changes, row, before, after, batch, report)
             if not key_columns:
                 report.tables_without_key[table] = report.tables_without_key.get(table, 0) + 1
                 continue
@@ -456,6 +468,27 @@ class MongoSink:
             self.large.fit(document, ("before", "after"), moved)
             if moved:
                 document["large_values"] = moved
+        changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
+        if len(changes) >= BULK_CHUNK:
+            self._flush_changes(changes, report)
+
+    def _add_change_raw(
+        self,
+        changes: list[ReplaceOne[Any]],
+        row: Mapping[str, Any],
+        batch: str,
+        report: ApplyReport,
+    ) -> None:
+        """``_add_change`` for a row of BSON images (``_raw_images``): they go into the
+        change-log document as ``RawBSONDocument``s, which pymongo copies byte for byte; the
+        same document as decoding and re-encoding them would give (contract-tested)."""
+        if self.large is not None and may_not_fit(row["before"], row["after"]):
+            before, after = self.decode(row["before"]), self.decode(row["after"])
+            self._add_change(changes, row, before, after, batch, report)
+            return
+        document = change_document(
+            row, _raw(row["pk"]), _raw(row["before"]), _raw(row["after"]), batch
+        )
         changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
         if len(changes) >= BULK_CHUNK:
             self._flush_changes(changes, report)
@@ -622,6 +655,24 @@ class MongoSink:
         if identity is None:
             identity = (getattr(operation, "_filter", None) or {}).get("_id", "?")
         return table, key_label(identity)
+
+
+def _raw_images(row: Mapping[str, Any]) -> bool:
+    """Whether every image of the row is BSON (format 2, not kept as text): raw-passable."""
+    images = [row["pk"], row["before"], row["after"]]
+    return all(
+        image is None or (type(image) is bytes and image[:4] != TEXT_IMAGE_PREFIX)
+        for image in images
+    ) and any(image is not None for image in images)
+
+
+def _raw(image: bytes | None) -> RawBSONDocument | None:
+    return None if image is None else RawBSONDocument(image, _RAW_OPTIONS)
+
+
+_RAW_OPTIONS: CodecOptions[Any] = CodecOptions(
+    document_class=RawBSONDocument, tz_aware=True, tzinfo=UTC
+)
 
 
 def next_bulk_size(size: int, written: int, seconds: float) -> int:
