@@ -454,3 +454,66 @@ def test_exact_decimal_text_is_what_decimal128_prints(value: decimal.Decimal) ->
     assert copy.deepcopy(converted) == plain
     expected = json_util.dumps({"v": plain}, json_options=CANONICAL_JSON_OPTIONS)
     assert encode_document({"v": converted}) == expected
+
+
+# --- the compiled row converter against the per-value one ---------------------------------------
+
+_COLUMNS = [
+    col(FIELD_TYPE.LONG, "int"),
+    col(FIELD_TYPE.LONGLONG, "bigint unsigned", unsigned=True),
+    col(FIELD_TYPE.DOUBLE, "double"),
+    col(FIELD_TYPE.FLOAT, "float"),
+    col(FIELD_TYPE.VARCHAR, "varchar", charset="utf8mb4"),
+    col(FIELD_TYPE.BLOB, "longtext", charset="utf8mb4"),
+    col(FIELD_TYPE.BLOB, "json", charset="utf8mb4"),
+    col(FIELD_TYPE.VARCHAR, "varbinary"),
+    col(FIELD_TYPE.STRING, "binary", max_length=3),
+    col(FIELD_TYPE.ENUM, "enum('a','b')", charset="utf8mb4"),
+    col(FIELD_TYPE.YEAR, "year"),
+    col(FIELD_TYPE.NEWDECIMAL, "decimal"),
+]
+_EDGE_VALUES = [
+    None,
+    True,
+    0,
+    -(2**63),
+    2**63 - 1,
+    2**63,
+    -(2**63) - 1,
+    2**64 - 1,
+    1900,
+    1.1,
+    1.100000023841858,  # FLOAT 1.1 as the library widens it: converted, never kept
+    float("inf"),
+    "",
+    "Zoë",
+    '{"a": 1}',
+    "[1, 2]",
+    b"",
+    b"x",
+    decimal.Decimal("1.10"),
+]
+
+
+def _outcome(call: Any) -> tuple[str, Any]:
+    try:
+        value = call()
+    except (ValueConversionError, SourceSettingError, ValueError, TypeError) as error:
+        return "raised", (type(error), str(error))
+    return "value", (_kind(value), encode_document({"v": value}))
+
+
+def test_the_compiled_row_converter_equals_the_per_value_conversion() -> None:
+    """A column kept as is (int64, double, character text) must give exactly what its
+    converter gives, and refuse exactly what it refuses (a bool, a str for an int, ...): every
+    column type against every edge value and None source."""
+    from cdc_pipeline.core.values import row_converter
+
+    for column in _COLUMNS:
+        convert = row_converter(TableSchema("s", "t", (column,)))
+        for value in _EDGE_VALUES:
+            for none_source in (None, "null", "empty set"):
+                sources = {column.name: none_source} if none_source else None
+                compiled = _outcome(lambda: convert({column.name: value}, sources)["c"])  # noqa: B023
+                single = _outcome(lambda: to_bson_value(value, column, none_source))  # noqa: B023
+                assert compiled == single, (column.type_name, value, none_source)
