@@ -20,7 +20,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core.capture", "core.load"),
     ("core.audit",),
     ("defs",),
-    ("definitions", "cli"),
+    ("definitions", "cli", "wal"),
 )
 """Each layer's groups: a module belongs to the longest group its dotted name starts with."""
 

@@ -113,6 +113,7 @@ REPORTING = {
     "verify",
     "snapshot",
     "dead-letters",
+    "wal",
 }
 """The commands that report state and so take --json (test_cli_bad_input runs each with it)."""
 
@@ -363,6 +364,13 @@ def test_every_reporting_command_prints_parseable_json(
     source_server.execute(f"INSERT INTO `{source_schema}`.t VALUES (1, 1), (2, 2)")
     captured = run_json("capture", "--once", env=cli_env)
     assert captured["partition_key"] == "default-000000000001"  # type: ignore[call-overload]
+    shown = run_json("wal", "show", "default-000000000001", env=cli_env)
+    assert shown["format_version"] == 2 and shown["rows"] == 2  # type: ignore[call-overload]
+    changes = shown["changes"]  # type: ignore[call-overload]
+    assert [(c["op"], c["pk"], c["after"]) for c in changes] == [
+        ("insert", {"id": 1}, {"id": 1, "v": 1}),
+        ("insert", {"id": 2}, {"id": 2, "v": 2}),
+    ]
     loaded = run_json("load", "--pending", env=cli_env)
     assert loaded["checkpoint"] == "default-000000000001"  # type: ignore[call-overload]
     status = run_json("status", env=cli_env)
