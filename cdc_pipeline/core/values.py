@@ -46,7 +46,7 @@ import json
 import math
 import struct
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from bson.decimal128 import Decimal128
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
@@ -419,7 +419,9 @@ def row_converter(schema: TableSchema) -> RowConverter:
         document: dict[str, Any] = {}
         for name, column, converter, kept in plan:
             value = values[name]
-            if type(value) is kept and (kept is not int or INT64_MIN <= value <= INT64_MAX):
+            if type(value) is kept and (
+                kept is not int or INT64_MIN <= cast(int, value) <= INT64_MAX
+            ):
                 document[name] = value
             elif value is None:
                 document[name] = _none_value(column, (none_sources or {}).get(name))

@@ -314,12 +314,13 @@ class Checkpoint:
 
 def change_document(
     row: Mapping[str, Any],
-    pk: dict[str, Any] | None,
-    before: dict[str, Any] | None,
-    after: dict[str, Any] | None,
+    pk: Mapping[str, Any] | None,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
     batch: str,
 ) -> dict[str, Any]:
-    """The ``row_changes`` document of one WAL row (``_id`` = its event id), images decoded."""
+    """The ``row_changes`` document of one WAL row (``_id`` = its event id), images decoded
+    (dicts) or raw (``RawBSONDocument``s of format 2's images, ``MongoSink._add_change_raw``)."""
     return {
         "_id": row["event_id"],
         "gtid": row["gtid"],
