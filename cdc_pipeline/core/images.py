@@ -228,6 +228,17 @@ def encode_image(document: Mapping[str, Any] | None) -> bytes | None:
         return TEXT_IMAGE_PREFIX + text.encode("utf-8")
 
 
+def raw_document(image: bytes | None) -> RawBSONDocument | None:
+    """A BSON image as a ``RawBSONDocument`` (None stays None), unchecked and undecoded: pymongo
+    copies its bytes into a command as they are. Only for images ``is_bson_image`` accepts."""
+    return None if image is None else RawBSONDocument(image, _RAW_OPTIONS)
+
+
+def is_bson_image(image: object) -> bool:
+    """Whether a WAL image is BSON (format 2, not kept as text behind ``TEXT_IMAGE_PREFIX``)."""
+    return type(image) is bytes and image[:4] != TEXT_IMAGE_PREFIX
+
+
 def _raw_image(image: bytes) -> RawBSONDocument:
     try:
         return bson.decode(image, codec_options=_RAW_OPTIONS)

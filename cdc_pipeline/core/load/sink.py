@@ -27,17 +27,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from bson.codec_options import CodecOptions
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
-from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
 from cdc_pipeline.core.errors import TableNameCollisionError, UnloadableRowError
 from cdc_pipeline.core.governance import RulesInForce
-from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX, decode_document
+from cdc_pipeline.core.images import decode_document, is_bson_image, raw_document
 from cdc_pipeline.core.load.dead_letters import DeadLetters, Refusal
 from cdc_pipeline.core.load.documents import (
     CATALOG,
@@ -487,7 +485,11 @@ class MongoSink:
             self._add_change(changes, row, before, after, batch, report)
             return
         document = change_document(
-            row, _raw(row["pk"]), _raw(row["before"]), _raw(row["after"]), batch
+            row,
+            raw_document(row["pk"]),
+            raw_document(row["before"]),
+            raw_document(row["after"]),
+            batch,
         )
         changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
         if len(changes) >= BULK_CHUNK:
@@ -660,19 +662,9 @@ class MongoSink:
 def _raw_images(row: Mapping[str, Any]) -> bool:
     """Whether every image of the row is BSON (format 2, not kept as text): raw-passable."""
     images = [row["pk"], row["before"], row["after"]]
-    return all(
-        image is None or (type(image) is bytes and image[:4] != TEXT_IMAGE_PREFIX)
-        for image in images
-    ) and any(image is not None for image in images)
-
-
-def _raw(image: bytes | None) -> RawBSONDocument | None:
-    return None if image is None else RawBSONDocument(image, _RAW_OPTIONS)
-
-
-_RAW_OPTIONS: CodecOptions[Any] = CodecOptions(
-    document_class=RawBSONDocument, tz_aware=True, tzinfo=UTC
-)
+    return all(image is None or is_bson_image(image) for image in images) and any(
+        image is not None for image in images
+    )
 
 
 def next_bulk_size(size: int, written: int, seconds: float) -> int:
