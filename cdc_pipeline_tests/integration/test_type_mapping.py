@@ -1,6 +1,7 @@
 """Every CONTRACT source type, written on real MariaDB and MySQL 9.7, read back from the binlog.
 
-Each row goes server -> binlog -> pymysqlreplication (with our decoder fixes) -> convert_row ->
+Each row goes server -> binlog -> our compiled row decoder (checked equal to pymysqlreplication's
+own decoding, with our decoder fixes) -> convert_row ->
 WAL text -> decode, and is compared with BSON values written out by hand below.
 """
 
@@ -28,6 +29,7 @@ from cdc_pipeline.core.schema import (
     with_json_columns,
 )
 from cdc_pipeline.core.values import convert_row
+from cdc_pipeline_tests.row_decoding import both_decodings, differences, typed
 from devtools.local_servers import SourceServer
 
 pytestmark = pytest.mark.integration
@@ -289,7 +291,12 @@ def _read_rows(
         for event in stream:
             if isinstance(event, WriteRowsEvent) and event.schema == database:
                 schema = table_schema_from_rows_event(event)
-                rows.extend((schema, row["values"], row["none_sources"]) for row in event.rows)
+                # The product decodes with its compiled row decoder: it must give exactly
+                # the library's values (types, key order, none sources) on every row.
+                decoded, library, fast = both_decodings(event)
+                assert fast, "the compiled decoder did not take this event"
+                assert typed(decoded) == typed(library), differences(decoded, library)
+                rows.extend((schema, row["values"], row["none_sources"]) for row in decoded)
             elif isinstance(event, XidEvent) and len(rows) >= count:
                 break
             assert time.monotonic() < deadline, f"only {len(rows)} of {count} rows arrived"

@@ -43,6 +43,7 @@ from pymysqlreplication.row_event import (
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
+from cdc_pipeline.core.mysql.row_decoder import decode_rows
 from cdc_pipeline.core.mysql.source import open_connection
 from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
@@ -337,7 +338,7 @@ class BinlogReader:
     def _row_images(self, event: Any, stream_file: str, position: int) -> Iterator[RowImage]:
         table_schema = self._table_schema(event)
         convert = row_converter(table_schema)
-        for row in event.rows:
+        for row in decode_rows(event):
             if isinstance(event, UpdateRowsEvent):
                 op = "update"
                 before = convert(row["before_values"], row.get("before_none_sources"))
