@@ -209,14 +209,19 @@ def _json_key(key: Any, column: ColumnSpec) -> str:
     raise _fail(column, f"JSON object key {key!r} is not bytes")
 
 
-def _text_json(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _text_json(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_text_json(item) for item in value]
-    if isinstance(value, int) and not isinstance(value, bool):
-        return big_integer(value)
-    return value
+def _json_integer(text: str) -> Any:
+    """An integer of JSON text (``json.loads``' ``parse_int``): beyond int64 as a decimal."""
+    return big_integer(int(text))
+
+
+_JSON_TEXT = json.JSONDecoder(parse_int=_json_integer)
+"""``json.loads(text, parse_int=_json_integer)`` without building a decoder per call."""
+
+
+def _parse_json_text(text: str) -> Any:
+    if text.startswith("\ufeff"):
+        return json.loads(text, parse_int=_json_integer)  # raises json.loads' own error
+    return _JSON_TEXT.decode(text)
 
 
 def _text(value: Any, column: ColumnSpec) -> Any:
@@ -231,7 +236,7 @@ def _text(value: Any, column: ColumnSpec) -> Any:
         raise _fail(column, f"character set {column.charset} cannot be decoded in Python")
     _expect(value, str, column)
     if column.type_name == "json":
-        return _text_json(json.loads(value))
+        return _parse_json_text(value)
     return value
 
 

@@ -294,13 +294,24 @@ def test_mysql_json_values_the_library_decodes_lossily_raise(lossy: Any) -> None
 
 
 def test_mariadb_json_is_parsed_only_when_marked() -> None:
-    text = '{"a": [1, 2.5, null], "big": 18446744073709551615, "u": "\u00fc"}'
+    text = (
+        '{"a": [1, 2.5, null, true, {"low": -9223372036854775809, "max": 9223372036854775807}],'
+        ' "big": 18446744073709551615, "u": "\u00fc"}'
+    )
     marked = col(FIELD_TYPE.BLOB, "json", charset="utf8mb4")
-    assert to_bson_value(text, marked) == {
-        "a": [1, 2.5, None],
+    value = to_bson_value(text, marked)
+    assert value == {
+        "a": [
+            1,
+            2.5,
+            None,
+            True,
+            {"low": Decimal128("-9223372036854775809"), "max": 9223372036854775807},
+        ],
         "big": Decimal128("18446744073709551615"),
         "u": "\u00fc",
     }
+    assert value["a"][3] is True
     assert to_bson_value(text, col(FIELD_TYPE.BLOB, "longtext", charset="utf8mb4")) == text
 
 

@@ -43,7 +43,7 @@ from pymysqlreplication.row_event import (
 from cdc_pipeline.core.errors import BinlogPurgedError, SourceSettingError, SourceUnavailableError
 from cdc_pipeline.core.gtid import Flavor, GtidSet
 from cdc_pipeline.core.mysql.decoder_fixes import install_decoder_fixes
-from cdc_pipeline.core.mysql.row_decoder import decode_rows
+from cdc_pipeline.core.mysql.row_decoder import decode_rows, table_map_signature
 from cdc_pipeline.core.mysql.source import open_connection
 from cdc_pipeline.core.schema import TableSchema, table_schema_from_rows_event, with_json_columns
 from cdc_pipeline.core.settings import SourceUrl
@@ -162,6 +162,7 @@ class BinlogReader:
         self.json_columns = json_columns
         self._schemas: dict[tuple[str, str, str], TableSchema] = {}
         self._key_order: dict[int, tuple[str, ...]] = {}
+        self._built: dict[tuple[Any, ...], TableSchema] = {}
         install_decoder_fixes()
         options: dict[str, Any] = {}
         if flavor == "mariadb":
@@ -320,6 +321,23 @@ class BinlogReader:
             self._key_order.pop(event.table_id, None)
 
     def _table_schema(self, event: Any) -> TableSchema:
+        """The event's ``TableSchema``, built once per distinct table map (a table map comes
+        before every rows event; its schema version is a hash worth keeping)."""
+        key = (
+            event.schema,
+            event.table,
+            repr(event.primary_key),
+            self._key_order.get(event.table_id, ()),
+            table_map_signature(event.columns),
+        )
+        cached = self._built.get(key)
+        if cached is None:
+            if len(self._built) > 4096:
+                self._built.clear()
+            cached = self._built[key] = self._build_table_schema(event)
+        return cached
+
+    def _build_table_schema(self, event: Any) -> TableSchema:
         table_schema = table_schema_from_rows_event(event)
         key_order = self._key_order.get(event.table_id, ())
         if key_order and sorted(key_order) == sorted(table_schema.primary_key):

@@ -351,34 +351,34 @@ def _library_none_source(event: Any, name: str) -> str:
 _decoders: dict[tuple[Any, ...], TableDecoder] = {}
 
 
-def _signature(columns: list[Any], errors: str) -> tuple[Any, ...]:
-    return (
-        errors,
-        *(
-            (
-                column.name,
-                column.type,
-                column.unsigned,
-                column.character_set_name,
-                getattr(column, "max_length", None),
-                getattr(column, "length_size", None),
-                getattr(column, "fsp", None),
-                getattr(column, "precision", None),
-                getattr(column, "decimals", None),
-                getattr(column, "size", None),
-                getattr(column, "bits", None),
-                tuple(column.enum_values or ()),
-                tuple(column.set_values or ()),
-            )
-            for column in columns
-        ),
+def table_map_signature(columns: list[Any]) -> tuple[Any, ...]:
+    """Everything of a table map's columns that decoding or describing them reads: two table maps
+    with the same signature decode and describe their rows alike."""
+    return tuple(
+        (
+            column.name,
+            column.type,
+            column.unsigned,
+            column.character_set_name,
+            getattr(column, "collation_name", None),
+            getattr(column, "max_length", None),
+            getattr(column, "length_size", None),
+            getattr(column, "fsp", None),
+            getattr(column, "precision", None),
+            getattr(column, "decimals", None),
+            getattr(column, "size", None),
+            getattr(column, "bits", None),
+            tuple(column.enum_values or ()),
+            tuple(column.set_values or ()),
+        )
+        for column in columns
     )
 
 
 def table_decoder(event: Any) -> TableDecoder:
     """The decoder of an event's table map (compiled once per distinct table map)."""
     errors = "ignore" if event._ignore_decode_errors else "strict"
-    key = _signature(event.columns, errors)
+    key = (errors, table_map_signature(event.columns))
     decoder = _decoders.get(key)
     if decoder is None:
         if len(_decoders) > 4096:
