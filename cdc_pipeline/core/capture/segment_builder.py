@@ -8,7 +8,7 @@ include committed transactions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -65,33 +65,39 @@ class SegmentBuilder:
         }
 
     def add_row(self, item: RowImage) -> None:
-        assert self.transaction is not None
+        transaction = self.transaction
+        assert transaction is not None
         schema = item.table_schema
         if self.governance.active:
             schema = self.governance.table_schema(schema)
             before = self.governance.document(item.schema, item.table, item.before)
             after = self.governance.document(item.schema, item.table, item.after)
-            item = replace(item, before=before, after=after)
+            item = item._replace(before=before, after=after)
         image = item.after if item.after is not None else item.before
         pk = (
             {name: image[name] for name in schema.primary_key}
             if schema.primary_key and image
             else None
         )
+        # The columns of ROW_SCHEMA, built as one literal (one per row event: the hot path).
         self.open_rows.append(
-            self._row(
-                event_id=f"{self.transaction.gtid}#{self.row_index}",
-                row_index=self.row_index,
-                schema=item.schema,
-                table=item.table,
-                op=item.op,
-                pk=encode_image(pk),
-                before=encode_image(item.before),
-                after=encode_image(item.after),
-                schema_version=schema.version,
-                binlog_file=item.binlog_file,
-                binlog_pos=item.binlog_pos,
-            )
+            {
+                "event_id": f"{transaction.gtid}#{self.row_index}",
+                "gtid": transaction.gtid,
+                "row_index": self.row_index,
+                "source": self.settings.source_name,
+                "schema": item.schema,
+                "table": item.table,
+                "op": item.op,
+                "pk": encode_image(pk),
+                "before": encode_image(item.before),
+                "after": encode_image(item.after),
+                "schema_version": schema.version,
+                "binlog_file": item.binlog_file,
+                "binlog_pos": item.binlog_pos,
+                "committed_at": transaction.committed_at,
+                "statement": None,
+            }
         )
         self.row_index += 1
         table = f"{item.schema}.{item.table}"

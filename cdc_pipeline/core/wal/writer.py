@@ -66,15 +66,16 @@ class SegmentWriter:
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Queue rows (in order); they reach the file in row groups."""
+        wanted, update, version = self._image_type, self._digest.update, self.format_version
         for row in rows:
             for name in IMAGE_COLUMNS:
                 image = row.get(name)
-                if image is not None and type(image) is not self._image_type:
+                if image is not None and type(image) is not wanted:
                     raise TypeError(
-                        f"WAL format {self.format_version} holds {name} as"
-                        f" {self._image_type.__name__}, not {type(image).__name__}"
+                        f"WAL format {version} holds {name} as"
+                        f" {wanted.__name__}, not {type(image).__name__}"
                     )
-            self._digest.update(digest_line(row, self.format_version))
+            update(digest_line(row, version))
         self._pending.extend(rows)
         if len(self._pending) >= self.row_group_size:
             self._flush()
