@@ -12,6 +12,8 @@ from unittest import mock
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cdc_pipeline.core.errors import CaptureLockedError, CorruptSegmentError, StagingError
 from cdc_pipeline.core.images import encode_image
@@ -221,3 +223,16 @@ def test_the_format_2_row_digest_is_pinned() -> None:
         ).encode()
         + b"\x01\x02\x03"
     )
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.integers(), st.text(), st.booleans()), max_size=20).map(tuple)
+)
+def test_the_digest_encoder_writes_what_json_dumps_writes(values: tuple[object, ...]) -> None:
+    """The digest lines' encoder (the C encoder built once) gives json.dumps' text for every flat
+    row, lone surrogates, control characters and big integers included."""
+    import json
+
+    from cdc_pipeline.core.wal.segment import _encode_flat
+
+    assert _encode_flat(values) == json.dumps(values, separators=(",", ":"), ensure_ascii=False)
