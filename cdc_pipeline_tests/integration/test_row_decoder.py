@@ -23,6 +23,7 @@ from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import HeartbeatLogEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
+from cdc_pipeline.core.mysql import json_binary
 from cdc_pipeline.core.mysql.decoder_fixes import MYSQL_LATIN1, install_decoder_fixes
 from cdc_pipeline.core.mysql.row_decoder import decode_rows, fast_path_applies
 from cdc_pipeline_tests.integration.test_type_mapping import CREATE_EVERY_TYPE
@@ -106,11 +107,29 @@ class Values:
         sign = self.rng.choice(["", "-"])
         return f"{sign}{hours}:{rest // 60:02d}:{rest % 60:02d}.{fraction:06d}"
 
+    def json_node(self, depth: int = 0) -> Any:
+        """A JSON value: every scalar kind MySQL's binary JSON stores (int16/32/64, uint64,
+        double, strings whose length takes 1-3 bytes, literals), nested objects and arrays."""
+        rng = self.rng
+        kinds = ["int16", "int32", "int64", "uint64", "double", "text", "long", "literal"]
+        kind = rng.choice(kinds + (["object", "array"] * 2 if depth < 3 else []))
+        if kind == "object":
+            return {self.unicode(6) + str(i): self.json_node(depth + 1) for i in range(4)}
+        if kind == "array":
+            return [self.json_node(depth + 1) for _ in range(rng.randint(0, 5))]
+        return {
+            "int16": lambda: rng.randint(-(2**15), 2**15 - 1),
+            "int32": lambda: rng.randint(-(2**31), 2**31 - 1),
+            "int64": lambda: rng.randint(-(2**63), 2**63 - 1),
+            "uint64": lambda: rng.randint(2**63, 2**64 - 1),
+            "double": lambda: rng.choice([0.5, -1e300, rng.uniform(-1e6, 1e6)]),
+            "text": lambda: self.unicode(20),
+            "long": lambda: "x" * rng.choice([127, 128, 16_383, 16_384, 20_000]),
+            "literal": lambda: rng.choice([None, True, False]),
+        }[kind]()
+
     def json(self) -> str:
-        pick = self.rng.choice
-        return json.dumps(
-            {"n": self.integer(64), "s": self.unicode(8), "l": [pick([None, True, 1.5]), []]}
-        )
+        return json.dumps(self.json_node(), ensure_ascii=False)
 
     def maybe(self, value: Any) -> Any:
         return None if self.rng.random() < 0.15 else value
@@ -261,10 +280,16 @@ def _row_events(server: SourceServer, schema: str, start: str, handle: Any) -> i
     return events
 
 
+def _no_library_json(blob: bytes) -> Any:
+    raise AssertionError(f"the JSON reader handed a value to the library: {blob[:40]!r}")
+
+
 @pytest.mark.parametrize("seed", [20261203])
 def test_compiled_decoder_equals_the_library_on_random_rows_of_every_type(
-    source_server: SourceServer, source_schema: str, seed: int
+    source_server: SourceServer, source_schema: str, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every JSON value here is well formed: the JSON reader must decide all of them itself.
+    monkeypatch.setattr(json_binary, "_library_parse", _no_library_json)
     install_decoder_fixes()  # registers the mysql_latin1 codec the latin1 values are made with
     rng = random.Random(seed)
     values = Values(rng)
@@ -292,6 +317,19 @@ def test_compiled_decoder_equals_the_library_on_random_rows_of_every_type(
                 written["update"] += 1
             cursor.execute("COMMIT")
             written["delete"] += cursor.execute(f"DELETE FROM {table} WHERE id % 4 = 0")
+        # JSON the server builds: opaque DECIMAL, DATE, TIME and DATETIME values (MySQL's
+        # binary JSON keeps their types), and a document over 64 KiB (the large layout).
+        written["update"] += cursor.execute(
+            "UPDATE every_type SET c_json = JSON_OBJECT('d', CAST(-12.345 AS DECIMAL(10,3)),"
+            " 't', CAST('-12:34:56.5' AS TIME(1)), 'day', CAST('2024-02-29' AS DATE),"
+            " 'at', CAST('2024-02-29 01:02:03.456' AS DATETIME(3)), 'n', JSON_ARRAY(1, 'a'))"
+            " WHERE id IN (1, 2)"
+        )
+        written["update"] += cursor.execute(
+            "UPDATE every_type SET c_json = JSON_OBJECT('big', REPEAT('é', 40000),"
+            " 'list', JSON_ARRAY(REPEAT('x', 30000), 70000, -70000, 1.5e300, NULL, TRUE))"
+            " WHERE id = 3"
+        )
         cursor.execute("INSERT INTO done VALUES (1)")
 
     seen = {"insert": 0, "update": 0, "delete": 0}

@@ -12,7 +12,7 @@ Invariants:
       compares both over every CONTRACT type on both servers);
     * where it is not sure, the library decodes: whole events it does not handle (partial JSON
       updates, row images without every column, missing column names, a buffered packet) and
-      single columns of types it has no reader for (MySQL's binary JSON, BIT, GEOMETRY, the
+      single columns of types it has no reader for (BIT, GEOMETRY, the
       pre-5.6 temporal types) go to the library's own code, and any error inside a fast read
       rewinds the event and lets the library decode it whole, so the library raises its own
       error for bad data;
@@ -34,6 +34,8 @@ from pymysqlreplication.row_event import (
     UpdateRowsEvent,
     WriteRowsEvent,
 )
+
+from cdc_pipeline.core.mysql.json_binary import parse_json_value
 
 Reader = Callable[[bytes, int], tuple[Any, int]]
 """Reads one non-NULL value at a position: (value, the position after it)."""
@@ -235,6 +237,22 @@ def _decimal(precision: int, decimals: int) -> Reader:
     return read
 
 
+def _json(length_size: int) -> Reader:
+    """MySQL's binary JSON: a little-endian length, then the value (``json_binary``)."""
+
+    def read(data: bytes, pos: int) -> tuple[Any, int]:
+        start = pos + length_size
+        length = int.from_bytes(data[pos:start], "little")
+        if length == 0:
+            return None, start  # the library's reading of an empty JSON value
+        end = start + length
+        if end > len(data):
+            raise _Rewind
+        return parse_json_value(data[start:end]), end
+
+    return read
+
+
 def _enum(size: int, labels: list[str] | None) -> Reader:
     def read(data: bytes, pos: int) -> tuple[Any, int]:
         index = int.from_bytes(data[pos : pos + size], "little")
@@ -287,6 +305,8 @@ def column_reader(column: Any, errors: str = "strict") -> Reader | None:
         return _timestamp2(column.fsp)
     if kind == FIELD_TYPE.TIME2:
         return _time2(column.fsp)
+    if kind == FIELD_TYPE.JSON and column.length_size in (1, 2, 3, 4):
+        return _json(column.length_size)
     if kind == FIELD_TYPE.ENUM and 1 <= column.size <= 8:
         return _enum(column.size, column.enum_values)
     if kind == FIELD_TYPE.SET and 1 <= column.size <= 8:
