@@ -44,6 +44,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import re
 import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -215,12 +216,19 @@ def _json_integer(text: str) -> Any:
 
 
 _JSON_TEXT = json.JSONDecoder(parse_int=_json_integer)
+_PLAIN_JSON = json.JSONDecoder()
 """``json.loads(text, parse_int=_json_integer)`` without building a decoder per call."""
+
+
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+"""A run of 19 digits: without one, no integer in JSON text can be beyond int64."""
 
 
 def _parse_json_text(text: str) -> Any:
     if text.startswith("\ufeff"):
         return json.loads(text, parse_int=_json_integer)  # raises json.loads' own error
+    if _LONG_DIGITS.search(text) is None:
+        return _PLAIN_JSON.decode(text)  # every integer fits int64: no per-integer call
     return _JSON_TEXT.decode(text)
 
 
