@@ -129,6 +129,11 @@ def _fraction_reader(fsp: int | None) -> tuple[int, Callable[[bytes, int], int]]
     return size, micros
 
 
+def _with_fraction(moment: dt.datetime, fraction: int) -> dt.datetime:
+    """The library's ``__add_fsp_to_time``: a positive fraction replaces the microseconds."""
+    return moment.replace(microsecond=fraction) if fraction > 0 else moment
+
+
 def _slice(value: int, start: int, size: int, length: int) -> int:
     return (value >> (length - (start + size))) & ((1 << size) - 1)
 
@@ -160,10 +165,7 @@ def _datetime2(fsp: int | None) -> Reader:
             )
         except ValueError:
             return None, pos + 5 + size
-        fraction = micros(data, pos + 5)
-        if fraction > 0:
-            moment = moment.replace(microsecond=fraction)
-        return moment, pos + 5 + size
+        return _with_fraction(moment, micros(data, pos + 5)), pos + 5 + size
 
     return read
 
@@ -174,10 +176,7 @@ def _timestamp2(fsp: int | None) -> Reader:
     def read(data: bytes, pos: int) -> tuple[Any, int]:
         seconds = int.from_bytes(data[pos : pos + 4], "big", signed=True)
         moment = _EPOCH + dt.timedelta(seconds=seconds)
-        fraction = micros(data, pos + 4)
-        if fraction > 0:
-            moment = moment.replace(microsecond=fraction)
-        return moment, pos + 4 + size
+        return _with_fraction(moment, micros(data, pos + 4)), pos + 4 + size
 
     return read
 
