@@ -66,7 +66,9 @@ LIBRARY = "binlog decoding (pymysqlreplication)"
 WIRE = "MySQL packets (pymysql)"
 VALUES = "value conversion (core.values, decoder_fixes)"
 ENCODE = "Extended JSON encoding (encode_document -> bson.json_util)"
-DECODE = "Extended JSON decoding (decode_document -> bson.json_util)"
+DECODE = "image decoding (decode_image, document_keys; format 1: Extended JSON)"
+IMAGE_ENCODE = "image encoding (encode_image, TextedDecimal128.bid; BSON itself is bson C)"
+ROW_DECODER = "our row decoder (mysql.row_decoder, mysql.json_binary)"
 DIGESTS = "digests + read_verified (its to_pylist, digest_line JSON, sha256)"
 PARQUET = "pyarrow (Parquet write, from_pylist; VerifiedSegment.rows' to_pylist)"
 FILES = "fsync + file I/O"
@@ -81,6 +83,7 @@ OURS = "other cdc_pipeline (loader, gtid, settings...)"
 UNATTRIBUTED = "interpreter/stdlib, no attributable caller"
 
 _ENCODERS = {"encode_document", "_escape_keys", "_canonical_json"}
+_IMAGE_ENCODERS = {"encode_image", "bid", "__init__", "__str__"}
 _DECODERS = {"decode_document", "_unescape_pairs", "_unescape_pairs_decimal_text", "document_keys"}
 _DIGEST_FUNCTIONS = {"digest_line", "file_sha256", "read_verified", "verify_segment", "append"}
 _PYARROW_CALLERS = {("core/wal/writer.py", "_flush"), ("core/wal/segment.py", "rows")}
@@ -171,7 +174,11 @@ def classify(func: Func) -> str | None:
     if (module, name) in _PYARROW_CALLERS:
         return PARQUET  # their own time is pyarrow's Cython from_pylist/to_pylist
     if module == "core/images.py":
+        if name in _IMAGE_ENCODERS:
+            return IMAGE_ENCODE
         return ENCODE if name in _ENCODERS else DECODE
+    if module in {"core/mysql/row_decoder.py", "core/mysql/json_binary.py"}:
+        return ROW_DECODER
     if module in {"core/values.py", "core/mysql/decoder_fixes.py"}:
         return VALUES
     if module in {"core/wal/segment.py", "core/wal/writer.py"}:
