@@ -3,8 +3,8 @@ mysql-replication 1.0.17's ``json_binary.parse_json`` gives: dicts with ``bytes`
 ``bytes`` strings, ints, floats, booleans, None, and its own decoding of opaque values.
 
 Why hand-written: the library copies the remaining bytes at every nested value (``data[n:]``)
-and was a third of capture's time on MySQL with a small JSON column (docs/profile.md). This
-reader walks offsets in the one buffer instead.
+and was over a quarter of capture's profile on MySQL with a small JSON column
+(docs/profile.md). This reader walks offsets in the one buffer instead.
 
 Invariant: for well-formed input the output equals the library's; anything unusual (a short
 buffer, an offset past the end, an unknown type, a literal that is not one) raises ``Unusual``,
