@@ -11,7 +11,7 @@ import pytest
 from bson import encode as bson_encode
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cdc_pipeline.core.images import (
@@ -251,3 +251,39 @@ def test_a_key_identity_tells_keys_apart_exactly_as_the_stored_key_text(
 
     assert (key_identity(left) == key_identity(right)) == (key_text(left) == key_text(right))
     assert key_identity(left) == key_identity(left)
+
+
+_HIGH_WORDS = st.one_of(
+    st.integers(0, 2**64 - 1),  # anything: NaN, infinities, the steered form, oversized
+    st.builds(  # the plain form: sign, an exponent near the point, the coefficient's top bits
+        lambda sign, exponent, top: (sign << 63) | ((exponent + 6176) << 49) | top,
+        st.integers(0, 1),
+        st.integers(-6176, 6111),
+        st.integers(0, 2**49 - 1) | st.integers(0, 4),
+    ),
+    st.builds(
+        lambda sign, exponent: (sign << 63) | ((exponent + 6176) << 49),
+        st.integers(0, 1),
+        st.integers(-45, 10),
+    ),
+)
+
+
+_TOP = (10**34 - 1) >> 64  # the coefficient's high bits at its largest
+
+
+@settings(max_examples=400)
+@given(st.integers(0, 2**64 - 1) | st.integers(0, 10**6), _HIGH_WORDS)
+@example(0, 0xFC00_0000_0000_0000)  # -NaN
+@example(0, 0x7E00_0000_0000_0000)  # sNaN
+@example(0, 0xF800_0000_0000_0000)  # -Infinity
+@example(5, 0x6000_0000_0000_0000 | (6176 - 3) << 47)  # the steered form: a zero, E-3
+@example((10**34 - 1) & (2**64 - 1), (6176 << 49) | _TOP)  # the largest coefficient
+@example(((10**34) & (2**64 - 1)), (6176 << 49) | ((10**34) >> 64))  # one more: zero
+@example(1234, (6176 - 10) << 49)  # 1.234E-7: four digits left of the point at -6
+@example(1234, (6176 - 9) << 49)  # 0.000001234
+def test_decimal128_text_is_the_libraries_str_for_any_bits(low: int, high: int) -> None:
+    from cdc_pipeline.core.images import decimal128_text
+
+    value = Decimal128.from_bid(low.to_bytes(8, "little") + high.to_bytes(8, "little"))
+    assert decimal128_text(value) == str(value)
