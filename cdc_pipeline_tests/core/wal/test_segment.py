@@ -236,3 +236,47 @@ def test_the_digest_encoder_writes_what_json_dumps_writes(values: tuple[object, 
     from cdc_pipeline.core.wal.segment import _encode_flat
 
     assert _encode_flat(values) == json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.none() | st.integers(-(2**62), 2**62),  # microseconds, or a null
+            st.none() | st.text(max_size=3),
+            st.none() | st.binary(max_size=3),
+        ),
+        max_size=30,
+    ),
+    st.sampled_from(["UTC", None, "Europe/Paris"]),
+)
+def test_batch_rows_equals_arrows_to_pylist(
+    values: list[tuple[int | None, str | None, bytes | None]], timezone: str | None
+) -> None:
+    """Timestamps converted once per distinct value are the values Arrow converts one by one
+    (type, time zone and nulls included); every other column and the key order are unchanged."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.wal.segment import batch_rows
+
+    span = 315_000_000_000 * 10**6  # years 6 to 9986, in microseconds from 1970
+    micros = [None if m is None else m % span - 62_000_000_000 * 10**6 for m, _, _ in values]
+    texts = [text for _, text, _ in values]
+    blobs = [blob for _, _, blob in values]
+    micros += micros[:5]  # repeated values, as a transaction's rows have
+    texts += texts[:5]
+    blobs += blobs[:5]
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(texts, pa.string()),
+            pa.array(micros, pa.timestamp("us", tz=timezone)),
+            pa.array(blobs, pa.binary()),
+        ],
+        names=["text", "committed_at", "blob"],
+    )
+    expected = batch.to_pylist()
+    got = batch_rows(batch)
+    assert got == expected
+    assert [list(row) for row in got] == [list(row) for row in expected]
+    assert [repr(row["committed_at"]) for row in got] == [
+        repr(row["committed_at"]) for row in expected
+    ]
