@@ -249,7 +249,9 @@ def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
     for column in batch.columns:
         if pa.types.is_timestamp(column.type):
             distinct = column.unique()
-            converted = dict(zip(distinct.cast(pa.int64()).to_pylist(), distinct.to_pylist()))
+            converted = dict(
+                zip(distinct.cast(pa.int64()).to_pylist(), distinct.to_pylist(), strict=True)
+            )
             columns.append([converted[value] for value in column.cast(pa.int64()).to_pylist()])
         else:
             columns.append(column.to_pylist())
