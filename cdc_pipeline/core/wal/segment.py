@@ -255,7 +255,7 @@ def batch_rows(batch: pa.RecordBatch) -> list[dict[str, Any]]:
             columns.append([converted[value] for value in column.cast(pa.int64()).to_pylist()])
         else:
             columns.append(column.to_pylist())
-    return [dict(zip(names, values)) for values in zip(*columns)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 @dataclass
