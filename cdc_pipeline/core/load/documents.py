@@ -243,9 +243,24 @@ def mirror_document(
 ) -> dict[str, Any]:
     """A mirror document: ``_id`` first, the columns under their mirror field names, ``_cdc``."""
     document: dict[str, Any] = {"_id": identity}
-    document.update((mirror_field(name), value) for name, value in values.items())
+    names = tuple(values)
+    fields = _MIRROR_FIELDS.get(names, ())
+    if fields == ():
+        escaped = tuple(mirror_field(name) for name in names)
+        fields = None if escaped == names else escaped
+        if len(_MIRROR_FIELDS) >= 4096:  # a bound for a process that sees endless new tables
+            _MIRROR_FIELDS.clear()
+        _MIRROR_FIELDS[names] = fields
+    if fields is None:  # no column needs escaping: the common case
+        document.update(values)
+    else:
+        document.update(zip(fields, values.values(), strict=True))
     document["_cdc"] = meta
     return document
+
+
+_MIRROR_FIELDS: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+"""Column names -> their mirror field names (None when all are unchanged), per name tuple."""
 
 
 def key_label(value: Any) -> str:

@@ -337,12 +337,15 @@ class MongoSink:
         primary_keys = _primary_keys(manifest)
         changes: list[ReplaceOne[Any]] = []
         phase = _Phase()
+        last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
         for row in rows:
             table = f"{row['schema']}.{row['table']}"
-            per_table = report.counts.setdefault(table, {})
+            per_table = report.counts.get(table)
+            if per_table is None:
+                per_table = report.counts[table] = {}
+                report.tables[table] = (row["schema"], row["table"])
             per_table[row["op"]] = per_table.get(row["op"], 0) + 1
-            report.tables[table] = (row["schema"], row["table"])
-            report.last_change[table] = (str(row["gtid"]), str(row["committed_at"] or ""))
+            last_rows[table] = row
             if row["op"] == "ddl":
                 self._flush_changes(changes, report)
                 self._flush_phase(phase, report)
@@ -369,6 +372,8 @@ class MongoSink:
                 self._flush_phase(phase, report)
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
+        for table, row in last_rows.items():
+            report.last_change[table] = (str(row["gtid"]), str(row["committed_at"] or ""))
         self._count_mirrors(report)
         return report
 

@@ -44,36 +44,50 @@ class ValidationReport(CappedProblems):
         )
 
 
-def _check_row(row: Mapping[str, Any], manifest: Manifest, report: ValidationReport) -> None:
-    where = f"event {row['event_id']}"
+_IMAGES_OF_OP = {
+    "insert": (False, True),
+    "update": (True, True),
+    "delete": (True, False),
+    "snapshot": (False, True),
+}
+"""Which images (before, after) a row of each op carries."""
+
+
+def _check_row(
+    row: Mapping[str, Any],
+    manifest: Manifest,
+    report: ValidationReport,
+    columns_of: dict[tuple[str, str], list[str] | None],
+) -> None:
+    """``columns_of`` caches each (table, version)'s declared column names (None: not in the
+    manifest) across the rows of one segment."""
     if row["op"] == "ddl":
         if not row.get("statement"):
-            report.add(f"{where}: DDL row without its statement")
+            report.add(f"event {row['event_id']}: DDL row without its statement")
         return
     if row["event_id"] != f"{row['gtid']}#{row['row_index']}":
-        report.add(f"{where}: event id does not match gtid#row_index")
+        report.add(f"event {row['event_id']}: event id does not match gtid#row_index")
     table = f"{row['schema']}.{row['table']}"
-    report.first_gtids.setdefault((table, row["schema_version"]), row["gtid"])
-    declared = manifest.schema_versions.get(table, {}).get(row["schema_version"])
-    if declared is None:
-        report.add(f"{where}: schema version {row['schema_version']} of {table} not in manifest")
+    version = row["schema_version"]
+    if (table, version) not in columns_of:
+        report.first_gtids[(table, version)] = row["gtid"]
+        declared = manifest.schema_versions.get(table, {}).get(version)
+        columns_of[(table, version)] = (
+            None if declared is None else [column["name"] for column in declared["columns"]]
+        )
+    columns = columns_of[(table, version)]
+    if columns is None:
+        report.add(f"event {row['event_id']}: schema version {version} of {table} not in manifest")
         return
-    columns = [column["name"] for column in declared["columns"]]
     before = document_keys(row["before"])
     after = document_keys(row["after"])
-    expected = {
-        "insert": (False, True),
-        "update": (True, True),
-        "delete": (True, False),
-        "snapshot": (False, True),
-    }
-    if (before is not None, after is not None) != expected.get(row["op"], (None, None)):
-        report.add(f"{where}: op {row['op']} with the wrong row images")
+    if (before is not None, after is not None) != _IMAGES_OF_OP.get(row["op"], (None, None)):
+        report.add(f"event {row['event_id']}: op {row['op']} with the wrong row images")
     for image_name, image in (("before", before), ("after", after)):
         if image is not None and image != columns:
             report.add(
-                f"{where}: {image_name} has columns {image} but version"
-                f" {row['schema_version']} of {table} has {columns}"
+                f"event {row['event_id']}: {image_name} has columns {image} but version"
+                f" {version} of {table} has {columns}"
             )
 
 
@@ -131,6 +145,7 @@ class _SegmentChecker:
         self.report: ValidationReport | None = None
         self.in_range: dict[str, bool] = {}
         self.covered: GtidSet | None = None
+        self.columns_of: dict[tuple[str, str], list[str] | None] = {}
 
     def report_for(self, manifest: Manifest) -> ValidationReport:
         if self.report is None:
@@ -159,9 +174,13 @@ class _SegmentChecker:
         gtid = row["gtid"]
         if manifest.kind == "snapshot":
             _check_snapshot_row(row, manifest, report)
-        elif not self.in_range.setdefault(gtid, self.covered is not None and gtid in self.covered):
-            report.add(
-                f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
-                f" range {manifest.start_gtid} .. {manifest.end_gtid}"
-            )
-        _check_row(row, manifest, report)
+        else:
+            inside = self.in_range.get(gtid)
+            if inside is None:  # once per transaction: a GTID set lookup is not cheap
+                inside = self.in_range[gtid] = self.covered is not None and gtid in self.covered
+            if not inside:
+                report.add(
+                    f"event {row['event_id']}: transaction {gtid} lies outside the segment's"
+                    f" range {manifest.start_gtid} .. {manifest.end_gtid}"
+                )
+        _check_row(row, manifest, report, self.columns_of)

@@ -14,7 +14,7 @@ import re
 import urllib.parse
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from cdc_pipeline.core.load.documents import (
@@ -226,3 +226,18 @@ def test_a_label_names_one_table_and_matches_only_it(s1: str, t1: str, s2: str, 
     if (s1, t1) != (s2, t2):
         assert table_label(s2, t2) != label
         assert not table_included(s2, t2, (label,))
+
+
+@given(st.lists(st.lists(identifiers, max_size=4, unique=True), min_size=1, max_size=4))
+@example([["_id", "a.b", "$x", "ok"], ["id", "qty"]])
+def test_a_mirror_document_holds_each_column_under_its_field_name(
+    column_lists: list[list[str]],
+) -> None:
+    """Every time, not only the first: the field names are cached per tuple of column names."""
+    from cdc_pipeline.core.load.documents import mirror_document
+
+    for columns in [*column_lists, *column_lists]:
+        values = {column: index for index, column in enumerate(columns)}
+        expected = {"_id": 7, **{mirror_field(c): v for c, v in values.items()}, "_cdc": {}}
+        document = mirror_document(7, values, {})
+        assert document == expected and list(document) == list(expected)
