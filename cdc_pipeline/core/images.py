@@ -180,11 +180,56 @@ def document_keys(text: str | bytes | None) -> list[str] | None:
     if isinstance(text, bytes):
         if text[:4] == TEXT_IMAGE_PREFIX:
             return document_keys(text[4:].decode("utf-8"))
-        return list(_raw_image(text).keys())
+        return _bson_keys(text) or list(_raw_image(text).keys())
     document = json.loads(text)
     if not isinstance(document, dict):
         raise ValueError("a WAL document must be a JSON object")
     return [key[1:] if key[:1] == "~" else key for key in document]
+
+
+_VALUE_SIZES = {0x01: 8, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x12: 8, 0x13: 16}
+"""Bytes of each fixed-size BSON value ``values`` makes (double, bool, date, null, int32,
+int64, decimal), by element type; any other type is left to the library."""
+_INT32 = struct.Struct("<i").unpack_from
+
+
+def _bson_keys(image: bytes) -> list[str] | None:
+    """The top-level keys of a BSON document, read by skipping over each value instead of
+    decoding it (the C decoder builds every value, ``Decimal128`` and ``datetime`` included,
+    which made this check the largest part of validating a segment). None when the bytes hold
+    a type the walk does not know or do not add up: the caller then asks the library, which
+    also gives the error."""
+    try:
+        if _INT32(image, 0)[0] != len(image) or image[-1] != 0:
+            return None
+        keys = []
+        end = len(image) - 1
+        position = 4
+        while position < end:
+            kind = image[position]
+            stop = image.index(b"\x00", position + 1)
+            keys.append(image[position + 1 : stop].decode())
+            position = stop + 1
+            size = _VALUE_SIZES.get(kind)
+            if size is None:
+                if kind in (0x03, 0x04):  # a document or an array: its length includes itself
+                    size = _INT32(image, position)[0]
+                elif kind == 0x02:  # text: its length, the UTF-8 bytes, a NUL
+                    size = 4 + _INT32(image, position)[0]
+                    if size >= 5 and image[position + size - 1] == 0:
+                        image[position + 4 : position + size - 1].decode()
+                    else:
+                        return None
+                elif kind == 0x05:  # binary: its length, the subtype, the bytes
+                    size = 5 + _INT32(image, position)[0]
+                else:
+                    return None
+                if size < 5:
+                    return None
+            position += size
+        return keys if position == end else None  # (only a damaged image ends elsewhere)
+    except (ValueError, IndexError, struct.error):  # UnicodeDecodeError is a ValueError
+        return None
 
 
 _WRAPPER_HEAD = 6
