@@ -266,6 +266,26 @@ def test_applying_a_segment_gives_exact_documents_and_a_replay_changes_no_byte(
     assert _dump(contract_db) == first
 
 
+def test_a_reload_rewrites_the_change_log_as_the_wal_has_it(
+    contract_mongo: ContractBackend, contract_db: Database[Any]
+) -> None:
+    """Change-log documents are inserted, and one already there is replaced, not kept: a
+    segment loaded again (after a kill, or re-captured) leaves the change log as the WAL
+    holds it, a stale or damaged document included, and fills in a missing one."""
+    sink = MongoSink(contract_db, mirror_style=contract_mongo.mirror_style)
+    rows = _segment(False, _fresh_name("archive", contract_db))
+    sink.apply(rows, _manifest())
+    first = _dump(contract_db)
+    stale, lost = [row["event_id"] for row in rows if row["op"] != "ddl"][1:3]
+    contract_db[ROW_CHANGES].update_one({"_id": stale}, {"$set": {"batch": "x", "op": "?"}})
+    contract_db[ROW_CHANGES].delete_one({"_id": lost})
+    assert _dump(contract_db) != first
+
+    MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(rows, _manifest())
+
+    assert _dump(contract_db) == first
+
+
 def test_a_replace_upsert_keeps_the_key_as_id(
     contract_mongo: ContractBackend, contract_db: Database[Any]
 ) -> None:

@@ -7,8 +7,9 @@ does to the mirrors (TRUNCATE, DROP, RENAME, a rebuild after a column change) is
 Invariants:
     * idempotent without transactions: every write sets a document, a collection or a key to the
       value the WAL dictates (replace-upserts with ``_id`` in the replacement, deletes, a
-      TRUNCATE as delete-all, a DROP, a RENAME that replaces its target); replaying a segment
-      from its start, after a crash at any point, ends in the same state;
+      TRUNCATE as delete-all, a DROP, a RENAME that replaces its target; the change log is
+      inserted, and an insert refused as a duplicate key is sent again as a replace-upsert);
+      replaying a segment from its start, after a crash at any point, ends in the same state;
     * within a segment, mirror writes are applied in phases separated by DDL statements that
       change mirrors, and within a phase only the last change per key is written (coalesced), so
       unordered bulk writes are safe;
@@ -29,7 +30,7 @@ from typing import Any, TypeVar
 
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
-from pymongo import DeleteOne, MongoClient, ReplaceOne
+from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 
@@ -335,7 +336,7 @@ class MongoSink:
         superseded, rereading = rebuild_plan(ddl_rows, mariadb=mariadb)
         report = ApplyReport(batch)
         primary_keys = _primary_keys(manifest)
-        changes: list[ReplaceOne[Any]] = []
+        changes: list[InsertOne[Any]] = []
         phase = _Phase()
         last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
         for row in rows:
@@ -432,7 +433,7 @@ class MongoSink:
             )
             self.retry(lambda: self.database[collection].delete_many({}))
         key_columns = tuple(declared.get("primary_key") or ())
-        changes: list[ReplaceOne[Any]] = []
+        changes: list[InsertOne[Any]] = []
         phase = _Phase()
         report.tables[table_name] = (schema, table)
         for row in rows:
@@ -457,7 +458,7 @@ class MongoSink:
 
     def _add_change(
         self,
-        changes: list[ReplaceOne[Any]],
+        changes: list[InsertOne[Any]],
         row: Mapping[str, Any],
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
@@ -471,13 +472,13 @@ class MongoSink:
             self.large.fit(document, ("before", "after"), moved)
             if moved:
                 document["large_values"] = moved
-        changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
+        changes.append(InsertOne(document))
         if len(changes) >= BULK_CHUNK:
             self._flush_changes(changes, report)
 
     def _add_change_raw(
         self,
-        changes: list[ReplaceOne[Any]],
+        changes: list[InsertOne[Any]],
         row: Mapping[str, Any],
         batch: str,
         report: ApplyReport,
@@ -496,7 +497,7 @@ class MongoSink:
             raw_document(row["after"]),
             batch,
         )
-        changes.append(ReplaceOne({"_id": row["event_id"]}, document, upsert=True))
+        changes.append(InsertOne(document))
         if len(changes) >= BULK_CHUNK:
             self._flush_changes(changes, report)
 
@@ -543,7 +544,7 @@ class MongoSink:
             self._versions_seen[seen] = name
         return name
 
-    def _flush_changes(self, changes: list[ReplaceOne[Any]], report: ApplyReport) -> None:
+    def _flush_changes(self, changes: list[InsertOne[Any]], report: ApplyReport) -> None:
         if not changes:
             return
         pending = list(changes)
@@ -589,6 +590,9 @@ class MongoSink:
             self.retry(lambda: self.database[collection].bulk_write(operations, ordered=False))
         except BulkWriteError as error:
             errors = error.details.get("writeErrors") or [{}]
+            errors = self._replace_existing(collection, operations, errors)
+            if not errors:
+                return
             refused = [
                 (operations[item["index"]] if isinstance(item.get("index"), int) else None, item)
                 for item in errors
@@ -600,6 +604,23 @@ class MongoSink:
             raise self._halt(collection, operation, reason) from None
         except InvalidDocument as error:  # refused before sending (pymongo's own checks)
             raise self._halt(collection, None, type(error).__name__) from None
+
+    def _replace_existing(
+        self, collection: str, operations: list[Any], errors: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Change-log documents are inserted; one whose ``_id`` is already there (a segment
+        loaded again after a kill, a retried bulk) is replaced instead, so the change log ends
+        as the last load wrote it, as with replace-upserts. Returns the other errors."""
+        existing = [operations[item["index"]] for item in errors if _is_replaced(item, operations)]
+        if existing:
+            self._bulk_write(
+                collection,
+                [
+                    ReplaceOne({"_id": operation._doc["_id"]}, operation._doc, upsert=True)
+                    for operation in existing
+                ],
+            )
+        return [item for item in errors if not _is_replaced(item, operations)]
 
     def _dead_letter(self, collection: str, refused: list[tuple[Any, dict[str, Any]]]) -> bool:
         """Under CDC_ON_UNLOADABLE=dead-letter, set each refused mirror write aside (the rest of
@@ -662,6 +683,20 @@ class MongoSink:
         if identity is None:
             identity = (getattr(operation, "_filter", None) or {}).get("_id", "?")
         return table, key_label(identity)
+
+
+DUPLICATE_KEY = 11000
+
+
+def _is_replaced(item: Mapping[str, Any], operations: list[Any]) -> bool:
+    """Whether a bulk write error is an insert's duplicate key, which ``_replace_existing``
+    turns into a replacement."""
+    index = item.get("index")
+    return (
+        item.get("code") == DUPLICATE_KEY
+        and isinstance(index, int)
+        and isinstance(operations[index], InsertOne)
+    )
 
 
 def _raw_images(row: Mapping[str, Any]) -> bool:
