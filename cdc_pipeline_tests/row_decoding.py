@@ -25,7 +25,22 @@ def both_decodings(event: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any
     inner._position, wrapper.read_bytes = start
     event._RowsEvent__rows = None
     event._RowsEvent__none_sources = {}
-    library = event.rows
+    try:
+        library = event.rows
+    except ValueError as error:
+        # A DATE past its month's end (ALLOW_INVALID_DATES): the library raises where the
+        # compiled decoder gives None, "out of date range" (as the library does for such a
+        # DATETIME). Only that difference is let through: the rows are otherwise the decoder's.
+        assert "out of range for month" in str(error), error
+        sources = [
+            reason
+            for row in fast
+            for key, image in row.items()
+            if key.endswith("none_sources")
+            for reason in image.values()
+        ]
+        assert "out of date range" in sources, (error, fast)
+        return fast, fast, fast_applied
     assert (inner._position, wrapper.read_bytes) == end, "the packet ends elsewhere"
     return fast, library, fast_applied
 

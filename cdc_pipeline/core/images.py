@@ -41,31 +41,35 @@ _BID = struct.Struct("<QQ")
 
 class TextedDecimal128(Decimal128):
     """A ``Decimal128`` made from a ``Decimal`` it holds digit for digit, keeping that
-    ``Decimal`` and its text; the 128 bits are computed only when BSON or a comparison asks
-    for them (``bid``).
+    ``Decimal``; its 128 bits (``bid``) and its text (``text``, ``str``) are computed only when
+    asked for.
 
-    Capture only writes WAL text, so it never needs the bits: building them and then
-    ``str(Decimal128)`` (which rebuilds a ``Decimal`` from them) cost a sixth of capture's time.
+    Capture builds one per DECIMAL value and needs only the bits, for the row image's BSON;
+    ``Decimal128(value)`` and ``str(Decimal128)`` each take the long way through the digits.
     Everywhere else it behaves as the ``Decimal128`` of the same value: equality, ``str``,
     ``to_decimal``, BSON encoding and pickling (property-tested against ``Decimal128``).
     Only ``exact_decimal`` makes these, and only for values that need no rounding.
     """
 
-    __slots__ = ("_value", "text")
-    text: str
+    __slots__ = ("_value",)
     _value: decimal.Decimal
 
     def __init__(self, value: decimal.Decimal) -> None:  # the bits are left to ``bid``
         self._value = value
-        self.text = str(value)
+
+    @property
+    def text(self) -> str:
+        return str(self._value)
 
     @property
     def bid(self) -> bytes:
-        """The IEEE 754-2008 BID bits, computed from the digits (``Decimal128(value).bid``
+        """The IEEE 754-2008 BID bits, computed from the value (``Decimal128(value).bid``
         exactly, property-tested; ``exact_decimal`` guarantees at most 34 digits and an
         exponent in range, so the coefficient is below 2**113 and takes the plain form)."""
-        sign, digits, exponent = self._value.as_tuple()
-        coefficient = int("".join(map(str, digits))) if digits else 0
+        value = self._value
+        sign, _digits, exponent = value.as_tuple()
+        # The coefficient as an integer: exact, the context holds far more than 34 digits.
+        coefficient = int(_WIDE.scaleb(value.copy_abs(), -int(exponent)))
         high = (sign << 63) | ((int(exponent) + 6176) << 49) | (coefficient >> 64)
         return _BID.pack(coefficient & 0xFFFF_FFFF_FFFF_FFFF, high)
 
@@ -73,10 +77,13 @@ class TextedDecimal128(Decimal128):
         return self._value
 
     def __str__(self) -> str:
-        return self.text
+        return str(self._value)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (TextedDecimal128, (self._value,))
+
+
+_WIDE = decimal.Context(prec=100, Emax=10_000, Emin=-10_000)
 
 
 _DECODE_OPTIONS = CANONICAL_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=dt.UTC)

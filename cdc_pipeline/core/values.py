@@ -154,11 +154,12 @@ def time_text(value: dt.timedelta, fsp: int) -> str:
 
 
 def _iso_micro(value: dt.datetime, separator: str) -> str:
-    """Fixed width even before year 1000 (``strftime("%Y")`` does not pad there)."""
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}{separator}"
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+    """``YYYY-MM-DD{separator}HH:MM:SS.ffffff``, fixed width even before year 1000 and with
+    the microseconds even when they are 0 (``isoformat`` pads the year, unlike
+    ``strftime("%Y")``); the binlog's datetimes are naive, an aware one loses its zone."""
+    if value.tzinfo is not None:
+        value = value.replace(tzinfo=None)
+    return value.isoformat(separator, "microseconds")
 
 
 def _datetime(value: dt.datetime, column: ColumnSpec) -> dt.datetime | str:

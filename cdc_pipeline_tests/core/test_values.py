@@ -441,6 +441,7 @@ _FINITE_DECIMALS = st.one_of(
 @example(decimal.Decimal("-0E+6200"))
 @example(decimal.Decimal("1E-6177"))
 @example(decimal.Decimal("123456789012345678901234567890123.40"))  # 35 digits, rounded
+@example(decimal.Decimal("-1234567890123456789012345678901.234"))  # 34 digits, all kept
 def test_exact_decimal_text_is_what_decimal128_prints(value: decimal.Decimal) -> None:
     from bson import json_util
     from bson.json_util import CANONICAL_JSON_OPTIONS
@@ -571,3 +572,20 @@ def test_mariadb_json_text_integers_beyond_int64_become_decimals(document: Any) 
     marked = col(FIELD_TYPE.BLOB, "json", charset="utf8mb4")
     text = json.dumps(document, ensure_ascii=False)
     assert to_bson_value(text, marked) == _walked(json.loads(text))
+
+
+@given(st.datetimes(), st.sampled_from(["T", " "]), st.booleans())
+@example(dt.datetime(999, 12, 31, 23, 59, 59), "T", False)  # a three-digit year, no fraction
+def test_iso_micro_is_fixed_width_with_microseconds(
+    value: dt.datetime, separator: str, aware: bool
+) -> None:
+    """DATETIME(4-6) and JSON datetimes as text: the fields written out one by one, as the
+    CONTRACT's ``YYYY-MM-DDTHH:MM:SS.ffffff`` reads, whatever the year or fraction."""
+    from cdc_pipeline.core.values import _iso_micro
+
+    expected = (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}{separator}"
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
+    moment = value.replace(tzinfo=dt.UTC) if aware else value
+    assert _iso_micro(moment, separator) == expected

@@ -113,6 +113,8 @@ TRICKY_ROWS = (
       'é', 1.17549435e-38, NULL, NULL, NULL, NULL, '838:59:58.999', NULL, 'a,b,c', NULL, NULL,
       NULL, 2155)""",
     "INSERT INTO tricky (id, c_float) VALUES (4, -3.4028234e38)",
+    "SET sql_mode = 'ALLOW_INVALID_DATES'",  # days past their month's end: null, as zero dates
+    "INSERT INTO tricky (id, c_datetime, c_date) VALUES (5, '2024-02-30 10:00:00.5', '2023-04-31')",
 )
 
 
@@ -126,19 +128,20 @@ def test_values_that_sql_text_hides_read_as_the_binlog_gives_them(
 
     json_columns = _json_columns(source_server, source_schema, "tricky")
     binlog = {}
-    for schema, values, none_sources in _read_rows(source_server, source_schema, start, 4):
+    for schema, values, none_sources in _read_rows(source_server, source_schema, start, 5):
         document = convert_row(values, none_sources, with_json_columns(schema, json_columns))
         binlog[document["id"]] = document
-    assert sorted(binlog) == [1, 2, 3, 4]
+    assert sorted(binlog) == [1, 2, 3, 4, 5]
 
     table = describe_table(source, source_schema, "tricky")
     documents = list(row_documents(source, table, batch_size=3))
-    assert [document["id"] for document in documents] == [1, 2, 3, 4]
+    assert [document["id"] for document in documents] == [1, 2, 3, 4, 5]
     for document in documents:
         _same(document, binlog[document["id"]], f"{flavor} row {document['id']}")
     # Spot checks that the rows really hold what the comparison is about.
     first = documents[0]
     assert first["c_char"] == "ab" and first["c_date"] is None and first["c_datetime"] is None
+    assert documents[4]["c_date"] is None and documents[4]["c_datetime"] is None
     assert first["c_float"] == 0.1 and documents[1]["c_float"] == 16777216.0
     if flavor == "mysql":
         assert str(first["c_json"]["p"]) == "9.90" and str(first["c_json"]["i"]) == "2"

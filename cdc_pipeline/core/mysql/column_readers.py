@@ -117,7 +117,12 @@ def _date(data: bytes, pos: int) -> tuple[Any, int]:
     year, month, day = (value & ((1 << 15) - 1) << 9) >> 9, (value & (15 << 5)) >> 5, value & 31
     if year == 0 or month == 0 or day == 0:
         return None, pos + 3
-    return dt.date(year, month, day), pos + 3
+    try:
+        return dt.date(year, month, day), pos + 3
+    except ValueError:
+        # A day past its month's end (ALLOW_INVALID_DATES): None, as the library gives for
+        # such a DATETIME, where for a DATE it raises; conversion makes it null (decisions.md).
+        return None, pos + 3
 
 
 def _datetime2(fsp: int | None) -> Reader:
@@ -125,19 +130,25 @@ def _datetime2(fsp: int | None) -> Reader:
 
     def read(data: bytes, pos: int) -> tuple[Any, int]:
         value = int.from_bytes(data[pos : pos + 5], "big")
-        year_month = _slice(value, 1, 17, 40)
+        year_month = value >> 22 & 0x1FFFF  # bits 1-17 of 40: year * 13 + month
+        fraction = micros(data, pos + 5)
         try:
             moment = dt.datetime(
                 int(year_month / 13),
                 year_month % 13,
-                _slice(value, 18, 5, 40),
-                _slice(value, 23, 5, 40),
-                _slice(value, 28, 6, 40),
-                _slice(value, 34, 6, 40),
+                value >> 17 & 31,
+                value >> 12 & 31,
+                value >> 6 & 63,
+                value & 63,
+                # The library adds a positive fraction after building the datetime, where one
+                # of a million or more raises instead of giving None: left to that path.
+                fraction if 0 < fraction < 1_000_000 else 0,
             )
         except ValueError:
             return None, pos + 5 + size
-        return _with_fraction(moment, micros(data, pos + 5)), pos + 5 + size
+        if fraction >= 1_000_000:
+            moment = moment.replace(microsecond=fraction)  # raises, as the library does
+        return moment, pos + 5 + size
 
     return read
 

@@ -322,8 +322,8 @@ def _none_or(value: Any, convert: Callable[[Any], Any]) -> Any:
 
 
 def _datetime_text(text: str, name: str) -> dt.datetime | None:
-    """A DATE/DATETIME as the server prints it; None for zero dates and dates with a zero part
-    (the binlog path gives None for them too)."""
+    """A DATE/DATETIME as the server prints it; None for zero dates, dates with a zero part and
+    days past their month's end (ALLOW_INVALID_DATES): the binlog path gives None for them too."""
     match = _DATETIME_TEXT.fullmatch(text)
     if match is None:
         raise ValueConversionError(f"column {name}: unexpected date text {text!r}")
@@ -334,10 +334,8 @@ def _datetime_text(text: str, name: str) -> dt.datetime | None:
         return dt.datetime(
             year, month, day, hour, minute, second, int((match.group(7) or "").ljust(6, "0"))
         )
-    except ValueError as error:
-        raise ValueConversionError(
-            f"column {name}: {text!r} is not a real date ({error})"
-        ) from None
+    except ValueError:
+        return None
 
 
 def _micros(epoch: Any) -> int:
