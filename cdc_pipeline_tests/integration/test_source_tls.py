@@ -143,6 +143,20 @@ def test_disabled_is_plaintext_and_doctor_warns(tls_server: SourceServer) -> Non
     assert tls.ok and tls.advice and "not encrypted" in tls.detail
 
 
+def test_preferred_encrypts_every_connection_with_one_shared_context(
+    tls_server: SourceServer,
+) -> None:
+    """pymysql makes a TLS context per connection in PREFERRED mode (the CA store loaded each
+    time); ours is made once and shared, and a mode with options still gets its own."""
+    preferred = url_of(tls_server, "ssl-mode=PREFERRED", "127.0.0.1")
+    with connect(preferred) as first, connect(preferred) as second:
+        assert tls_session(first) is not None and tls_session(second) is not None
+        assert first.ctx is second.ctx
+        required = url_of(tls_server, "ssl-mode=REQUIRED", "127.0.0.1")
+        with connect(required) as third:
+            assert tls_session(third) is not None and third.ctx is not first.ctx
+
+
 def test_a_user_required_to_show_a_client_certificate_gets_in_with_it_only(
     tls_server: SourceServer, certificates: Certificates
 ) -> None:
