@@ -311,6 +311,8 @@ def encode_image(document: Mapping[str, Any] | None) -> bytes | None:
     if document is None:
         return None
     try:
+        if "_id" not in document:
+            return bson.encode(document)
         # Encoded as the value of a wrapper's empty key and cut out of it: the top level of
         # ``bson.encode`` moves an ``_id`` key first, a nested document keeps its key order.
         return bson.encode({"": document})[_WRAPPER_HEAD:-1]

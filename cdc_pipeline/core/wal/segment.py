@@ -120,6 +120,22 @@ def digest_line(row: dict[str, Any], format_version: int) -> bytes:
     return _encode_flat(values).encode() + b"\n"
 
 
+def _commit_micros(moment: datetime) -> int:
+    """A commit time in the digest: microseconds since the epoch, as the float ``timestamp``
+    gives them (the format's definition). The rows of a transaction share one datetime
+    object, so the last one is remembered (the pair is replaced at once: thread-safe)."""
+    global _LAST_COMMIT
+    last = _LAST_COMMIT
+    if last[0] is moment:
+        return last[1]
+    micros = int(moment.astimezone(UTC).timestamp() * 1_000_000)
+    _LAST_COMMIT = (moment, micros)
+    return micros
+
+
+_LAST_COMMIT: tuple[datetime | None, int] = (None, 0)
+
+
 def _digest_line_v2(row: dict[str, Any], _encode: Any = _encode_flat) -> bytes:
     pk, before, after = row["pk"], row["before"], row["after"]
     head = _encode(
@@ -137,7 +153,7 @@ def _digest_line_v2(row: dict[str, Any], _encode: Any = _encode_flat) -> bytes:
             row["schema_version"],
             row["binlog_file"],
             row["binlog_pos"],
-            int(row["committed_at"].astimezone(UTC).timestamp() * 1_000_000),
+            _commit_micros(row["committed_at"]),
             row["statement"],
         )
     )

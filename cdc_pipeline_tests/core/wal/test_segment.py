@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pandas as pd
@@ -223,6 +224,17 @@ def test_the_format_2_row_digest_is_pinned() -> None:
         ).encode()
         + b"\x01\x02\x03"
     )
+
+
+@given(st.lists(st.datetimes(timezones=st.just(UTC)), min_size=1, max_size=5), st.data())
+def test_commit_times_in_digest_lines_are_each_rows_own(moments: list[datetime], data: Any) -> None:
+    """The digest remembers the last commit time it converted (a transaction's rows share one);
+    rows in any order, the same objects again included, get their own time's microseconds."""
+    from cdc_pipeline.core.wal.segment import _commit_micros
+
+    for _ in range(3 * len(moments)):
+        moment = data.draw(st.sampled_from(moments))
+        assert _commit_micros(moment) == int(moment.timestamp() * 1_000_000)
 
 
 @given(
