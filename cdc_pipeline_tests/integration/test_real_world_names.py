@@ -342,18 +342,10 @@ def test_dates_past_their_months_end_load_as_null_and_verify_agrees(
             ("delete", None),
         ]
         assert mirror_differences(source_server, db, sink) == []
-    mongo = MongoSettings.from_env(
-        {
-            "CDC_MONGO_URI": mongo_target.uri,
-            "CDC_MONGO_DB": mongo_db_name,
-            "CDC_MONGO_COMPAT": mongo_target.compat,
-        }
-    )
-    url = SourceUrl.parse(source_server.url)
     report = reconcile(
         WalPaths(capture_settings.staging_dir, "default"),
-        url,
-        mongo,
+        SourceUrl.parse(source_server.url),
+        replace(mongo_target.settings, database=mongo_db_name),
         (f"{q(db)}.*",),
         wait_seconds=20,
     )
