@@ -194,9 +194,10 @@ def document_keys(text: str | bytes | None) -> list[str] | None:
     return [key[1:] if key[:1] == "~" else key for key in document]
 
 
-_VALUE_SIZES = {0x01: 8, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x12: 8, 0x13: 16}
+FIXED_VALUE_SIZES = {0x01: 8, 0x08: 1, 0x09: 8, 0x0A: 0, 0x10: 4, 0x12: 8, 0x13: 16}
 """Bytes of each fixed-size BSON value ``values`` makes (double, bool, date, null, int32,
 int64, decimal), by element type; any other type is left to the library."""
+_VALUE_SIZES = FIXED_VALUE_SIZES
 _INT32 = struct.Struct("<i").unpack_from
 
 
@@ -255,7 +256,12 @@ def decimal128_text(value: Decimal128) -> str:
     """
     if type(value) is TextedDecimal128:
         return value.text
-    low, high = _BID.unpack(value.bid)
+    return bid_text(value.bid)
+
+
+def bid_text(bid: bytes) -> str:
+    """``decimal128_text`` of the 16 bytes of a ``Decimal128`` (its ``bid``, as BSON holds it)."""
+    low, high = _BID.unpack(bid)
     sign = "-" if high >> 63 else ""
     if (high & _NAN) == _NAN:
         return "NaN"  # any NaN, as ``Decimal128.__str__`` gives it (the drivers' spec)
@@ -299,6 +305,8 @@ _IMAGE_OPTIONS_DECIMAL_TEXT: CodecOptions[dict[str, Any]] = _IMAGE_OPTIONS.with_
 _RAW_OPTIONS: CodecOptions[RawBSONDocument] = CodecOptions(
     document_class=RawBSONDocument, tz_aware=True, tzinfo=dt.UTC
 )
+RAW_OPTIONS = _RAW_OPTIONS
+"""How raw images read back: ``RawBSONDocument``s whose datetimes are tz-aware UTC."""
 
 
 def encode_image(document: Mapping[str, Any] | None) -> bytes | None:

@@ -60,6 +60,12 @@ from cdc_pipeline.core.load.documents import (
 )
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
+from cdc_pipeline.core.load.raw_documents import (
+    CdcElements,
+    RawMirror,
+    change_log_document,
+    server_images,
+)
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
@@ -113,14 +119,25 @@ class ApplyReport:
 class _Phase:
     """Mirror changes since the last mirror-changing DDL, coalesced to the last change per key."""
 
-    actions: dict[tuple[str, bytes], tuple[str, Any, dict[str, Any] | None, str]] = field(
-        default_factory=dict
-    )
+    actions: dict[tuple[str, bytes], tuple[str, Any, Any, str, Any]] = field(default_factory=dict)
 
     def set(self, collection: str, key: Any, document: dict[str, Any] | None, gtid: str) -> None:
-        identity = (collection, key_identity(key))
-        self.actions.pop(identity, None)  # keep insertion order = order of last change
-        self.actions[identity] = (collection, key, document, gtid)
+        self.put(collection, key_identity(key), key, document, gtid, None)
+
+    def put(
+        self,
+        collection: str,
+        identity: bytes,
+        key: Any,
+        document: Mapping[str, Any] | None,
+        gtid: str,
+        operation: Any,
+    ) -> None:
+        """``set`` with the key's identity given, and the write when already made (a
+        ``load.raw_documents`` write: its key is not decoded, None)."""
+        slot = (collection, identity)
+        self.actions.pop(slot, None)  # keep insertion order = order of last change
+        self.actions[slot] = (collection, key, document, gtid, operation)
 
 
 class MongoSink:
@@ -162,6 +179,7 @@ class MongoSink:
         self._names: dict[tuple[str, str], str] = {}
         self._registered: dict[str, str] = {}
         self._versions_seen: dict[tuple[str, str, Any], str] = {}
+        self._raw_mirrors: dict[tuple[str, str, Any], RawMirror | None] = {}
         if large_values is None:
             large_values = mirror_style == "dotted"
         self.large = LargeValues(database, self.retry) if large_values else None
@@ -338,6 +356,7 @@ class MongoSink:
         primary_keys = _primary_keys(manifest)
         changes: list[InsertOne[Any]] = []
         phase = _Phase()
+        cdc = CdcElements(batch)
         last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
         for row in rows:
             table = f"{row['schema']}.{row['table']}"
@@ -355,21 +374,11 @@ class MongoSink:
                 report.ddl_applied.extend(done)
                 continue
             key_columns = primary_keys.get((table, row["schema_version"]), ())
-            if self.raw_images and _raw_images(row):
-                # The change log takes the images' BSON as it is; only a mirror needs them
-                # decoded (its key, its escaped field names).
-                before = self.decode(row["before"]) if key_columns else None
-                after = self.decode(row["after"]) if key_columns else None
-                self._add_change_raw(changes, row, batch, report)
-            else:
-                before = self.decode(row["before"])
-                after = self.decode(row["after"])
-                self._add_change(changes, row, before, after, batch, report)
+            if not self._apply_raw(row, table, key_columns, manifest, changes, phase, cdc, report):
+                self._apply_decoded(row, key_columns, changes, phase, batch, report)
             if not key_columns:
                 report.tables_without_key[table] = report.tables_without_key.get(table, 0) + 1
-                continue
-            self._stage_mirror(phase, row, before, after, key_columns, batch)
-            if len(phase.actions) >= PHASE_KEYS:
+            elif len(phase.actions) >= PHASE_KEYS:
                 self._flush_phase(phase, report)
         self._flush_changes(changes, report)
         self._flush_phase(phase, report)
@@ -377,6 +386,92 @@ class MongoSink:
             report.last_change[table] = (str(row["gtid"]), str(row["committed_at"] or ""))
         self._count_mirrors(report)
         return report
+
+    def _apply_decoded(
+        self,
+        row: Mapping[str, Any],
+        key_columns: tuple[str, ...],
+        changes: list[InsertOne[Any]],
+        phase: _Phase,
+        batch: str,
+        report: ApplyReport,
+    ) -> None:
+        """A row's change-log document and mirror change, from its decoded images."""
+        if self.raw_images and _raw_images(row):
+            # The change log takes the images' BSON as it is; only a mirror needs them
+            # decoded (its key, its escaped field names).
+            before = self.decode(row["before"]) if key_columns else None
+            after = self.decode(row["after"]) if key_columns else None
+            self._add_change_raw(changes, row, batch, report)
+        else:
+            before = self.decode(row["before"])
+            after = self.decode(row["after"])
+            self._add_change(changes, row, before, after, batch, report)
+        if key_columns:
+            self._stage_mirror(phase, row, before, after, key_columns, batch)
+
+    def _apply_raw(
+        self,
+        row: Mapping[str, Any],
+        table: str,
+        key_columns: tuple[str, ...],
+        manifest: Manifest,
+        changes: list[InsertOne[Any]],
+        phase: _Phase,
+        cdc: CdcElements,
+        report: ApplyReport,
+    ) -> bool:
+        """A row's change-log document and mirror change assembled from its images' bytes
+        (``load.raw_documents``); False, with nothing done, when the row takes the decoded
+        path: images held as text, values that may not fit, dead-lettering, a mirror whose
+        documents cannot be assembled so (``RawMirror.of``), bytes the walk cannot read."""
+        if not _raw_images(row) or (
+            self.large is not None and may_not_fit(row["before"], row["after"])
+        ):
+            return False
+        images = server_images(row, self.decimals_as_strings)
+        if images is None:
+            return False
+        pk, before, after = images
+        mirror = new = old = None
+        if key_columns:
+            if self.dead is not None or pk is None:
+                return False
+            mirror = self._raw_mirror(row, table, key_columns, manifest)
+            if mirror is None or (new := mirror.key_of_pk(pk)) is None:
+                return False
+            if before is not None and after is not None:
+                old = mirror.key_of_image(before)
+                if old is None:
+                    return False
+        changes.append(InsertOne(change_log_document(row, pk, before, after, cdc.batch)))
+        if len(changes) >= BULK_CHUNK:
+            self._flush_changes(changes, report)
+        if mirror is None or new is None:
+            return True
+        collection, gtid = mirror.collection, row["gtid"]
+        if after is None:
+            phase.put(collection, mirror.identity(new), None, None, gtid, mirror.delete(new))
+            return True
+        if old is not None and old != new:  # a key update moves the document
+            phase.put(collection, mirror.identity(old), None, None, gtid, mirror.delete(old))
+        mirror_document, write = mirror.upsert(new, after, cdc(row))
+        phase.put(collection, mirror.identity(new), None, mirror_document, gtid, write)
+        return True
+
+    def _raw_mirror(
+        self, row: Mapping[str, Any], table: str, key_columns: tuple[str, ...], manifest: Manifest
+    ) -> RawMirror | None:
+        """The table's ``RawMirror`` at the row's schema version (registered as
+        ``_registered_mirror`` does), made once per sink."""
+        seen = (row["schema"], row["table"], row["schema_version"])
+        if seen in self._raw_mirrors:
+            return self._raw_mirrors[seen]
+        declared = manifest.schema_versions[table][row["schema_version"]]
+        columns = [str(column["name"]) for column in declared["columns"]]
+        mirror = RawMirror.of(self._registered_mirror(row, columns), columns, key_columns)
+        self._raw_mirrors[seen] = mirror
+        return mirror
 
     def _count_mirrors(self, report: ApplyReport) -> None:
         """``report.mirror_documents`` for the keyed tables the segment touched (after its
@@ -535,8 +630,9 @@ class MongoSink:
         if moved:
             document["_cdc"] = {**document["_cdc"], "large_values": moved}
 
-    def _registered_mirror(self, row: Mapping[str, Any], image: Mapping[str, Any]) -> str:
-        """The row's mirror, registered once per table and schema version."""
+    def _registered_mirror(self, row: Mapping[str, Any], image: Iterable[str]) -> str:
+        """The row's mirror, registered once per table and schema version (``image``: its
+        column names, or an image whose keys they are)."""
         seen = (row["schema"], row["table"], row["schema_version"])
         name = self._versions_seen.get(seen)
         if name is None:
@@ -556,18 +652,19 @@ class MongoSink:
         by_collection: dict[str, list[Any]] = {}
         if self.dead is not None and phase.actions:
             self._drain()  # every earlier refusal is known: a later change of its key follows it
-        for collection, key, document, gtid in phase.actions.values():
+        for collection, key, document, gtid, operation in phase.actions.values():
             if self.dead is not None and self.dead.holds(collection, key):
                 refusal = Refusal(collection, *self._table_of(collection), key, document, "")
                 self.dead.set_aside(refusal, gtid, self._batch)
                 report.dead_lettered += 1
                 continue
             if document is None:
-                by_collection.setdefault(collection, []).append(DeleteOne(id_filter(key)))
+                operation = operation or DeleteOne(id_filter(key))
                 report.mirror_deletes += 1
             else:
-                by_collection.setdefault(collection, []).append(upsert_by_id(document))
+                operation = operation or upsert_by_id(document)
                 report.mirror_upserts += 1
+            by_collection.setdefault(collection, []).append(operation)
         for collection, operations in by_collection.items():
             for start in range(0, len(operations), BULK_CHUNK):
                 self._submit_bulk(collection, operations[start : start + BULK_CHUNK])

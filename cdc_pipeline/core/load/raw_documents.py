@@ -1,0 +1,270 @@
+"""Mirror writes assembled from the WAL's BSON images as bytes, without decoding them.
+
+A mirror document is ``{"_id": key, <the after image's fields>, "_cdc": meta}``
+(``documents.mirror_document``). When the table has a one-column key and no column needs an
+escaped field name, that document is the key's element, the after image's elements as they
+are, and the ``_cdc`` element, joined: the loader sends it as a ``RawBSONDocument`` that
+pymongo copies byte for byte. Decoding the image into a dict and encoding it again was most of
+a load's client CPU. Any other table, and any row this module cannot read, takes the decoded
+path; both give the same documents and the same writes (tested against each other).
+
+Invariants:
+    * ``server_image(image, True)`` is the BSON of ``decode_image(image,
+      decimals_as_strings=True)``: what a server without Decimal128 (CDC_MONGO_COMPAT=nx-27017)
+      stores; ``None`` when it cannot tell without decoding (property-tested);
+    * ``RawMirror.identity`` gives the bytes ``documents.key_identity`` gives for the decoded
+      key, so one segment's writes coalesce per key whichever path built them;
+    * nothing here is a second reading of the images: the bytes come from a segment whose
+      checksum and images' column names validation has already checked.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import bson
+from bson.raw_bson import RawBSONDocument
+from pymongo import DeleteOne, ReplaceOne
+
+from cdc_pipeline.core.images import FIXED_VALUE_SIZES, RAW_OPTIONS, bid_text
+from cdc_pipeline.core.load.documents import field_escapes, mirror_meta
+
+_SIZE = struct.Struct("<i")
+_pack_size = _SIZE.pack
+_read_size = _SIZE.unpack_from
+_DECIMAL = 0x13
+_STRING = b"\x02"
+_CDC_NAME = b"\x03_cdc\x00"
+_ID_NAME = b"_id\x00"
+
+
+def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
+    """A BSON image as the server stores it: unchanged, or under ``decimals_as_strings`` each
+    top-level ``Decimal128`` element as a string element of its exact text (``bid_text``).
+
+    ``None`` when that cannot be told by walking the top level: a nested document or array
+    holding a byte 0x13 (it may hold a ``Decimal128``), a type the walk does not know, bytes
+    that do not add up. The caller then decodes the image instead.
+    """
+    if not decimals_as_strings or b"\x13" not in image:
+        return image
+    try:
+        parts = []
+        start = position = 4
+        end = len(image) - 1
+        while position < end:
+            kind = image[position]
+            value = image.index(b"\x00", position + 1) + 1
+            size = FIXED_VALUE_SIZES.get(kind)
+            if size is None:
+                if kind == 0x02:  # text: its length, the UTF-8 bytes, a NUL
+                    size = 4 + _read_size(image, value)[0]
+                elif kind == 0x05:  # binary: its length, the subtype, the bytes
+                    size = 5 + _read_size(image, value)[0]
+                elif kind in (0x03, 0x04):  # a document or an array: its length includes itself
+                    size = _read_size(image, value)[0]
+                    if b"\x13" in image[value : value + size]:
+                        return None
+                else:
+                    return None
+                if size < 5:
+                    return None
+            elif kind == _DECIMAL:
+                text = bid_text(image[value : value + 16]).encode()
+                parts.append(image[start:position])
+                parts.append(_STRING + image[position + 1 : value] + _pack_size(len(text) + 1))
+                parts.append(text + b"\x00")
+                start = value + 16
+            position = value + size
+        if position != end:
+            return None
+    except (ValueError, IndexError, struct.error):
+        return None
+    parts.append(image[start:end])
+    body = b"".join(parts)
+    return _pack_size(len(body) + 5) + body + b"\x00"
+
+
+def server_images(
+    row: Mapping[str, Any], decimals_as_strings: bool
+) -> tuple[bytes | None, bytes | None, bytes | None] | None:
+    """``server_image`` of the row's ``pk``, ``before`` and ``after`` (absent ones stay None);
+    None when one of them cannot be told without decoding."""
+    pk, before, after = row["pk"], row["before"], row["after"]
+    if not decimals_as_strings:
+        return pk, before, after
+    if pk is not None and (pk := server_image(pk, True)) is None:
+        return None
+    if before is not None and (before := server_image(before, True)) is None:
+        return None
+    if after is not None and (after := server_image(after, True)) is None:
+        return None
+    return pk, before, after
+
+
+def change_log_document(
+    row: Mapping[str, Any],
+    pk: bytes | None,
+    before: bytes | None,
+    after: bytes | None,
+    batch: str,
+) -> RawBSONDocument:
+    """``documents.change_document`` with these images, as the BSON pymongo would send for it:
+    the row's fields encoded by the C codec around the images' bytes."""
+    head = bson.encode(
+        {
+            "_id": row["event_id"],
+            "gtid": row["gtid"],
+            "row_index": row["row_index"],
+            "source": row["source"],
+            "schema": row["schema"],
+            "table": row["table"],
+            "op": row["op"],
+        }
+    )
+    tail = bson.encode(
+        {
+            "schema_version": row["schema_version"],
+            "binlog_file": row["binlog_file"],
+            "binlog_pos": row["binlog_pos"],
+            "committed_at": row["committed_at"],
+            "batch": batch,
+        }
+    )
+    return _raw(
+        _document(
+            head[4:-1],
+            _PK_NULL if pk is None else _PK + pk,
+            _BEFORE_NULL if before is None else _BEFORE + before,
+            _AFTER_NULL if after is None else _AFTER + after,
+            tail[4:-1],
+        )
+    )
+
+
+_PK, _PK_NULL = b"\x03pk\x00", b"\x0apk\x00"
+_BEFORE, _BEFORE_NULL = b"\x03before\x00", b"\x0abefore\x00"
+_AFTER, _AFTER_NULL = b"\x03after\x00", b"\x0aafter\x00"
+
+
+def element_of(image: bytes, name: bytes) -> bytes | None:
+    """The type byte and value bytes of the top-level element ``name`` of a BSON image, found
+    by skipping over the elements before it; None when the walk cannot tell."""
+    try:
+        position = 4
+        end = len(image) - 1
+        while position < end:
+            kind = image[position]
+            value = image.index(b"\x00", position + 1) + 1
+            size = FIXED_VALUE_SIZES.get(kind)
+            if size is None:
+                if kind == 0x02:
+                    size = 4 + _read_size(image, value)[0]
+                elif kind == 0x05:
+                    size = 5 + _read_size(image, value)[0]
+                elif kind in (0x03, 0x04):
+                    size = _read_size(image, value)[0]
+                else:
+                    return None
+                if size < 5:
+                    return None
+            if value + size > end:
+                return None
+            if image[position + 1 : value - 1] == name:
+                return image[position : position + 1] + image[value : value + size]
+            position = value + size
+    except (ValueError, IndexError, struct.error):
+        return None
+    return None
+
+
+class RawDocument(RawBSONDocument):
+    """A ``RawBSONDocument`` whose truth value is read from its length bytes: pymongo tests a
+    replacement with ``if replacement`` before sending it, and ``RawBSONDocument`` answers
+    that by decoding every field (``__len__``), the very work raw documents are for."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return len(self.raw) > 5
+
+
+def _raw(document: bytes) -> RawBSONDocument:
+    return RawDocument(document, RAW_OPTIONS)
+
+
+def _document(*elements: bytes) -> bytes:
+    body = b"".join(elements)
+    return _pack_size(len(body) + 5) + body + b"\x00"
+
+
+@dataclass(frozen=True)
+class RawMirror:
+    """How the mirror writes of one table at one schema version are assembled as bytes."""
+
+    collection: str
+    key: bytes
+    """The key column's name, UTF-8."""
+
+    @staticmethod
+    def of(collection: str, columns: list[str], key_columns: tuple[str, ...]) -> RawMirror | None:
+        """The plan for a table with these columns and key; None when its documents need the
+        decoded path: a key of several columns (its ``_id`` filter names each field), or a
+        column whose field name is escaped."""
+        if len(key_columns) != 1 or field_escapes(columns):
+            return None
+        return RawMirror(collection, key_columns[0].encode())
+
+    def key_of_pk(self, pk: bytes) -> bytes | None:
+        """The key element's type and value from the row's ``pk`` image (one element, the key
+        column); None if the image is not that."""
+        size = len(self.key)
+        head = 5 + size
+        if len(pk) < head + 2 or pk[5:head] != self.key or pk[head] != 0:
+            return None
+        return pk[4:5] + pk[head + 1 : -1]
+
+    def key_of_image(self, image: bytes) -> bytes | None:
+        """The key element's type and value from a row image."""
+        return element_of(image, self.key)
+
+    @staticmethod
+    def identity(key: bytes) -> bytes:
+        """``key_identity`` of the decoded key: the BSON of ``{"": value}``."""
+        return _document(key[:1], b"\x00", key[1:])
+
+    @staticmethod
+    def delete(key: bytes) -> DeleteOne:
+        """The mirror delete of ``key`` (``DeleteOne(id_filter(value))``)."""
+        return DeleteOne(_raw(_document(key[:1], _ID_NAME, key[1:])))
+
+    @staticmethod
+    def upsert(key: bytes, after: bytes, cdc: bytes) -> tuple[RawBSONDocument, ReplaceOne[Any]]:
+        """The mirror document of ``after`` under ``key`` with the ``_cdc`` element ``cdc``, and
+        its write (``upsert_by_id``)."""
+        id_element = key[:1] + _ID_NAME + key[1:]
+        document = _raw(_document(id_element, after[4:-1], cdc))
+        selector = _raw(_document(id_element))
+        return document, ReplaceOne(selector, document, upsert=True)
+
+
+class CdcElements:
+    """The ``_cdc`` element of mirror documents (``mirror_meta``) as BSON, made once per
+    transaction and schema version: the rows of a transaction share it."""
+
+    def __init__(self, batch: str) -> None:
+        self.batch = batch
+        self._last: tuple[Any, Any, bytes] = (None, None, b"")
+
+    def __call__(self, row: Mapping[str, Any]) -> bytes:
+        gtid, version = row["gtid"], row["schema_version"]
+        last = self._last
+        if last[0] == gtid and last[1] == version:
+            return last[2]
+        meta = mirror_meta(gtid, self.batch, version, row["committed_at"])
+        element = _CDC_NAME + bson.encode(meta)
+        self._last = (gtid, version, element)
+        return element

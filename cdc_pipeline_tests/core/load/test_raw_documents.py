@@ -1,0 +1,330 @@
+"""Unit tests of core/load/raw_documents.py: what the loader assembles from the WAL's BSON
+images as bytes is, byte for byte, what the decoded path builds and pymongo would encode; the
+sink gives the same writes on both paths."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import bson
+import pytest
+from bson.decimal128 import Decimal128
+from bson.errors import InvalidBSON
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
+from pymongo import DeleteOne, InsertOne, ReplaceOne
+
+from cdc_pipeline.core.images import decode_image, encode_image, is_bson_image
+from cdc_pipeline.core.load import sink as sink_module
+from cdc_pipeline.core.load.documents import (
+    change_document,
+    id_filter,
+    key_identity,
+    mirror_document,
+    mirror_id,
+    mirror_meta,
+)
+from cdc_pipeline.core.load.raw_documents import (
+    CdcElements,
+    RawDocument,
+    RawMirror,
+    change_log_document,
+    element_of,
+    server_image,
+)
+from cdc_pipeline.core.load.sink import MongoSink
+from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline_tests.core.test_images import documents, keys, scalars
+
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _stored(document: dict[str, Any]) -> bytes:
+    """The BSON pymongo sends for a document, keys in its order (``encode_image``)."""
+    image = encode_image(document)
+    assert image is not None and is_bson_image(image)
+    return image
+
+
+@given(documents)
+@example({"amount": Decimal128("-12.50"), "id": 19, "nested": {"d": Decimal128("1")}})
+@example({"n": [Decimal128("1E+3")], "t": "\x13"})
+def test_a_server_image_is_the_decoded_image_encoded_again(document: dict[str, Any]) -> None:
+    image = encode_image(document)
+    assume(image is not None and is_bson_image(image))
+    assert image is not None
+    assert server_image(image, False) is image
+    stored = server_image(image, True)
+    decoded = decode_image(image, decimals_as_strings=True)
+    assert decoded is not None
+    if stored is None:  # only where a nested value may hold a Decimal128
+        assert any(type(value) in (dict, list) for value in document.values())
+    else:
+        assert stored == _stored(decoded)
+
+
+@given(st.dictionaries(keys, scalars, max_size=8))
+@example({"a": Decimal128("NaN"), "b": Decimal128("-0E-6176"), "c": b"\x13", "d": "x\x13"})
+def test_a_flat_image_is_always_rewritten_without_decoding(document: dict[str, Any]) -> None:
+    image = encode_image(document)
+    assume(image is not None and is_bson_image(image))
+    assert image is not None
+    stored = server_image(image, True)
+    decoded = decode_image(image, decimals_as_strings=True)
+    assert stored is not None and decoded is not None
+    assert stored == _stored(decoded)
+
+
+def test_damaged_bytes_are_left_to_the_decoder() -> None:
+    image = _stored({"a": Decimal128("1.5"), "b": "text"})
+    assert server_image(image[:-3] + b"\x00", True) is None  # a length that does not add up
+    assert server_image(image.replace(b"\x02b", b"\x7fb"), True) is None  # an unknown type
+    assert element_of(image[:-5], b"b") is None
+
+
+@given(st.dictionaries(keys, scalars, min_size=1, max_size=6), st.data())
+def test_an_element_is_found_by_name_as_its_type_and_value_bytes(
+    document: dict[str, Any], data: Any
+) -> None:
+    image = encode_image(document)
+    assume(image is not None and is_bson_image(image))
+    assert image is not None
+    name = data.draw(st.sampled_from(sorted(document)))
+    single = _stored({name: document[name]})
+    encoded = name.encode()
+    assert element_of(image, encoded) == single[4:5] + single[6 + len(encoded) : -1]
+    assert element_of(image, b"\x01not a key") is None
+
+
+_KEYS = st.one_of(
+    st.integers(-(2**63), 2**63 - 1),
+    st.text(max_size=12),
+    st.sampled_from([0, 19, 2**31, "1", Decimal128("10.50"), 1.5, b"\x13key", True]),
+    st.datetimes(timezones=st.just(UTC)).map(lambda v: v.replace(microsecond=0)),
+)
+
+
+@given(_KEYS, _KEYS, st.dictionaries(st.sampled_from(["name", "qty", "at"]), scalars))
+def test_a_one_column_key_mirror_write_is_the_decoded_paths(
+    key: Any, other: Any, values: dict[str, Any]
+) -> None:
+    after = {"id": key, **values}
+    columns = list(after)
+    mirror = RawMirror.of("shop.items", columns, ("id",))
+    assert mirror is not None
+    new = mirror.key_of_pk(_stored({"id": key}))
+    assert new is not None
+    assert mirror.key_of_image(_stored(after)) == new
+    assert RawMirror.identity(new) == key_identity(key)
+    assert (RawMirror.identity(new) == key_identity(other)) == (
+        key_identity(key) == key_identity(other)
+    )
+    meta = mirror_meta("0-1-9", "batch-1", "v1", START + timedelta(seconds=9))
+    document, write = mirror.upsert(new, _stored(after), CdcElements("batch-1")(_row(9)))
+    decoded_after = decode_image(_stored(after))
+    assert decoded_after is not None
+    expected = mirror_document(mirror_id({"id": key}), decoded_after, meta)
+    assert document.raw == bson.encode(expected)
+    assert isinstance(write, ReplaceOne) and write._upsert is True
+    assert write._filter.raw == bson.encode(id_filter(key))
+    assert write._doc is document
+    delete = mirror.delete(new)
+    assert isinstance(delete, DeleteOne) and delete._filter.raw == bson.encode(id_filter(key))
+
+
+def test_tables_the_bytes_cannot_serve_take_the_decoded_path() -> None:
+    assert RawMirror.of("m", ["a", "b"], ("a", "b")) is None  # a composite key
+    assert RawMirror.of("m", ["id", "a.b"], ("id",)) is None  # an escaped column
+    assert RawMirror.of("m", ["_id", "x"], ("_id",)) is None
+    assert RawMirror.of("m", ["id"], ()) is None
+    mirror = RawMirror.of("m", ["id", "name"], ("id",))
+    assert mirror is not None
+    assert mirror.key_of_pk(_stored({"name": 1})) is None  # a pk image of another column
+    assert mirror.key_of_pk(_stored({"idx": 1})) is None
+    assert mirror.key_of_pk(_stored({"ix": 1})) is None  # as long as the key's name
+
+
+def _row(seq: int, index: int = 0, **changes: Any) -> dict[str, Any]:
+    gtid = f"0-1-{seq}"
+    return {
+        "event_id": f"{gtid}#{index}",
+        "gtid": gtid,
+        "row_index": index,
+        "source": "default",
+        "schema": "shop",
+        "table": "items",
+        "op": "insert",
+        "pk": None,
+        "before": None,
+        "after": None,
+        "schema_version": "v1",
+        "binlog_file": "bin.000001",
+        "binlog_pos": 4 + seq,
+        "committed_at": START + timedelta(seconds=seq),
+        "statement": None,
+    } | changes
+
+
+def test_the_cdc_element_is_the_mirror_metas_and_made_once_per_transaction() -> None:
+    elements = CdcElements("batch-1")
+    first = elements(_row(9))
+    meta = mirror_meta("0-1-9", "batch-1", "v1", START + timedelta(seconds=9))
+    assert first == b"\x03_cdc\x00" + bson.encode(meta)
+    assert elements(_row(9, 1)) is first
+    assert elements(_row(9, 2, schema_version="v2")) != first
+    assert elements(_row(10)) == b"\x03_cdc\x00" + bson.encode(
+        mirror_meta("0-1-10", "batch-1", "v1", START + timedelta(seconds=10))
+    )
+
+
+@given(st.sampled_from([None, {"id": 7}]), documents, documents, st.integers(0, 2**40))
+def test_a_change_log_document_is_the_decoded_paths(
+    pk: Any, before: dict[str, Any], after: dict[str, Any], index: int
+) -> None:
+    images = [encode_image(image) for image in (pk, before, after)]
+    assume(all(image is None or is_bson_image(image) for image in images))
+    row = _row(3, index % 2**31, op="update", binlog_pos=index)
+    document = change_log_document(row, *images, "batch-7")
+    decoded = [decode_image(image) for image in images]
+    assert document.raw == bson.encode(change_document(row, *decoded, "batch-7"))
+    only_after = change_log_document(row, None, None, images[2], "batch-7")
+    assert only_after.raw == bson.encode(change_document(row, None, None, decoded[2], "batch-7"))
+
+
+def test_a_raw_document_is_true_without_decoding_its_fields() -> None:
+    """pymongo tests ``if replacement``; a ``RawBSONDocument`` answers by decoding it."""
+    damaged = bson.encode({"a": "text"}).replace(b"text", b"t\xffxt")
+    assert bool(RawDocument(damaged)) is True
+    with pytest.raises(InvalidBSON):
+        len(RawDocument(damaged))  # what the base class's truth value would have done
+    assert bool(RawDocument(bson.encode({}))) is False
+
+
+# -- the sink on both paths ------------------------------------------------------------------
+
+
+class _Capture:
+    """A database whose collections record every bulk write instead of sending it."""
+
+    name = "cdc"
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, bytes]] = []
+
+    def __getitem__(self, collection: str) -> Any:
+        capture = self
+
+        class _Collection:
+            def bulk_write(self, operations: list[Any], ordered: bool) -> None:
+                for operation in operations:
+                    capture.writes.append((collection, _operation_bson(operation)))
+
+            def replace_one(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def estimated_document_count(self) -> int:
+                return 0
+
+        return _Collection()
+
+    def list_collection_names(self) -> list[str]:
+        return []
+
+
+def _operation_bson(operation: Any) -> bytes:
+    if isinstance(operation, InsertOne):
+        return b"insert" + bson.encode(operation._doc)
+    if isinstance(operation, ReplaceOne):
+        return b"replace" + bson.encode({"q": operation._filter, "u": operation._doc})
+    assert isinstance(operation, DeleteOne)
+    return b"delete" + bson.encode({"q": operation._filter})
+
+
+ITEMS = {"columns": [{"name": "id"}, {"name": "name"}, {"name": "amount"}], "primary_key": ["id"]}
+LINES = {"columns": [{"name": "order"}, {"name": "no"}], "primary_key": ["order", "no"]}
+ESCAPED = {"columns": [{"name": "id"}, {"name": "a.b"}], "primary_key": ["id"]}
+LOG = {"columns": [{"name": "message"}], "primary_key": []}
+
+
+def _segment() -> tuple[list[dict[str, Any]], Manifest]:
+    def change(seq: int, index: int, table: str, op: str, pk: Any, before: Any, after: Any):
+        return _row(
+            seq,
+            index,
+            table=table,
+            op=op,
+            pk=encode_image(pk),
+            before=encode_image(before),
+            after=encode_image(after),
+        )
+
+    apple = {"id": 1, "name": "apple", "amount": Decimal128("1.50")}
+    pear = {"id": Decimal128("2.0"), "name": "pear", "amount": Decimal128("-0.01")}
+    rows = [
+        change(1, 0, "items", "insert", {"id": 1}, None, apple),
+        change(1, 1, "items", "insert", {"id": pear["id"]}, None, pear),
+        change(2, 0, "items", "update", {"id": 1}, apple, apple | {"name": "green"}),
+        change(3, 0, "items", "update", {"id": 5}, apple, apple | {"id": 5}),  # the key moves
+        change(4, 0, "items", "delete", {"id": pear["id"]}, pear, None),
+        change(5, 0, "items", "insert", {"id": 6}, None, {"id": 6, "name": {"d": Decimal128("1")}}),
+        change(6, 0, "lines", "insert", {"order": 1, "no": 2}, None, {"order": 1, "no": 2}),
+        change(7, 0, "escaped", "insert", {"id": 1}, None, {"id": 1, "a.b": 2}),
+        change(8, 0, "log", "insert", None, None, {"message": "hello"}),
+        change(8, 1, "log", "delete", None, {"message": "hello"}, None),
+    ]
+    versions = {"items": ITEMS, "lines": LINES, "escaped": ESCAPED, "log": LOG}
+    manifest = Manifest(
+        source="default",
+        sequence=7,
+        flavor="mariadb",
+        start_gtid="0-1-0",
+        end_gtid="0-1-8",
+        start_binlog_file="bin.000001",
+        start_binlog_pos=4,
+        end_binlog_file="bin.000001",
+        end_binlog_pos=99,
+        schema_versions={f"shop.{name}": {"v1": schema} for name, schema in versions.items()},
+    )
+    return rows, manifest
+
+
+@pytest.mark.parametrize("decimals_as_strings", [False, True], ids=["standard", "nx-27017"])
+def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
+    decimals_as_strings: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows, manifest = _segment()
+
+    def load() -> tuple[list[tuple[str, bytes]], Any, int]:
+        database = _Capture()
+        sink = MongoSink(
+            database,  # type: ignore[arg-type]
+            decimals_as_strings=decimals_as_strings,
+            large_values=False,
+        )
+        monkeypatch.setattr(sink, "register", lambda source, schema, table, columns: table)
+        raw = 0
+        apply_raw = sink._apply_raw
+
+        def counted(*args: Any) -> bool:
+            nonlocal raw
+            done = apply_raw(*args)
+            raw += done
+            return done
+
+        monkeypatch.setattr(sink, "_apply_raw", counted)
+        report = sink.apply(rows, manifest, [])
+        return database.writes, dataclasses.asdict(report), raw
+
+    writes, report, raw = load()
+    monkeypatch.setattr(MongoSink, "_apply_raw", lambda *args: False)
+    decoded_writes, decoded_report, none = load()
+    assert none == 0
+    # the rows of items (but its nested decimal under nx-27017) and of the keyless log take
+    # the raw path; the composite key and the escaped column take the decoded one
+    assert raw == (7 if decimals_as_strings else 8)
+    assert writes == decoded_writes
+    assert report == decoded_report
+    assert len(writes) == len(rows) + 6  # change log, and each key's last mirror write
+    assert sink_module.ROW_CHANGES in {collection for collection, _ in writes}
