@@ -240,6 +240,44 @@ def _bson_keys(image: bytes) -> list[str] | None:
         return None
 
 
+def has_columns(image: bytes | None, names: tuple[bytes, ...]) -> bool:
+    """Whether a BSON image's top-level keys are exactly ``names`` (UTF-8), in order, and its
+    values are what ``_bson_keys`` accepts (its text values valid UTF-8), compared byte for
+    byte without decoding the keys: validation's check of every row image. False for text
+    images and for anything else: the caller then asks ``document_keys`` what is there."""
+    if type(image) is not bytes or len(image) < 5:
+        return False
+    try:
+        if _INT32(image, 0)[0] != len(image) or image[-1] != 0:
+            return False
+        end = len(image) - 1
+        position = 4
+        for name in names:
+            value = position + 2 + len(name)  # the type byte, the key, its NUL
+            if value > end or image[value - 1] != 0 or image[position + 1 : value - 1] != name:
+                return False
+            kind = image[position]
+            size = _VALUE_SIZES.get(kind)
+            if size is None:
+                if kind == 0x02:
+                    size = 4 + _INT32(image, value)[0]
+                    if size < 5 or image[value + size - 1] != 0:
+                        return False
+                    image[value + 4 : value + size - 1].decode()
+                elif kind in (0x03, 0x04):
+                    size = _INT32(image, value)[0]
+                elif kind == 0x05:
+                    size = 5 + _INT32(image, value)[0]
+                else:
+                    return False
+                if size < 5:
+                    return False
+            position = value + size
+        return position == end
+    except (ValueError, IndexError, struct.error):  # UnicodeDecodeError is a ValueError
+        return False
+
+
 _WRAPPER_HEAD = 6
 """Bytes before the document in ``bson.encode({"": document})``: length (4), type 3, key ``""``."""
 TEXT_IMAGE_PREFIX = b"\x00\x00\x00\x00"

@@ -27,6 +27,7 @@ from cdc_pipeline.core.load.documents import (
     ROW_CHANGES,
     SCHEMA_VERSIONS,
     Checkpoint,
+    id_filter,
     mirror_document,
     upsert_by_id,
 )
@@ -269,9 +270,11 @@ def test_applying_a_segment_gives_exact_documents_and_a_replay_changes_no_byte(
 def test_a_reload_rewrites_the_change_log_as_the_wal_has_it(
     contract_mongo: ContractBackend, contract_db: Database[Any]
 ) -> None:
-    """Change-log documents are inserted, and one already there is replaced, not kept: a
-    segment loaded again (after a kill, or re-captured) leaves the change log as the WAL
-    holds it, a stale or damaged document included, and fills in a missing one."""
+    """Change-log documents, and the mirror documents of inserted rows, are inserted, and one
+    already there is replaced, not kept: a segment loaded again (after a kill, or
+    re-captured) leaves them as the WAL holds them, a stale or damaged document included,
+    and fills in a missing one. Mirrors of both kinds of key: one column (written from the
+    images' bytes) and composite (from decoded images, its ``_id`` a document)."""
     sink = MongoSink(contract_db, mirror_style=contract_mongo.mirror_style)
     rows = _segment(False, _fresh_name("archive", contract_db))
     sink.apply(rows, _manifest())
@@ -279,6 +282,10 @@ def test_a_reload_rewrites_the_change_log_as_the_wal_has_it(
     stale, lost = [row["event_id"] for row in rows if row["op"] != "ddl"][1:3]
     contract_db[ROW_CHANGES].update_one({"_id": stale}, {"$set": {"batch": "x", "op": "?"}})
     contract_db[ROW_CHANGES].delete_one({"_id": lost})
+    lines, scratch = sink.mirror("shop", "lines"), sink.mirror("shop", "scratch")
+    inserted_line = id_filter({"order_id": 10, "line_no": 1})  # inserted, never changed
+    assert contract_db[lines].update_one(inserted_line, {"$set": {"sku": "?"}}).modified_count
+    assert contract_db[scratch].update_one({"_id": 3}, {"$set": {"_cdc": {}}}).modified_count
     assert _dump(contract_db) != first
 
     MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(rows, _manifest())

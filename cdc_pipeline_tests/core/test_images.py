@@ -20,6 +20,7 @@ from cdc_pipeline.core.images import (
     document_keys,
     encode_document,
     encode_image,
+    has_columns,
 )
 
 UTC = dt.UTC
@@ -321,3 +322,41 @@ def test_the_key_walk_agrees_with_the_library_on_any_damage(document: dict[str, 
         expected = None
     if keys is not None and expected is not None:
         assert keys == expected
+    names = tuple(key.encode() for key in document)
+    assert has_columns(image, names)
+    if has_columns(bytes(damaged), names):  # validation's fast check accepts only what the
+        assert keys == list(document)  # walk, and so the library, reads as these columns
+
+
+@given(documents, st.data())
+def test_the_column_check_accepts_exactly_the_images_keys(document: dict[str, Any], data: Any):
+    """Validation compares each image with its version's column names as bytes
+    (``has_columns``): true for exactly the image's keys in order, false for any other list."""
+    image = encode_image(_with_texted_decimals(document))
+    assert isinstance(image, bytes)
+    names = [key.encode() for key in document]
+    assert has_columns(image, tuple(names))
+    other = data.draw(st.lists(st.sampled_from([*names, b"x", b"_id", b""]), max_size=9))
+    assert has_columns(image, tuple(other)) == (other == names)
+    assert not has_columns(TEXT_IMAGE_PREFIX + b"{}", ()) and not has_columns(None, ())
+
+
+def test_the_column_check_refuses_what_the_library_would_not_read() -> None:
+    """Damage the fuzzing above rarely hits exactly: each makes the library refuse the image
+    or read other keys, so the fast check must say no and leave it to ``document_keys``."""
+    text = bson_encode({"a": "text"})
+    assert has_columns(text, (b"a",))
+    assert not has_columns(text.replace(b"text", b"t\xffxt"), (b"a",))  # not UTF-8
+    assert not has_columns(bson_encode({"b": 1}), (b"a",))  # another name of the same length
+    # a sub-document that claims 4 bytes (its length field alone), then the image's end
+    image = (12).to_bytes(4, "little") + b"\x03a\x00" + b"\x04\x00\x00\x00" + b"\x00"
+    assert len(image) == int.from_bytes(image[:4], "little")
+    with pytest.raises(Exception):  # noqa: B017 - whatever the library raises
+        _raw_image_keys(image)
+    assert not has_columns(image, (b"a",))
+
+
+def _raw_image_keys(image: bytes) -> list[str]:
+    from cdc_pipeline.core.images import _raw_image
+
+    return list(_raw_image(image).keys())

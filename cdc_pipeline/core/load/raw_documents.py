@@ -27,7 +27,7 @@ from typing import Any
 
 import bson
 from bson.raw_bson import RawBSONDocument
-from pymongo import DeleteOne, ReplaceOne
+from pymongo import DeleteOne, InsertOne, ReplaceOne
 
 from cdc_pipeline.core.images import FIXED_VALUE_SIZES, RAW_OPTIONS, bid_text
 from cdc_pipeline.core.load.documents import field_escapes, mirror_meta
@@ -45,9 +45,9 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
     """A BSON image as the server stores it: unchanged, or under ``decimals_as_strings`` each
     top-level ``Decimal128`` element as a string element of its exact text (``bid_text``).
 
-    ``None`` when that cannot be told by walking the top level: a nested document or array
-    holding a byte 0x13 (it may hold a ``Decimal128``), a type the walk does not know, bytes
-    that do not add up. The caller then decodes the image instead.
+    Nested documents and arrays are walked the same way where they hold a byte 0x13 (without
+    one, they hold no ``Decimal128``). ``None`` when the walk cannot tell: a type it does not
+    know, bytes that do not add up. The caller then decodes the image instead.
     """
     if not decimals_as_strings or b"\x13" not in image:
         return image
@@ -66,8 +66,15 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
                     size = 5 + _read_size(image, value)[0]
                 elif kind in (0x03, 0x04):  # a document or an array: its length includes itself
                     size = _read_size(image, value)[0]
-                    if b"\x13" in image[value : value + size]:
-                        return None
+                    inner = image[value : value + size]
+                    if b"\x13" in inner:
+                        stored = server_image(inner, True) if len(inner) == size else None
+                        if stored is None:
+                            return None
+                        if stored != inner:
+                            parts.append(image[start:value])
+                            parts.append(stored)
+                            start = value + size
                 else:
                     return None
                 if size < 5:
@@ -240,6 +247,13 @@ class RawMirror:
     def delete(key: bytes) -> DeleteOne:
         """The mirror delete of ``key`` (``DeleteOne(id_filter(value))``)."""
         return DeleteOne(_raw(_document(key[:1], _ID_NAME, key[1:])))
+
+    @staticmethod
+    def insert(key: bytes, after: bytes, cdc: bytes) -> tuple[RawBSONDocument, InsertOne[Any]]:
+        """The mirror document of an inserted row, and its write: an insert, which the sink
+        sends again as ``upsert``'s replacement if the key is there already."""
+        document = _raw(_document(key[:1], _ID_NAME, key[1:], after[4:-1], cdc))
+        return document, InsertOne(document)
 
     @staticmethod
     def upsert(key: bytes, after: bytes, cdc: bytes) -> tuple[RawBSONDocument, ReplaceOne[Any]]:

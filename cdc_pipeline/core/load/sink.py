@@ -121,8 +121,19 @@ class _Phase:
 
     actions: dict[tuple[str, bytes], tuple[str, Any, Any, str, Any]] = field(default_factory=dict)
 
-    def set(self, collection: str, key: Any, document: dict[str, Any] | None, gtid: str) -> None:
-        self.put(collection, key_identity(key), key, document, gtid, None)
+    def set(
+        self,
+        collection: str,
+        key: Any,
+        document: dict[str, Any] | None,
+        gtid: str,
+        insert: bool = False,
+    ) -> None:
+        """The key's last change: ``document`` (None: deleted), written as an insert when the
+        row inserted it (``MongoSink._replace_existing`` covers a key already there), else as
+        a replace-upsert."""
+        operation = InsertOne(document) if insert and document is not None else None
+        self.put(collection, key_identity(key), key, document, gtid, operation)
 
     def put(
         self,
@@ -455,7 +466,8 @@ class MongoSink:
             return True
         if old is not None and old != new:  # a key update moves the document
             phase.put(collection, mirror.identity(old), None, None, gtid, mirror.delete(old))
-        mirror_document, write = mirror.upsert(new, after, cdc(row))
+        make = mirror.insert if row["op"] == "insert" else mirror.upsert
+        mirror_document, write = make(new, after, cdc(row))
         phase.put(collection, mirror.identity(new), None, mirror_document, gtid, write)
         return True
 
@@ -618,7 +630,7 @@ class MongoSink:
         document = mirror_document(identity, after, meta)
         if self.large is not None and may_not_fit(row["after"]):
             self.fit_mirror(document)
-        phase.set(collection, identity, document, row["gtid"])
+        phase.set(collection, identity, document, row["gtid"], insert=row["op"] == "insert")
 
     def fit_mirror(self, document: dict[str, Any], values: Mapping[str, Any] | None = None) -> None:
         """Move values of a mirror document out of line until it fits (``load.large_values``);
@@ -705,15 +717,17 @@ class MongoSink:
     def _replace_existing(
         self, collection: str, operations: list[Any], errors: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """Change-log documents are inserted; one whose ``_id`` is already there (a segment
-        loaded again after a kill, a retried bulk) is replaced instead, so the change log ends
-        as the last load wrote it, as with replace-upserts. Returns the other errors."""
+        """Change-log documents, and the mirror documents of inserted rows, are inserted; one
+        whose ``_id`` is already there (a segment loaded again after a kill, a retried bulk, a
+        key deleted and inserted again within one phase) is replaced instead, so the
+        collection ends as the last load wrote it, as with replace-upserts. Returns the other
+        errors."""
         existing = [operations[item["index"]] for item in errors if _is_replaced(item, operations)]
         if existing:
             self._bulk_write(
                 collection,
                 [
-                    ReplaceOne({"_id": operation._doc["_id"]}, operation._doc, upsert=True)
+                    ReplaceOne(id_filter(operation._doc["_id"]), operation._doc, upsert=True)
                     for operation in existing
                 ],
             )
@@ -798,9 +812,13 @@ def _is_replaced(item: Mapping[str, Any], operations: list[Any]) -> bool:
 
 def _raw_images(row: Mapping[str, Any]) -> bool:
     """Whether every image of the row is BSON (format 2, not kept as text): raw-passable."""
-    images = [row["pk"], row["before"], row["after"]]
-    return all(image is None or is_bson_image(image) for image in images) and any(
-        image is not None for image in images
+    pk, before, after = row["pk"], row["before"], row["after"]
+    if pk is None and before is None and after is None:
+        return False
+    return (
+        (pk is None or is_bson_image(pk))
+        and (before is None or is_bson_image(before))
+        and (after is None or is_bson_image(after))
     )
 
 

@@ -27,6 +27,7 @@ from cdc_pipeline.core.wal.segment import (
     ROW_SCHEMA,
     ROW_SCHEMA_V1,
     Manifest,
+    batch_digest_input,
     digest_line,
     file_sha256,
 )
@@ -75,7 +76,8 @@ class SegmentWriter:
                         f"WAL format {version} holds {name} as"
                         f" {wanted.__name__}, not {type(image).__name__}"
                     )
-            update(digest_line(row, version))
+            if version < 2:
+                update(digest_line(row, version))
         self._pending.extend(rows)
         if len(self._pending) >= self.row_group_size:
             self._flush()
@@ -86,7 +88,11 @@ class SegmentWriter:
         try:
             if self._writer is None:
                 self._writer = self._open()
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema))
+            table = pa.Table.from_pylist(self._pending, schema=self.schema)
+            if self.format_version >= 2:  # what is written is what is hashed
+                for batch in table.to_batches():
+                    self._digest.update(batch_digest_input(batch))
+            self._writer.write_table(table)
         except OSError as error:
             self.abort()
             raise _staging_error(self.paths, error) from None

@@ -97,6 +97,10 @@ GOOD = [_row(1), _row(2, "update"), _row(3, "delete"), _row(4)]
             "event 0-1-5#0: op delete with the wrong row images",
         ),
         (_row(5, "insert", after=None), "event 0-1-5#0: op insert with the wrong row images"),
+        (
+            _row(5, "insert", before=_row(5)["after"]),
+            "event 0-1-5#0: op insert with the wrong row images",
+        ),
         (  # an op capture never writes, whatever its images
             _row(5, "upsert", before=_row(5, "update")["before"], after=_row(5)["after"]),
             "event 0-1-5#0: op upsert with the wrong row images",
