@@ -336,7 +336,14 @@ def change_document(
 ) -> dict[str, Any]:
     """The ``row_changes`` document of one WAL row (``_id`` = its event id), images decoded
     (dicts) or raw (``RawBSONDocument``s of format 2's images, ``MongoSink._add_change_raw``)."""
-    return {
+    head, tail = change_fields(row, batch)
+    return {**head, "pk": pk, "before": before, "after": after, **tail}
+
+
+def change_fields(row: Mapping[str, Any], batch: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``row_changes`` document's fields before its images and after them, in order (the
+    raw path, ``raw_documents.change_log_document``, encodes each around the images' bytes)."""
+    head = {
         "_id": row["event_id"],
         "gtid": row["gtid"],
         "row_index": row["row_index"],
@@ -344,12 +351,12 @@ def change_document(
         "schema": row["schema"],
         "table": row["table"],
         "op": row["op"],
-        "pk": pk,
-        "before": before,
-        "after": after,
+    }
+    tail = {
         "schema_version": row["schema_version"],
         "binlog_file": row["binlog_file"],
         "binlog_pos": row["binlog_pos"],
         "committed_at": row["committed_at"],
         "batch": batch,
     }
+    return head, tail

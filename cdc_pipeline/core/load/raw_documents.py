@@ -30,7 +30,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, InsertOne, ReplaceOne
 
 from cdc_pipeline.core.images import FIXED_VALUE_SIZES, RAW_OPTIONS, bid_text
-from cdc_pipeline.core.load.documents import field_escapes, mirror_meta
+from cdc_pipeline.core.load.documents import change_fields, field_escapes, mirror_meta
 
 _SIZE = struct.Struct("<i")
 _pack_size = _SIZE.pack
@@ -60,12 +60,10 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
             value = image.index(b"\x00", position + 1) + 1
             size = FIXED_VALUE_SIZES.get(kind)
             if size is None:
-                if kind == 0x02:  # text: its length, the UTF-8 bytes, a NUL
-                    size = 4 + _read_size(image, value)[0]
-                elif kind == 0x05:  # binary: its length, the subtype, the bytes
-                    size = 5 + _read_size(image, value)[0]
-                elif kind in (0x03, 0x04):  # a document or an array: its length includes itself
-                    size = _read_size(image, value)[0]
+                size = _variable_size(image, kind, value)
+                if size is None:
+                    return None
+                if kind in (0x03, 0x04):
                     inner = image[value : value + size]
                     if b"\x13" in inner:
                         stored = server_image(inner, True) if len(inner) == size else None
@@ -75,10 +73,6 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
                             parts.append(image[start:value])
                             parts.append(stored)
                             start = value + size
-                else:
-                    return None
-                if size < 5:
-                    return None
             elif kind == _DECIMAL:
                 text = bid_text(image[value : value + 16]).encode()
                 parts.append(image[start:position])
@@ -121,26 +115,8 @@ def change_log_document(
 ) -> RawBSONDocument:
     """``documents.change_document`` with these images, as the BSON pymongo would send for it:
     the row's fields encoded by the C codec around the images' bytes."""
-    head = bson.encode(
-        {
-            "_id": row["event_id"],
-            "gtid": row["gtid"],
-            "row_index": row["row_index"],
-            "source": row["source"],
-            "schema": row["schema"],
-            "table": row["table"],
-            "op": row["op"],
-        }
-    )
-    tail = bson.encode(
-        {
-            "schema_version": row["schema_version"],
-            "binlog_file": row["binlog_file"],
-            "binlog_pos": row["binlog_pos"],
-            "committed_at": row["committed_at"],
-            "batch": batch,
-        }
-    )
+    fields_before, fields_after = change_fields(row, batch)
+    head, tail = bson.encode(fields_before), bson.encode(fields_after)
     return _raw(
         _document(
             head[4:-1],
@@ -157,6 +133,20 @@ _BEFORE, _BEFORE_NULL = b"\x03before\x00", b"\x0abefore\x00"
 _AFTER, _AFTER_NULL = b"\x03after\x00", b"\x0aafter\x00"
 
 
+def _variable_size(image: bytes, kind: int, value: int) -> int | None:
+    """The bytes of a text, binary, document or array value starting at ``value``; None for
+    another type or a length that cannot be."""
+    if kind == 0x02:  # text: its length, the UTF-8 bytes, a NUL
+        size = 4 + _read_size(image, value)[0]
+    elif kind == 0x05:  # binary: its length, the subtype, the bytes
+        size = 5 + _read_size(image, value)[0]
+    elif kind in (0x03, 0x04):  # a document or an array: its length includes itself
+        size = _read_size(image, value)[0]
+    else:
+        return None
+    return size if size >= 5 else None
+
+
 def element_of(image: bytes, name: bytes) -> bytes | None:
     """The type byte and value bytes of the top-level element ``name`` of a BSON image, found
     by skipping over the elements before it; None when the walk cannot tell."""
@@ -167,17 +157,8 @@ def element_of(image: bytes, name: bytes) -> bytes | None:
             kind = image[position]
             value = image.index(b"\x00", position + 1) + 1
             size = FIXED_VALUE_SIZES.get(kind)
-            if size is None:
-                if kind == 0x02:
-                    size = 4 + _read_size(image, value)[0]
-                elif kind == 0x05:
-                    size = 5 + _read_size(image, value)[0]
-                elif kind in (0x03, 0x04):
-                    size = _read_size(image, value)[0]
-                else:
-                    return None
-                if size < 5:
-                    return None
+            if size is None and (size := _variable_size(image, kind, value)) is None:
+                return None
             if value + size > end:
                 return None
             if image[position + 1 : value - 1] == name:
