@@ -47,7 +47,7 @@ import math
 import re
 import struct
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from bson.decimal128 import Decimal128
 from pymysqlreplication.constants import FIELD_TYPE, NONE_SOURCE
@@ -434,7 +434,7 @@ def row_converter(schema: TableSchema) -> RowConverter:
         for name, column, converter, kept in plan:
             value = values[name]
             if type(value) is kept and (
-                kept is not int or INT64_MIN <= cast(int, value) <= INT64_MAX
+                kept is not int or INT64_MIN <= value <= INT64_MAX  # type: ignore[operator]
             ):
                 document[name] = value
             elif value is None:

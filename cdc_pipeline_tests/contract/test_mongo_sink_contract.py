@@ -68,7 +68,7 @@ TABLES = {
 def _change(
     seq: int, index: int, table: str, op: str, before: Any = None, after: Any = None
 ) -> dict[str, Any]:
-    """A WAL row as capture writes it (``wal.ROW_SCHEMA``, ``segment_builder.add_row``)."""
+    """A WAL row as capture writes it (``wal.ROW_SCHEMA``, ``segment_builder.add_rows``)."""
     schema = TABLES[table]
     image = after if after is not None else before
     pk = {name: image[name] for name in schema.primary_key} if schema.primary_key else None

@@ -38,7 +38,7 @@ from typing import Any
 import pymysql
 
 from cdc_pipeline.core.gtid import GtidSet, parse_gtid
-from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImage, TxBegin, TxCommit
+from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.source import read_state
 from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline_tests.integration.test_ddl_corpus_scenes import SCENES, SCHEMAS, Scene
@@ -290,9 +290,10 @@ def _read_binlog(
                         "ansi_quotes": item.ansi_quotes,
                     }
                 )
-            elif isinstance(item, RowImage) and current is not None:
+            elif isinstance(item, RowImages) and current is not None:
                 name = (item.schema, item.table)
-                current[1][name] = current[1].get(name, 0) + (item.op == "insert")
+                inserted = len(item.images) if item.op == "insert" else 0
+                current[1][name] = current[1].get(name, 0) + inserted
             elif isinstance(item, TxCommit) and not remaining:
                 break
             elif isinstance(item, Idle):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from cdc_pipeline.core.errors import ValueConversionError
-from cdc_pipeline.core.mysql.binlog import BinlogReader, Idle, RowImage
+from cdc_pipeline.core.mysql.binlog import BinlogReader, Idle, RowImages
 from cdc_pipeline.core.mysql.catalog import MariadbJsonColumns
 from cdc_pipeline.core.mysql.source import read_state
 from cdc_pipeline.core.mysql.table_schema import table_schema_from_source
@@ -229,7 +229,7 @@ def _captured_schema(server: SourceServer, database: str, table: str, insert: st
             json_columns,
         ) as reader:
             for item in reader.items():
-                if isinstance(item, RowImage):
+                if isinstance(item, RowImages):
                     return item.table_schema
                 assert not isinstance(item, Idle) or time.monotonic() < deadline, "no row came"
     finally:

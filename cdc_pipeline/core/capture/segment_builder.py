@@ -14,7 +14,7 @@ from typing import Any
 
 from cdc_pipeline.core.governance import Governance
 from cdc_pipeline.core.images import encode_image
-from cdc_pipeline.core.mysql.binlog import Ddl, RowImage, TxBegin, TxCommit
+from cdc_pipeline.core.mysql.binlog import Ddl, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
 from cdc_pipeline.core.settings import CaptureSettings
 from cdc_pipeline.core.wal.writer import SegmentWriter
@@ -31,7 +31,8 @@ class SegmentBuilder:
     governance: Governance = field(default_factory=Governance)
     """Excluded and masked columns, applied to each row image before it is written."""
     open_rows: list[dict[str, Any]] = field(default_factory=list)
-    open_stats: list[tuple[str, str]] = field(default_factory=list)
+    open_stats: list[tuple[str, str, int]] = field(default_factory=list)
+    """(table, operation, how many) of each rows event and DDL statement of the open transaction."""
     open_spilled: bool = False
     transaction: TxBegin | None = None
     row_index: int = 0
@@ -64,50 +65,68 @@ class SegmentBuilder:
             **values,
         }
 
-    def add_row(self, item: RowImage) -> None:
+    def add_rows(self, item: RowImages) -> None:
+        """The rows of one rows event, as WAL rows of the open transaction. What the rows
+        share (schema version, table, governance's rules) is looked up once per event."""
         transaction = self.transaction
         assert transaction is not None
         schema = item.table_schema
+        images = item.images
         if self.governance.active:
             schema = self.governance.table_schema(schema)
-            before = self.governance.document(item.schema, item.table, item.before)
-            after = self.governance.document(item.schema, item.table, item.after)
-            item = item._replace(before=before, after=after)
-        image = item.after if item.after is not None else item.before
-        pk = (
-            {name: image[name] for name in schema.primary_key}
-            if schema.primary_key and image
-            else None
-        )
-        # The columns of ROW_SCHEMA, built as one literal (one per row event: the hot path).
-        self.open_rows.append(
-            {
-                "event_id": f"{transaction.gtid}#{self.row_index}",
-                "gtid": transaction.gtid,
-                "row_index": self.row_index,
-                "source": self.settings.source_name,
-                "schema": item.schema,
-                "table": item.table,
-                "op": item.op,
-                "pk": encode_image(pk),
-                "before": encode_image(item.before),
-                "after": encode_image(item.after),
-                "schema_version": schema.version,
-                "binlog_file": item.binlog_file,
-                "binlog_pos": item.binlog_pos,
-                "committed_at": transaction.committed_at,
-                "statement": None,
-            }
-        )
-        self.row_index += 1
+            document = self.governance.document
+            images = [
+                (
+                    document(item.schema, item.table, before),
+                    document(item.schema, item.table, after),
+                )
+                for before, after in images
+            ]
         table = f"{item.schema}.{item.table}"
-        self.open_stats.append((table, item.op))
+        self.open_stats.append((table, item.op, len(images)))
         versions = self.schema_versions.setdefault(table, {})
         if schema.version not in versions:
             versions[schema.version] = schema.to_dict()
-        if len(self.open_rows) >= self.spill_rows:
-            self.writer.append(self.open_rows)
-            self.open_rows, self.open_spilled = [], True
+        key = schema.primary_key
+        # A one-column key (the common case) as a literal, not a comprehension per row.
+        one_key = key[0] if len(key) == 1 else None
+        gtid, committed_at = transaction.gtid, transaction.committed_at
+        source, version = self.settings.source_name, schema.version
+        rows, spill_rows, index = self.open_rows, self.spill_rows, self.row_index
+        for before, after in images:
+            image = after if after is not None else before
+            if not key or not image:
+                pk = None
+            elif one_key is not None:
+                pk = {one_key: image[one_key]}
+            else:
+                pk = {name: image[name] for name in key}
+            # The columns of ROW_SCHEMA, built as one literal (one per row event: the hot path).
+            rows.append(
+                {
+                    "event_id": f"{gtid}#{index}",
+                    "gtid": gtid,
+                    "row_index": index,
+                    "source": source,
+                    "schema": item.schema,
+                    "table": item.table,
+                    "op": item.op,
+                    "pk": encode_image(pk),
+                    "before": None if before is None else encode_image(before),
+                    "after": None if after is None else encode_image(after),
+                    "schema_version": version,
+                    "binlog_file": item.binlog_file,
+                    "binlog_pos": item.binlog_pos,
+                    "committed_at": committed_at,
+                    "statement": None,
+                }
+            )
+            index += 1
+            if len(rows) >= spill_rows:
+                self.writer.append(rows)
+                rows = self.open_rows = []
+                self.open_spilled = True
+        self.row_index = index
 
     def add_ddl(self, item: Ddl) -> None:
         assert self.transaction is not None
@@ -157,17 +176,17 @@ class SegmentBuilder:
             )
         )
         schema = classified.targets[0][0] if classified.targets else item.schema
-        self.open_stats.append((f"{schema}.{table or '*'}", "ddl"))
+        self.open_stats.append((f"{schema}.{table or '*'}", "ddl", 1))
 
     def commit(self, item: TxCommit) -> None:
         assert self.transaction is not None
-        for table, op in self.open_stats:
+        for table, op, count in self.open_stats:
             if op == "ddl":
-                self.ddl += 1
+                self.ddl += count
             else:
-                self.rows += 1
+                self.rows += count
             per_table = self.counts.setdefault(table, {})
-            per_table[op] = per_table.get(op, 0) + 1
+            per_table[op] = per_table.get(op, 0) + count
         self.writer.append(self.open_rows)
         self.open_rows, self.open_stats, self.open_spilled = [], [], False
         self.transactions += 1

@@ -44,7 +44,7 @@ from cdc_pipeline.core.gtid import (
     parse_gtid,
     unknown_to_server,
 )
-from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImage, TxBegin, TxCommit
+from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.catalog import MariadbJsonColumns
 from cdc_pipeline.core.mysql.source import SourceState, connect, query_one, read_state
 from cdc_pipeline.core.settings import CaptureSettings
@@ -292,8 +292,8 @@ def _read_segment(
             for item in reader.items():
                 if isinstance(item, TxBegin):
                     builder.begin(item)
-                elif isinstance(item, RowImage):
-                    builder.add_row(item)
+                elif isinstance(item, RowImages):
+                    builder.add_rows(item)
                 elif isinstance(item, Ddl):
                     builder.add_ddl(item)
                 elif isinstance(item, TxCommit):

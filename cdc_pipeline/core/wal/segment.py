@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -217,8 +218,19 @@ def batch_digest_input(batch: pa.RecordBatch) -> pa.Buffer | bytes:
 _OFFSET = struct.Struct("<q")
 
 
+_ESCAPED_BYTE = re.compile(rb'[\x00-\x1f"\\]')
+"""The bytes of the characters ``_NEEDS_ESCAPE`` matches: all ASCII, so in UTF-8 text such a
+byte is always that character (every byte of a longer character is 0x80 or above)."""
+
+
 def _needs_escape(columns: list[pa.Array]) -> list[int]:
-    """The indexes of the rows where one of these string columns needs a JSON escape."""
+    """The indexes of the rows where one of these string columns needs a JSON escape.
+
+    A column whose whole data buffer has no byte of such a character has none: one search
+    over the buffer (it may hold bytes outside a slice, which can only send the check to
+    the row by row match below, never skip a row that needs it)."""
+    if not any(_may_need_escape(column) for column in columns):
+        return []
     found = None
     for column in columns:
         matches = pc.match_substring_regex(pc.fill_null(column, ""), _NEEDS_ESCAPE)
@@ -226,6 +238,11 @@ def _needs_escape(columns: list[pa.Array]) -> list[int]:
     if found is None or not pc.any(found).as_py():
         return []
     return pc.indices_nonzero(found).to_pylist()  # type: ignore[no-any-return]
+
+
+def _may_need_escape(column: pa.Array) -> bool:
+    data = column.buffers()[2]
+    return data is not None and _ESCAPED_BYTE.search(memoryview(data)) is not None
 
 
 def _json_text(column: pa.Array) -> pa.Array:

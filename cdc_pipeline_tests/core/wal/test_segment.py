@@ -355,3 +355,50 @@ def test_a_batchs_digest_input_is_its_rows_digest_lines_joined(
         sliced = batch.slice(offset)
         tail = b"".join(digest_line(row, 2) for row in table.slice(offset).to_pylist())
         assert bytes(batch_digest_input(sliced)) == tail
+
+
+_MOMENTS = [
+    datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),
+    datetime(2026, 11, 28, 12, 0, 0, 123456, tzinfo=UTC),  # equal, another object
+    datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2026, 11, 28, 12, 0, 0, 123457),  # naive: Arrow's own reading of it
+]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(_MOMENTS) - 1) | st.none(),
+            st.sampled_from(["all", "without table", "without committed_at"]),
+            st.binary(max_size=4) | st.none(),
+        ),
+        max_size=30,
+    )
+)
+def test_the_writers_table_is_arrows_table_of_the_same_rows(
+    draws: list[tuple[int | None, str, bytes | None]],
+) -> None:
+    """The writer builds its Arrow table column by column, converting each distinct commit
+    time object once; it must equal ``Table.from_pylist`` of the same rows: shared and equal
+    datetimes, a missing time, missing keys (null) included."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.wal.segment import ROW_SCHEMA
+    from cdc_pipeline.core.wal.writer import rows_table
+
+    rows = []
+    for index, (moment, shape, image) in enumerate(draws):
+        values = dict(row(index)) | {
+            "committed_at": None if moment is None else _MOMENTS[moment],
+            "after": image,
+        }
+        if shape == "without table":
+            del values["table"]
+        elif shape == "without committed_at":
+            del values["committed_at"]
+        rows.append(values)
+    expected = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
+    got = rows_table(rows, ROW_SCHEMA)
+    assert got.schema == expected.schema
+    assert got.to_pylist() == expected.to_pylist()
+    assert got.equals(expected)
