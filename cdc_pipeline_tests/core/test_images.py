@@ -20,6 +20,7 @@ from cdc_pipeline.core.images import (
     document_keys,
     encode_document,
     encode_image,
+    encode_images,
     has_columns,
 )
 
@@ -103,6 +104,22 @@ documents = st.dictionaries(
     ),
     max_size=8,
 )
+
+
+_NOT_BSON = st.sampled_from([{"a\x00b": 1}, {"text": "lone \ud800"}, {"n": {"x\x00": None}}])
+
+
+@given(st.lists(st.none() | documents | _NOT_BSON, max_size=14))
+@example([None, {"_id": 1, "a": {"_id": 2, "b": 3}}, None])
+@example([{"n": index} if index % 7 else None for index in range(1, 150)])
+@example([{"x": 1}, {"a\x00": 1}, None])
+def test_images_encoded_together_are_each_image_encoded_alone(
+    documents_: list[dict[str, Any] | None],
+) -> None:
+    """Capture encodes a rows event's images in one call and cuts them apart: the same bytes
+    as one call per image, for nulls, ``_id`` keys at any depth, indexes of several digits
+    and a document BSON cannot hold (then each is encoded alone, as text or as BSON)."""
+    assert encode_images(documents_) == [encode_image(document) for document in documents_]
 
 
 @given(documents)

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cdc_pipeline.core.governance import Governance
-from cdc_pipeline.core.images import encode_image
+from cdc_pipeline.core.images import encode_images
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
 from cdc_pipeline.core.settings import CaptureSettings
@@ -92,7 +92,7 @@ class SegmentBuilder:
         one_key = key[0] if len(key) == 1 else None
         gtid, committed_at = transaction.gtid, transaction.committed_at
         source, version = self.settings.source_name, schema.version
-        rows, spill_rows, index = self.open_rows, self.spill_rows, self.row_index
+        documents: list[dict[str, Any] | None] = []
         for before, after in images:
             image = after if after is not None else before
             if not key or not image:
@@ -101,6 +101,11 @@ class SegmentBuilder:
                 pk = {one_key: image[one_key]}
             else:
                 pk = {name: image[name] for name in key}
+            documents += (pk, before, after)
+        # All of the event's images in one call into the BSON encoder (``encode_images``).
+        encoded = iter(encode_images(documents))
+        rows, spill_rows, index = self.open_rows, self.spill_rows, self.row_index
+        for pk_image, before_image, after_image in zip(encoded, encoded, encoded, strict=True):
             # The columns of ROW_SCHEMA, built as one literal (one per row event: the hot path).
             rows.append(
                 {
@@ -111,9 +116,9 @@ class SegmentBuilder:
                     "schema": item.schema,
                     "table": item.table,
                     "op": item.op,
-                    "pk": encode_image(pk),
-                    "before": None if before is None else encode_image(before),
-                    "after": None if after is None else encode_image(after),
+                    "pk": pk_image,
+                    "before": before_image,
+                    "after": after_image,
                     "schema_version": version,
                     "binlog_file": item.binlog_file,
                     "binlog_pos": item.binlog_pos,
