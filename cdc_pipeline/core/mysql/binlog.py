@@ -167,6 +167,8 @@ class BinlogReader:
         self._schemas: dict[tuple[str, str, str], TableSchema] = {}
         self._key_order: dict[int, tuple[str, ...]] = {}
         self._built: dict[tuple[Any, ...], TableSchema] = {}
+        self._included: dict[tuple[str, str], bool] = {}
+        """``includes`` per table, asked once per reader (the patterns do not change)."""
         install_decoder_fixes()
         options: dict[str, Any] = {}
         if flavor == "mariadb":
@@ -310,7 +312,13 @@ class BinlogReader:
                     yield TxCommit(open_gtid, stream_file, position)
                     open_gtid = None
             elif isinstance(event, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
-                if not self.includes(event.schema, event.table):
+                name = (event.schema, event.table)
+                included = self._included.get(name)
+                if included is None:
+                    if len(self._included) > 4096:
+                        self._included.clear()
+                    included = self._included[name] = self.includes(*name)
+                if not included:
                     continue
                 yield self._row_images(event, stream_file, position)
 

@@ -53,6 +53,15 @@ class TableDecoder:
         self.none_reasons = [_OUT_OF_RANGE.get(column.type) for column in columns]
         self.everything = b"\xff" * self.null_bytes
         self.nothing = b"\x00" * self.null_bytes
+        self.plan = [
+            (name, read, reason or NONE_SOURCE.NULL)
+            for name, read, reason in zip(self.names, self.readers, self.none_reasons, strict=True)
+        ]
+        """Per column: its name, its reader (None: the library reads it) and why a None it
+        reads is None."""
+        read_here = [(name, read, reason) for name, read, reason in self.plan if read is not None]
+        self.read_plan = read_here if len(read_here) == len(self.plan) else None
+        """The plan when every column has a reader here (else None)."""
 
     def image(
         self, event: Any, data: bytes, pos: int
@@ -62,12 +71,18 @@ class TableDecoder:
         pos += self.null_bytes
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for index, name in enumerate(self.names):
+        if not nulls and self.read_plan is not None:  # the common row: no NULL, all read here
+            for name, read_value, reason in self.read_plan:
+                value, pos = read_value(data, pos)
+                values[name] = value
+                if value is None:
+                    sources[name] = reason
+            return values, sources, pos
+        for index, (name, read, reason) in enumerate(self.plan):
             if nulls >> index & 1:
                 values[name] = None
                 sources[name] = NONE_SOURCE.NULL
                 continue
-            read = self.readers[index]
             if read is None:
                 value, pos = self._library_value(event, data, pos, index)
                 if value is None:
@@ -75,7 +90,7 @@ class TableDecoder:
             else:
                 value, pos = read(data, pos)
                 if value is None:
-                    sources[name] = self.none_reasons[index] or NONE_SOURCE.NULL
+                    sources[name] = reason
             values[name] = value
         return values, sources, pos
 
