@@ -50,6 +50,7 @@ class TableDecoder:
         self.columns = columns
         self.readers = [column_reader(column, errors) for column in columns]
         self.null_bytes = (len(columns) + 7) // 8
+        self.null_mask = (1 << len(columns)) - 1
         self.none_reasons = [_OUT_OF_RANGE.get(column.type) for column in columns]
         self.everything = b"\xff" * self.null_bytes
         self.nothing = b"\x00" * self.null_bytes
@@ -67,7 +68,8 @@ class TableDecoder:
         self, event: Any, data: bytes, pos: int
     ) -> tuple[dict[str, Any], dict[str, str], int]:
         """One row image at ``pos``: (values, none_sources, the position after it)."""
-        nulls = int.from_bytes(data[pos : pos + self.null_bytes], "little")
+        # The bits past the last column are not NULL flags (MariaDB sets them).
+        nulls = int.from_bytes(data[pos : pos + self.null_bytes], "little") & self.null_mask
         pos += self.null_bytes
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
