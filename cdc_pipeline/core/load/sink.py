@@ -62,8 +62,8 @@ from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_no
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
 from cdc_pipeline.core.load.raw_documents import (
     CdcElements,
+    ChangeLogDocuments,
     RawMirror,
-    change_log_document,
     server_images,
 )
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
@@ -367,7 +367,7 @@ class MongoSink:
         primary_keys = _primary_keys(manifest)
         changes: list[InsertOne[Any]] = []
         phase = _Phase()
-        cdc = CdcElements(batch)
+        cdc, change_log = CdcElements(batch), ChangeLogDocuments(batch)
         last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
         for row in rows:
             table = f"{row['schema']}.{row['table']}"
@@ -385,7 +385,9 @@ class MongoSink:
                 report.ddl_applied.extend(done)
                 continue
             key_columns = primary_keys.get((table, row["schema_version"]), ())
-            if not self._apply_raw(row, table, key_columns, manifest, changes, phase, cdc, report):
+            if not self._apply_raw(
+                row, table, key_columns, manifest, changes, phase, (cdc, change_log), report
+            ):
                 self._apply_decoded(row, key_columns, changes, phase, batch, report)
             if not key_columns:
                 report.tables_without_key[table] = report.tables_without_key.get(table, 0) + 1
@@ -429,7 +431,7 @@ class MongoSink:
         manifest: Manifest,
         changes: list[InsertOne[Any]],
         phase: _Phase,
-        cdc: CdcElements,
+        assemblers: tuple[CdcElements, ChangeLogDocuments],
         report: ApplyReport,
     ) -> bool:
         """A row's change-log document and mirror change assembled from its images' bytes
@@ -444,6 +446,7 @@ class MongoSink:
         if images is None:
             return False
         pk, before, after = images
+        cdc, change_log = assemblers
         mirror = new = old = None
         if key_columns:
             if self.dead is not None or pk is None:
@@ -455,7 +458,7 @@ class MongoSink:
                 old = mirror.key_of_image(before)
                 if old is None:
                     return False
-        changes.append(InsertOne(change_log_document(row, pk, before, after, cdc.batch)))
+        changes.append(InsertOne(change_log(row, pk, before, after)))
         if len(changes) >= BULK_CHUNK:
             self._flush_changes(changes, report)
         if mirror is None or new is None:

@@ -28,9 +28,9 @@ from cdc_pipeline.core.load.documents import (
 )
 from cdc_pipeline.core.load.raw_documents import (
     CdcElements,
+    ChangeLogDocuments,
     RawDocument,
     RawMirror,
-    change_log_document,
     element_of,
     server_image,
 )
@@ -167,18 +167,57 @@ def test_the_cdc_element_is_the_mirror_metas_and_made_once_per_transaction() -> 
     )
 
 
-@given(st.sampled_from([None, {"id": 7}]), documents, documents, st.integers(0, 2**40))
-def test_a_change_log_document_is_the_decoded_paths(
-    pk: Any, before: dict[str, Any], after: dict[str, Any], index: int
+_TEXT = st.sampled_from(["shop", "a", "ü", 'q"\\']) | st.text(
+    st.characters(exclude_categories=("Cs",)), max_size=5
+)
+_ROW_FIELDS = st.fixed_dictionaries(
+    {
+        "event_id": _TEXT,
+        "gtid": _TEXT,
+        "row_index": st.integers(0, 3) | st.integers(-(2**31), 2**31 - 1),
+        "source": st.just("default") | _TEXT,
+        "schema": st.just("shop") | _TEXT,
+        "table": st.just("items") | st.none() | _TEXT,
+        "op": st.sampled_from(["insert", "update", "delete"]),
+        "schema_version": st.just("v1") | st.none() | _TEXT,
+        "binlog_file": st.just("bin.000001") | _TEXT,
+        "binlog_pos": st.sampled_from([4, 2**31, 2**40]) | st.integers(-(2**63), 2**63 - 1),
+        "committed_at": st.sampled_from([START, START + timedelta(milliseconds=1)])
+        | st.datetimes(timezones=st.just(UTC)),
+    }
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([None, {"id": 7}]),
+            st.none() | documents,
+            st.none() | documents,
+            # fields that differ from the row before: none (same event), or drawn ones
+            st.none() | _ROW_FIELDS,
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+@example([(None, None, {"a": 1}, None), (None, None, {"a": 2}, _row(3, 1, committed_at=START))])
+@example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, _row(3, 1, op="update"))])
+def test_change_log_documents_are_the_decoded_paths(
+    draws: list[tuple[Any, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]],
 ) -> None:
-    images = [encode_image(image) for image in (pk, before, after)]
-    assume(all(image is None or is_bson_image(image) for image in images))
-    row = _row(3, index % 2**31, op="update", binlog_pos=index)
-    document = change_log_document(row, *images, "batch-7")
-    decoded = [decode_image(image) for image in images]
-    assert document.raw == bson.encode(change_document(row, *decoded, "batch-7"))
-    only_after = change_log_document(row, None, None, images[2], "batch-7")
-    assert only_after.raw == bson.encode(change_document(row, None, None, decoded[2], "batch-7"))
+    """Over a sequence of rows, as a segment gives them: rows that share their table, position
+    and time with the row before and rows that do not, each document is what pymongo encodes
+    for the decoded path's document (int32 and int64 positions, null table and version)."""
+    assemble = ChangeLogDocuments("batch-7")
+    row = _row(3)
+    for pk, before, after, fields in draws:
+        images = [encode_image(image) for image in (pk, before, after)]
+        assume(all(image is None or is_bson_image(image) for image in images))
+        row = row | (fields or {"event_id": row["event_id"] + "+", "row_index": 1})
+        decoded = [decode_image(image) for image in images]
+        expected = bson.encode(change_document(row, *decoded, "batch-7"))
+        assert assemble(row, *images).raw == expected
 
 
 def test_a_raw_document_is_true_without_decoding_its_fields() -> None:
