@@ -402,14 +402,15 @@ class VerifiedSegment:
 
 
 def read_verified(
-    path: Path, each_row: Callable[[Manifest, dict[str, Any]], None] | None = None
+    path: Path, each_batch: Callable[[Manifest, pa.RecordBatch], None] | None = None
 ) -> VerifiedSegment:
     """Read a segment's bytes once: check them against the ``.sha256`` beside it, then every
     row against the manifest's checksum and counts.
 
-    ``each_row(manifest, row)`` sees every row during that pass (validation's checks), before
-    the checksum comparison: a caller must not act on what it saw unless this returns. An
-    exception it raises makes the segment unreadable (``CorruptSegmentError``).
+    ``each_batch(manifest, batch)`` sees every batch of rows during that pass (validation's
+    checks), before the checksum comparison: a caller must not act on what it saw unless
+    this returns. An exception it raises makes the segment unreadable
+    (``CorruptSegmentError``).
     """
     try:
         expected_file_digest = file_digest_path(path).read_text().strip()
@@ -450,12 +451,11 @@ def read_verified(
             rows += batch.num_rows - statements
             if version >= 2:
                 digest.update(batch_digest_input(batch))
-            if version < 2 or each_row is not None:
+            else:
                 for row in batch_rows(batch):
-                    if version < 2:
-                        digest.update(digest_line(row, version))
-                    if each_row is not None:
-                        each_row(manifest, row)
+                    digest.update(digest_line(row, version))
+            if each_batch is not None:
+                each_batch(manifest, batch)
     except Exception as error:  # any failure to decode the bytes means they are damaged
         raise _unreadable(path, error) from None
     if digest.hexdigest() != manifest.checksum or (rows, ddl) != (
@@ -469,11 +469,9 @@ def read_verified(
     return VerifiedSegment(path, manifest, buffer)
 
 
-def verify_segment(
-    path: Path, each_row: Callable[[Manifest, dict[str, Any]], None] | None = None
-) -> Manifest:
+def verify_segment(path: Path) -> Manifest:
     """``read_verified`` for a caller that needs only the manifest."""
-    return read_verified(path, each_row).manifest
+    return read_verified(path).manifest
 
 
 def snapshot_tag(snapshot_id: object, table: object) -> str:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pymysql.constants import FIELD_TYPE
 
 from cdc_pipeline.core.images import encode_image
@@ -123,3 +125,87 @@ def test_a_segment_of_good_rows_has_no_problem(tmp_path: Path) -> None:
     assert report.problems == []
     # where each schema version was first seen: what cdc_schema_versions records
     assert report.first_gtids == {("shop.orders", ORDERS.version): "0-1-1"}
+
+
+_VARIANTS = {
+    "good": lambda n: _row(n),
+    "update": lambda n: _row(n, "update"),
+    "delete": lambda n: _row(n, "delete"),
+    "event id": lambda n: _row(n, event_id=f"0-1-{n}#7"),
+    "no event id": lambda n: _row(n, event_id=None),
+    "unknown version": lambda n: _row(n, schema_version="v0"),
+    "no version": lambda n: _row(n, schema_version=None),
+    "other table": lambda n: _row(n, table="items"),
+    "no table": lambda n: _row(n, table=None),
+    "columns": lambda n: _row(n, after=encode_image({"qty": 2, "id": n})),
+    "text image": lambda n: _row(n, after=b"\x00\x00\x00\x00" + b'{"id": 1, "qty": 2}'),
+    "delete with after": lambda n: _row(n, "delete", after=_row(n)["after"]),
+    "insert without after": lambda n: _row(n, after=None),
+    "unknown op": lambda n: _row(n, "upsert", before=_row(n)["after"], after=_row(n)["after"]),
+    "ddl": lambda n: _row(n, "ddl", before=None, after=None, statement="DROP TABLE t"),
+    "ddl without statement": lambda n: _row(n, "ddl", before=None, after=None),
+    "ddl with empty statement": lambda n: _row(n, "ddl", before=None, after=None, statement=""),
+}
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(sorted(_VARIANTS)), st.integers(1, 12)),
+        max_size=30,
+    ),
+    st.integers(1, 8),
+    st.booleans(),
+)
+@example([("good", 3), ("event id", 12), ("ddl without statement", 2), ("columns", 3)], 2, False)
+def test_checking_a_batch_reports_what_checking_row_by_row_reports(
+    draws: list[tuple[str, int]], batch_size: int, snapshot: bool
+) -> None:
+    """Validation checks a batch on its columns and doubts rows, which it checks again alone:
+    the report (problems in order, first GTIDs, count) is the one a row by row pass gives,
+    over rows of every kind of damage, GTIDs inside and outside the range, several batches,
+    and snapshot segments."""
+    from cdc_pipeline.core.wal.segment import ROW_SCHEMA
+    from cdc_pipeline.core.wal.validation import _SegmentChecker
+    from cdc_pipeline.core.wal.writer import rows_table
+
+    rows = [_VARIANTS[name](number) for name, number in draws]
+    manifest = Manifest(
+        source="default",
+        sequence=1,
+        flavor="mariadb",
+        start_gtid="",
+        end_gtid="0-1-9",
+        start_binlog_file="bin.000001",
+        start_binlog_pos=4,
+        end_binlog_file="bin.000001",
+        end_binlog_pos=900,
+        schema_versions={"shop.orders": {ORDERS.version: ORDERS.to_dict()}},
+        kind="snapshot" if snapshot else "stream",
+        snapshot={"id": "s1", "table": "shop.orders", "keyed": True} if snapshot else None,
+    )
+    table = rows_table(rows, ROW_SCHEMA) if rows else ROW_SCHEMA.empty_table()
+    by_batch = _SegmentChecker()
+    rechecked: list[str] = []
+    check_alone = by_batch._check
+    by_batch._check = lambda manifest, row: (  # type: ignore[method-assign]
+        rechecked.append(row["event_id"]),
+        check_alone(manifest, row),
+    )
+    for batch in table.to_batches(max_chunksize=batch_size):
+        by_batch(manifest, batch)
+    by_row = _SegmentChecker()
+    troubled = []  # the rows a row by row pass finds a problem in, or cannot read as bytes
+    for row in table.to_pylist():
+        report = by_row.report_for(manifest)
+        report.rows_checked += 1
+        before = report.problem_count
+        by_row._check(manifest, row)
+        if report.problem_count > before or (row["after"] or b"")[:4] == b"\x00" * 4:
+            troubled.append(row["event_id"])
+    got, expected = by_batch.report_for(manifest), by_row.report_for(manifest)
+    assert got.problems == expected.problems
+    assert got.problem_count == expected.problem_count
+    assert got.first_gtids == expected.first_gtids
+    assert got.rows_checked == expected.rows_checked == len(rows)
+    # and only the rows that need it are checked again alone (snapshot rows all are)
+    assert rechecked == (table.column("event_id").to_pylist() if snapshot else troubled)
