@@ -91,6 +91,16 @@ def test_multi_table_transaction_lands_whole_in_one_segment(
     assert isinstance(committed_at, datetime)
     assert abs(datetime.now(UTC) - committed_at) < timedelta(minutes=5)
     assert decode_document(rows[3]["before"])["id"] == 1  # type: ignore[index]
+    # every column of a row event in its place (the builder writes them by position)
+    assert {(r["source"], r["schema"], r["statement"]) for r in rows} == {
+        (capture_settings.source_name, db, None)
+    }
+    versions = result.manifest.schema_versions
+    assert all(r["schema_version"] in versions[f"{db}.{r['table']}"] for r in rows)
+    assert all(isinstance(r["binlog_file"], str) and r["binlog_file"] for r in rows)
+    assert all(isinstance(r["binlog_pos"], int) and r["binlog_pos"] > 4 for r in rows)
+    assert rows[1]["before"] is None
+    assert decode_document(rows[1]["after"]) == {"order_id": 1, "line": 1, "sku": "a"}
     assert result.manifest.counts == {
         f"{db}.orders": {"insert": 1, "update": 1},
         f"{db}.lines": {"insert": 2, "delete": 1},

@@ -17,7 +17,7 @@ from cdc_pipeline.core.images import encode_images
 from cdc_pipeline.core.mysql.binlog import Ddl, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.ddl import classify_ddl, ddl_context, without_secrets
 from cdc_pipeline.core.settings import CaptureSettings
-from cdc_pipeline.core.wal.writer import SegmentWriter
+from cdc_pipeline.core.wal.writer import SegmentWriter, row_values
 
 
 @dataclass
@@ -30,7 +30,8 @@ class SegmentBuilder:
     mariadb: bool = True
     governance: Governance = field(default_factory=Governance)
     """Excluded and masked columns, applied to each row image before it is written."""
-    open_rows: list[dict[str, Any]] = field(default_factory=list)
+    open_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    """The open transaction's rows not yet handed to the writer, as ``row_values`` tuples."""
     open_stats: list[tuple[str, str, int]] = field(default_factory=list)
     """(table, operation, how many) of each rows event and DDL statement of the open transaction."""
     open_spilled: bool = False
@@ -50,20 +51,22 @@ class SegmentBuilder:
         self.transaction, self.row_index = item, 0
         self.open_rows, self.open_stats, self.open_spilled = [], [], False
 
-    def _row(self, **values: Any) -> dict[str, Any]:
+    def _ddl_row(self, **values: Any) -> tuple[Any, ...]:
         assert self.transaction is not None
-        return {
-            "gtid": self.transaction.gtid,
-            "source": self.settings.source_name,
-            "committed_at": self.transaction.committed_at,
-            "pk": None,
-            "before": None,
-            "after": None,
-            "schema_version": None,
-            "table": None,
-            "statement": None,
-            **values,
-        }
+        return row_values(
+            {
+                "gtid": self.transaction.gtid,
+                "source": self.settings.source_name,
+                "committed_at": self.transaction.committed_at,
+                "pk": None,
+                "before": None,
+                "after": None,
+                "schema_version": None,
+                "table": None,
+                "statement": None,
+                **values,
+            }
+        )
 
     def add_rows(self, item: RowImages) -> None:
         """The rows of one rows event, as WAL rows of the open transaction. What the rows
@@ -106,29 +109,30 @@ class SegmentBuilder:
         encoded = iter(encode_images(documents))
         rows, spill_rows, index = self.open_rows, self.spill_rows, self.row_index
         for pk_image, before_image, after_image in zip(encoded, encoded, encoded, strict=True):
-            # The columns of ROW_SCHEMA, built as one literal (one per row event: the hot path).
+            # The values of ROW_SCHEMA's columns in their order (``writer.row_values``), one
+            # tuple per row event: the hot path.
             rows.append(
-                {
-                    "event_id": f"{gtid}#{index}",
-                    "gtid": gtid,
-                    "row_index": index,
-                    "source": source,
-                    "schema": item.schema,
-                    "table": item.table,
-                    "op": item.op,
-                    "pk": pk_image,
-                    "before": before_image,
-                    "after": after_image,
-                    "schema_version": version,
-                    "binlog_file": item.binlog_file,
-                    "binlog_pos": item.binlog_pos,
-                    "committed_at": committed_at,
-                    "statement": None,
-                }
+                (
+                    f"{gtid}#{index}",  # event_id
+                    gtid,
+                    index,  # row_index
+                    source,
+                    item.schema,
+                    item.table,
+                    item.op,
+                    pk_image,
+                    before_image,
+                    after_image,
+                    version,  # schema_version
+                    item.binlog_file,
+                    item.binlog_pos,
+                    committed_at,
+                    None,  # statement
+                )
             )
             index += 1
             if len(rows) >= spill_rows:
-                self.writer.append(rows)
+                self.writer.append_values(rows)
                 rows = self.open_rows = []
                 self.open_spilled = True
         self.row_index = index
@@ -164,7 +168,7 @@ class SegmentBuilder:
         entering = [new for old, new in classified.renames if includes(*new) and not includes(*old)]
         table = classified.targets[0][1] if classified.targets else None
         self.open_rows.append(
-            self._row(
+            self._ddl_row(
                 event_id=f"{self.transaction.gtid}#ddl",
                 row_index=self.row_index,
                 schema=classified.targets[0][0] if classified.targets else item.schema,
@@ -192,7 +196,7 @@ class SegmentBuilder:
                 self.rows += count
             per_table = self.counts.setdefault(table, {})
             per_table[op] = per_table.get(op, 0) + count
-        self.writer.append(self.open_rows)
+        self.writer.append_values(self.open_rows)
         self.open_rows, self.open_stats, self.open_spilled = [], [], False
         self.transactions += 1
         self.first_gtid = self.first_gtid or item.gtid

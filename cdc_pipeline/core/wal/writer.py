@@ -12,8 +12,8 @@ import contextlib
 import errno
 import hashlib
 import os
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from cdc_pipeline.core.errors import StagingError
 from cdc_pipeline.core.wal.segment import (
+    COLUMNS,
     FORMAT_VERSION,
     IMAGE_COLUMNS,
     MANIFEST_KEY,
@@ -41,25 +42,29 @@ others (event ids, images, positions) are nearly all distinct, where a dictionar
 measured on 20,000 narrow rows, files half the size and the write a third faster."""
 
 
-def rows_table(rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
-    """``pa.Table.from_pylist(rows, schema=schema)``, built column by column, with each distinct
-    ``committed_at`` object (a transaction's rows share one) converted once: Arrow converts a
-    datetime per value, a sixth of the whole. The same table (property-tested)."""
+def row_values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A WAL row given as a dict, as the tuple of its values in ``COLUMNS`` order (a column
+    it lacks is null): the form ``SegmentWriter.append_values`` takes."""
+    return tuple(map(row.get, COLUMNS))
+
+
+def values_table(rows: list[tuple[Any, ...]], schema: pa.Schema) -> pa.Table:
+    """The Arrow table of rows given as ``row_values`` tuples: each column built from the
+    transposed rows, each distinct ``committed_at`` object (a transaction's rows share one)
+    converted once (Arrow converts a datetime per value, a sixth of ``from_pylist``). The same
+    table as ``pa.Table.from_pylist`` of the rows as dicts (property-tested)."""
+    if not rows:
+        return schema.empty_table()
     arrays = []
-    for field in schema:
-        name = field.name
-        try:
-            values = list(map(itemgetter(name), rows))
-        except KeyError:  # a row without the column: null, as in ``from_pylist``
-            values = [row.get(name) for row in rows]
-        if name == "committed_at":
+    for field, values in zip(schema, zip(*rows, strict=True), strict=True):
+        if field.name == "committed_at":
             arrays.append(_timestamps(values, field.type))
         else:
             arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _timestamps(values: list[Any], type_: pa.DataType) -> pa.Array:
+def _timestamps(values: Sequence[Any], type_: pa.DataType) -> pa.Array:
     distinct: dict[int, int] = {}
     indexes = []
     objects: list[Any] = []
@@ -70,6 +75,9 @@ def _timestamps(values: list[Any], type_: pa.DataType) -> pa.Array:
             objects.append(value)
         indexes.append(index)
     return pa.array(objects, type_).take(pa.array(indexes, pa.int32()))
+
+
+_IMAGE_INDEXES = [(COLUMNS.index(name), name) for name in IMAGE_COLUMNS]
 
 
 class SegmentWriter:
@@ -97,24 +105,29 @@ class SegmentWriter:
         self.sequence = sequence
         self.row_group_size = row_group_size
         self.temp_path = paths.temp_segment(sequence)
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []
         self._digest = hashlib.sha256()
         self._writer: pq.ParquetWriter | None = None
         self.rows_written = 0
 
     def append(self, rows: list[dict[str, Any]]) -> None:
-        """Queue rows (in order); they reach the file in row groups."""
+        """Queue rows given as dicts (in order); they reach the file in row groups."""
+        self.append_values([row_values(row) for row in rows])
+
+    def append_values(self, rows: list[tuple[Any, ...]]) -> None:
+        """Queue rows given as ``row_values`` tuples (in order): what capture builds, without a
+        dict per row."""
         wanted, update, version = self._image_type, self._digest.update, self.format_version
         for row in rows:
-            for name in IMAGE_COLUMNS:
-                image = row.get(name)
+            for index, name in _IMAGE_INDEXES:
+                image = row[index]
                 if image is not None and type(image) is not wanted:
                     raise TypeError(
                         f"WAL format {version} holds {name} as"
                         f" {wanted.__name__}, not {type(image).__name__}"
                     )
             if version < 2:
-                update(digest_line(row, version))
+                update(digest_line(dict(zip(COLUMNS, row, strict=True)), version))
         self._pending.extend(rows)
         if len(self._pending) >= self.row_group_size:
             self._flush()
@@ -125,7 +138,7 @@ class SegmentWriter:
         try:
             if self._writer is None:
                 self._writer = self._open()
-            table = rows_table(self._pending, self.schema)
+            table = values_table(self._pending, self.schema)
             if self.format_version >= 2:  # what is written is what is hashed
                 for batch in table.to_batches():
                     self._digest.update(batch_digest_input(batch))

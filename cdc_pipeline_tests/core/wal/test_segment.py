@@ -378,13 +378,13 @@ _MOMENTS = [
 def test_the_writers_table_is_arrows_table_of_the_same_rows(
     draws: list[tuple[int | None, str, bytes | None]],
 ) -> None:
-    """The writer builds its Arrow table column by column, converting each distinct commit
-    time object once; it must equal ``Table.from_pylist`` of the same rows: shared and equal
-    datetimes, a missing time, missing keys (null) included."""
+    """The writer builds its Arrow table from rows as tuples, column by column, converting
+    each distinct commit time object once; it must equal ``Table.from_pylist`` of the same
+    rows as dicts: shared and equal datetimes, a missing time, missing keys (null), no rows."""
     import pyarrow as pa
 
     from cdc_pipeline.core.wal.segment import ROW_SCHEMA
-    from cdc_pipeline.core.wal.writer import rows_table
+    from cdc_pipeline.core.wal.writer import row_values, values_table
 
     rows = []
     for index, (moment, shape, image) in enumerate(draws):
@@ -398,7 +398,7 @@ def test_the_writers_table_is_arrows_table_of_the_same_rows(
             del values["committed_at"]
         rows.append(values)
     expected = pa.Table.from_pylist(rows, schema=ROW_SCHEMA)
-    got = rows_table(rows, ROW_SCHEMA)
+    got = values_table([row_values(values) for values in rows], ROW_SCHEMA)
     assert got.schema == expected.schema
     assert got.to_pylist() == expected.to_pylist()
     assert got.equals(expected)

@@ -166,7 +166,7 @@ def test_checking_a_batch_reports_what_checking_row_by_row_reports(
     and snapshot segments."""
     from cdc_pipeline.core.wal.segment import ROW_SCHEMA
     from cdc_pipeline.core.wal.validation import _SegmentChecker
-    from cdc_pipeline.core.wal.writer import rows_table
+    from cdc_pipeline.core.wal.writer import row_values, values_table
 
     rows = [_VARIANTS[name](number) for name, number in draws]
     manifest = Manifest(
@@ -183,7 +183,7 @@ def test_checking_a_batch_reports_what_checking_row_by_row_reports(
         kind="snapshot" if snapshot else "stream",
         snapshot={"id": "s1", "table": "shop.orders", "keyed": True} if snapshot else None,
     )
-    table = rows_table(rows, ROW_SCHEMA) if rows else ROW_SCHEMA.empty_table()
+    table = values_table([row_values(row) for row in rows], ROW_SCHEMA)
     by_batch = _SegmentChecker()
     rechecked: list[str] = []
     check_alone = by_batch._check
