@@ -51,12 +51,9 @@ def _row(number: int, op: str = "insert", **changes: Any) -> dict[str, Any]:
     return row
 
 
-def _validated(tmp_path: Path, rows: list[dict[str, Any]]) -> ValidationReport:
-    paths = WalPaths(tmp_path, "default")
-    paths.ensure()
-    writer = SegmentWriter(paths, 1)
-    writer.append(rows)
-    manifest = Manifest(
+def _manifest(rows: list[dict[str, Any]], **changes: Any) -> Manifest:
+    """The manifest of a segment of ``rows`` (GTIDs 0-1-1 to 0-1-9) of the one table."""
+    return Manifest(
         source="default",
         sequence=1,
         flavor="mariadb",
@@ -69,8 +66,16 @@ def _validated(tmp_path: Path, rows: list[dict[str, Any]]) -> ValidationReport:
         row_count=sum(row["op"] != "ddl" for row in rows),
         ddl_count=sum(row["op"] == "ddl" for row in rows),
         schema_versions={"shop.orders": {ORDERS.version: ORDERS.to_dict()}},
+        **changes,
     )
-    report = validate_segment(writer.commit(manifest)).report
+
+
+def _validated(tmp_path: Path, rows: list[dict[str, Any]]) -> ValidationReport:
+    paths = WalPaths(tmp_path, "default")
+    paths.ensure()
+    writer = SegmentWriter(paths, 1)
+    writer.append(rows)
+    report = validate_segment(writer.commit(_manifest(rows))).report
     assert report.rows_checked == len(rows)
     return report
 
@@ -169,17 +174,8 @@ def test_checking_a_batch_reports_what_checking_row_by_row_reports(
     from cdc_pipeline.core.wal.writer import row_values, values_table
 
     rows = [_VARIANTS[name](number) for name, number in draws]
-    manifest = Manifest(
-        source="default",
-        sequence=1,
-        flavor="mariadb",
-        start_gtid="",
-        end_gtid="0-1-9",
-        start_binlog_file="bin.000001",
-        start_binlog_pos=4,
-        end_binlog_file="bin.000001",
-        end_binlog_pos=900,
-        schema_versions={"shop.orders": {ORDERS.version: ORDERS.to_dict()}},
+    manifest = _manifest(
+        rows,
         kind="snapshot" if snapshot else "stream",
         snapshot={"id": "s1", "table": "shop.orders", "keyed": True} if snapshot else None,
     )
