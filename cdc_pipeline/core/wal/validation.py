@@ -78,14 +78,10 @@ def _check_row(
         report.add(f"event {row['event_id']}: event id does not match gtid#row_index")
     table = f"{row['schema']}.{row['table']}"
     version = row["schema_version"]
-    if (table, version) not in columns_of:
-        report.first_gtids[(table, version)] = row["gtid"]
-        declared = manifest.schema_versions.get(table, {}).get(version)
-        names = None if declared is None else [column["name"] for column in declared["columns"]]
-        columns_of[(table, version)] = (
-            None if names is None else (names, tuple(_utf8(name) for name in names))
-        )
-    known = columns_of[(table, version)]
+    if (table, version) in columns_of:
+        known = columns_of[(table, version)]
+    else:
+        known = _declared(manifest, report, columns_of, table, version, row["gtid"])
     if known is None:
         report.add(f"event {row['event_id']}: schema version {version} of {table} not in manifest")
         return
@@ -107,6 +103,25 @@ def _check_row(
                 f"event {row['event_id']}: {image_name} has columns {image} but version"
                 f" {version} of {table} has {columns}"
             )
+
+
+def _declared(
+    manifest: Manifest,
+    report: ValidationReport,
+    columns_of: dict[tuple[str, str], tuple[list[str], tuple[bytes, ...]] | None],
+    table: str,
+    version: str,
+    gtid: str,
+) -> tuple[list[str], tuple[bytes, ...]] | None:
+    """A (table, version)'s declared column names, as text and as UTF-8 (None: not in the
+    manifest), looked up at its first row, whose GTID the report keeps; cached in
+    ``columns_of``."""
+    report.first_gtids[(table, version)] = gtid
+    declared = manifest.schema_versions.get(table, {}).get(version)
+    names = None if declared is None else [column["name"] for column in declared["columns"]]
+    known = None if names is None else (names, tuple(_utf8(name) for name in names))
+    columns_of[(table, version)] = known
+    return known
 
 
 def _utf8(name: str) -> bytes:
@@ -221,7 +236,7 @@ class _SegmentChecker:
             if (label, version) in self.columns_of:
                 known = self.columns_of[(label, version)]
             else:
-                known = self._declared(manifest, report, label, version, gtid)
+                known = _declared(manifest, report, self.columns_of, label, version, gtid)
             images = _IMAGES_OF_OP.get(op)
             if (
                 known is None
@@ -258,18 +273,6 @@ class _SegmentChecker:
         if inside is None:  # once per transaction: a GTID set lookup is not cheap
             inside = self.in_range[gtid] = self.covered is not None and gtid in self.covered
         return inside
-
-    def _declared(
-        self, manifest: Manifest, report: ValidationReport, table: str, version: str, gtid: str
-    ) -> tuple[list[str], tuple[bytes, ...]] | None:
-        """A (table, version)'s declared column names, as text and as UTF-8 (None: not in the
-        manifest), looked up at its first row, whose GTID the report keeps."""
-        report.first_gtids[(table, version)] = gtid
-        declared = manifest.schema_versions.get(table, {}).get(version)
-        names = None if declared is None else [column["name"] for column in declared["columns"]]
-        known = None if names is None else (names, tuple(_utf8(name) for name in names))
-        self.columns_of[(table, version)] = known
-        return known
 
     def _check(self, manifest: Manifest, row: dict[str, Any]) -> None:
         """Every check of one row, worded; the row was counted."""
