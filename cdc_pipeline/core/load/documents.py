@@ -340,23 +340,21 @@ def change_document(
     return {**head, "pk": pk, "before": before, "after": after, **tail}
 
 
+CHANGE_EVENT_FIELDS = ("gtid", "row_index")
+"""A ``row_changes`` document's fields after its ``_id`` (the row's event id), in order."""
+CHANGE_TABLE_FIELDS = ("source", "schema", "table", "op")
+"""Its fields next, before the images: the same for every row of one table and operation."""
+CHANGE_POSITION_FIELDS = ("schema_version", "binlog_file", "binlog_pos", "committed_at")
+"""Its fields after the images, then ``batch``: the same for every row of one rows event."""
+
+
 def change_fields(row: Mapping[str, Any], batch: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """A ``row_changes`` document's fields before its images and after them, in order (the
-    raw path, ``raw_documents.change_log_document``, encodes each around the images' bytes)."""
-    head = {
-        "_id": row["event_id"],
-        "gtid": row["gtid"],
-        "row_index": row["row_index"],
-        "source": row["source"],
-        "schema": row["schema"],
-        "table": row["table"],
-        "op": row["op"],
-    }
-    tail = {
-        "schema_version": row["schema_version"],
-        "binlog_file": row["binlog_file"],
-        "binlog_pos": row["binlog_pos"],
-        "committed_at": row["committed_at"],
-        "batch": batch,
-    }
+    raw path, ``raw_documents.ChangeLogDocuments``, encodes the same groups of fields around
+    the images' bytes)."""
+    head = {"_id": row["event_id"]}
+    for name in (*CHANGE_EVENT_FIELDS, *CHANGE_TABLE_FIELDS):
+        head[name] = row[name]
+    tail = {name: row[name] for name in CHANGE_POSITION_FIELDS}
+    tail["batch"] = batch
     return head, tail

@@ -23,6 +23,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import bson
@@ -30,7 +31,13 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import DeleteOne, InsertOne, ReplaceOne
 
 from cdc_pipeline.core.images import FIXED_VALUE_SIZES, bid_text
-from cdc_pipeline.core.load.documents import field_escapes, mirror_meta
+from cdc_pipeline.core.load.documents import (
+    CHANGE_EVENT_FIELDS,
+    CHANGE_POSITION_FIELDS,
+    CHANGE_TABLE_FIELDS,
+    field_escapes,
+    mirror_meta,
+)
 
 _SIZE = struct.Struct("<i")
 _pack_size = _SIZE.pack
@@ -109,7 +116,8 @@ def server_images(
 class ChangeLogDocuments:
     """``documents.change_document`` of each row of one segment, with these images, as the
     BSON pymongo would send for it: the row's fields encoded by the C codec around the images'
-    bytes, in ``change_fields``'s order (the same bytes, property-tested over row sequences).
+    bytes, in the field groups ``documents`` defines (the same bytes, property-tested over row
+    sequences).
 
     Rows come in segment order, and a row shares most of its fields with the row before it:
     its table and operation, its rows event's position, its transaction's time. Those are
@@ -129,31 +137,17 @@ class ChangeLogDocuments:
         before: bytes | None,
         after: bytes | None,
     ) -> RawBSONDocument:
-        middle_key = (row["source"], row["schema"], row["table"], row["op"])
+        middle_key = _table_fields(row)
         middle = self._middle
         if middle[0] != middle_key:
-            fields = dict(zip(("source", "schema", "table", "op"), middle_key, strict=True))
+            fields = dict(zip(CHANGE_TABLE_FIELDS, middle_key, strict=True))
             middle = self._middle = (middle_key, bson.encode(fields)[4:-1])
-        tail_key = (
-            row["schema_version"],
-            row["binlog_file"],
-            row["binlog_pos"],
-            row["committed_at"],
-        )
+        tail_key = _position_fields(row)
         tail = self._tail
         if tail[0] != tail_key:
-            fields = dict(
-                zip(
-                    ("schema_version", "binlog_file", "binlog_pos", "committed_at"),
-                    tail_key,
-                    strict=True,
-                ),
-                batch=self.batch,
-            )
+            fields = dict(zip(CHANGE_POSITION_FIELDS, tail_key, strict=True), batch=self.batch)
             tail = self._tail = (tail_key, bson.encode(fields)[4:-1])
-        head = bson.encode(
-            {"_id": row["event_id"], "gtid": row["gtid"], "row_index": row["row_index"]}
-        )
+        head = bson.encode(dict(zip(_HEAD_NAMES, _head_fields(row), strict=True)))
         return _raw(
             _document(
                 head[4:-1],
@@ -166,6 +160,10 @@ class ChangeLogDocuments:
         )
 
 
+_HEAD_NAMES = ("_id", *CHANGE_EVENT_FIELDS)
+_head_fields = itemgetter("event_id", *CHANGE_EVENT_FIELDS)
+_table_fields = itemgetter(*CHANGE_TABLE_FIELDS)
+_position_fields = itemgetter(*CHANGE_POSITION_FIELDS)
 _PK, _PK_NULL = b"\x03pk\x00", b"\x0apk\x00"
 _BEFORE, _BEFORE_NULL = b"\x03before\x00", b"\x0abefore\x00"
 _AFTER, _AFTER_NULL = b"\x03after\x00", b"\x0aafter\x00"
