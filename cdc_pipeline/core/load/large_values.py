@@ -66,14 +66,17 @@ def may_not_fit(*images: str | bytes | None) -> bool:
     every nested document or array costs one type byte 3 or 4, so under 80 such bytes (any
     byte of that value counts: an over-estimate) nothing nests more than 80 levels.
     """
-    present = [image for image in images if image]
-    if not any(isinstance(image, bytes) for image in present):
-        if sum(len(image) for image in present) > _SAFE_TEXT:
-            return True
-        return sum(_openings(image) for image in present) > _SAFE_BRACKETS
-    if sum(len(image) for image in present) > _SAFE_BSON:
+    size = 0
+    binary = False
+    for image in images:
+        if image:
+            size += len(image)
+            binary = binary or isinstance(image, bytes)
+    if size <= _SAFE_BRACKETS:  # too few bytes to hold that many brackets or type bytes
+        return False
+    if size > (_SAFE_BSON if binary else _SAFE_TEXT):
         return True
-    return sum(_openings(image) for image in present) > _SAFE_BRACKETS
+    return sum(_openings(image) for image in images if image) > _SAFE_BRACKETS
 
 
 def _openings(image: str | bytes) -> int:

@@ -55,24 +55,30 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
     Nested documents and arrays are walked the same way where they hold a byte 0x13 (without
     one, they hold no ``Decimal128``). ``None`` when the walk cannot tell: a type it does not
     know, bytes that do not add up. The caller then decodes the image instead.
+
+    The walk is this module's hottest loop under nx-27017 (every element of every image), so
+    the sizes are read inline rather than through ``_variable_size``, and a nested value is
+    searched for 0x13 in place before it is copied.
     """
     if not decimals_as_strings or b"\x13" not in image:
         return image
+    parts: list[bytes] = []
+    fixed = FIXED_VALUE_SIZES.get
+    find = image.index
     try:
-        parts = []
         start = position = 4
         end = len(image) - 1
         while position < end:
             kind = image[position]
-            value = image.index(b"\x00", position + 1) + 1
-            size = FIXED_VALUE_SIZES.get(kind)
+            value = find(b"\x00", position + 1) + 1
+            size = fixed(kind)
             if size is None:
-                size = _variable_size(image, kind, value)
-                if size is None:
-                    return None
-                if kind in (0x03, 0x04):
-                    inner = image[value : value + size]
-                    if b"\x13" in inner:
+                if kind == 0x02:  # text: its length, the UTF-8 bytes, a NUL
+                    size = 4 + _read_size(image, value)[0]
+                elif kind == 0x03 or kind == 0x04:  # a document or an array: its own length
+                    size = _read_size(image, value)[0]
+                    if size >= 5 and image.find(b"\x13", value, value + size) >= 0:
+                        inner = image[value : value + size]
                         stored = server_image(inner, True) if len(inner) == size else None
                         if stored is None:
                             return None
@@ -80,6 +86,12 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
                             parts.append(image[start:value])
                             parts.append(stored)
                             start = value + size
+                elif kind == 0x05:  # binary: its length, the subtype, the bytes
+                    size = 5 + _read_size(image, value)[0]
+                else:
+                    return None
+                if size < 5:
+                    return None
             elif kind == _DECIMAL:
                 text = bid_text(image[value : value + 16]).encode()
                 parts.append(image[start:position])
@@ -91,6 +103,8 @@ def server_image(image: bytes, decimals_as_strings: bool) -> bytes | None:
             return None
     except (ValueError, IndexError, struct.error):
         return None
+    if not parts:
+        return image
     parts.append(image[start:end])
     body = b"".join(parts)
     return _pack_size(len(body) + 5) + body + b"\x00"

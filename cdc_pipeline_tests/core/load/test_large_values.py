@@ -121,3 +121,20 @@ def test_the_cheap_tests_let_only_surely_fitting_rows_through() -> None:
     assert not may_not_fit_values({"a": "x" * MIB, "j": nested(10)})
     assert may_not_fit_values({"a": b"x" * 9 * MIB})
     assert may_not_fit_values({"j": nested(81)})
+
+
+_NESTING = st.lists(st.sampled_from([b"\x03", b"\x04", b"x", b"\x00"]), max_size=200).map(
+    lambda parts: b"\x05" + b"".join(parts)  # (never four NULs first: a text image's marker)
+)
+
+
+@given(st.lists(st.one_of(st.none(), _NESTING), min_size=1, max_size=3))
+def test_the_cheap_test_on_bson_images_is_its_definition(images: list[bytes | None]) -> None:
+    """``may_not_fit`` on BSON images (its early exits included) is its docstring's rule: over
+    8 MiB in all, or over 80 bytes of value 3 or 4 (an image without a document or array byte
+    has none, however long)."""
+    present = [image for image in images if image]
+    openings = sum(image.count(3) + image.count(4) for image in present)
+    assert may_not_fit(*images) == (openings > 80)
+    assert may_not_fit(*images, b"\x00" * 8 * MIB) == bool(present)
+    assert not may_not_fit(None, b"")
