@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -163,6 +164,34 @@ def test_a_transaction_larger_than_the_tick_bound_stays_whole(
     assert sum(r.rows for r in results) == 5_002
     rows = wal_rows(settings)
     assert [r["row_index"] for r in rows[:5_000]] == list(range(5_000))
+
+
+def test_a_tick_that_stops_by_itself_leaves_no_binlog_dump_thread_behind(
+    source_server: SourceServer, source_schema: str, capture_settings: CaptureSettings
+) -> None:
+    """A tick that stops at its event bound after the server has sent it everything left its
+    dump thread "waiting for more updates" until the next heartbeat, and the next tick's
+    connection (same server id) waited about 100 ms for the server to retire it. The tick now
+    ends the thread itself; with a 30 s heartbeat nothing else ends it within the 5 s allowed."""
+    settings = replace(capture_settings, heartbeat_seconds=30.0, max_events_per_segment=10)
+    table = f"`{source_schema}`.dump_thread"
+    source_server.execute(f"CREATE TABLE {table} (id INT PRIMARY KEY)")
+    capture_all(settings)
+    source_server.execute(
+        *(
+            f"INSERT INTO {table} VALUES " + ",".join(f"({10 * tx + i})" for i in range(10))
+            for tx in range(3)
+        )
+    )
+    first = capture_once(settings)
+    assert (first.stopped_because, first.rows) == ("event_bound", 10)
+    deadline = time.monotonic() + 5.0
+    while source_server.execute(
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+    ):
+        assert time.monotonic() < deadline, "the tick's binlog dump thread outlived it"
+        time.sleep(0.05)
+    assert sum(result.rows for result in capture_all(settings)) == 20  # nothing lost
 
 
 def test_capture_refuses_to_skip_purged_binlogs_and_names_the_lost_gtids(

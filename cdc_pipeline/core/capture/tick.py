@@ -312,6 +312,7 @@ def _read_segment(
                 elif isinstance(item, Idle) and builder.transaction is None and clock() >= deadline:
                     result.stopped_because = "time_bound"
                     break
+            reader.end_dump()
     except StagingError:
         # The writer failed (disk full...) and dropped its file: nothing of this tick is kept,
         # the next tick reads the same transactions again.

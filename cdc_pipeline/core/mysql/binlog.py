@@ -217,6 +217,24 @@ class BinlogReader:
         with contextlib.suppress(Exception):
             self._stream.close()
 
+    def end_dump(self) -> None:
+        """Have the source end this reader's binlog dump thread now; for a tick that stopped by
+        itself, before ``close``.
+
+        Closing the socket alone leaves the server's dump thread waiting for the next event or
+        heartbeat before it notices. A tick that starts meanwhile registers the same server id,
+        and the server then retires the old thread first: about 100 ms before the first event
+        on MariaDB 10.11 (measured; every back-to-back tick of a backlog paid it). The thread is
+        this user's own, which ``KILL`` needs no privilege for. Best effort on the library's
+        control connection: any failure is ignored, and the server retires the thread as before.
+        """
+        stream = getattr(self._stream, "_stream_connection", None)
+        control = getattr(self._stream, "_ctl_connection", None)
+        if stream is None or control is None or not (stream.open and control.open):
+            return
+        with contextlib.suppress(Exception), control.cursor() as cursor:
+            cursor.execute(f"KILL CONNECTION {int(stream.thread_id())}")
+
     def _fetch(self) -> Any:
         try:
             return self._stream.fetchone()
