@@ -24,6 +24,8 @@ from cdc_pipeline.core.errors import (
 )
 from cdc_pipeline.core.gtid import GtidSet
 from cdc_pipeline.core.images import decode_document
+from cdc_pipeline.core.mysql.binlog import BinlogReader
+from cdc_pipeline.core.mysql.source import connect, read_state
 from cdc_pipeline.core.settings import CaptureSettings, SourceUrl
 from cdc_pipeline.core.wal import writer as wal
 from cdc_pipeline.core.wal.segment import read_rows, verify_segment
@@ -192,6 +194,34 @@ def test_a_tick_that_stops_by_itself_leaves_no_binlog_dump_thread_behind(
         assert time.monotonic() < deadline, "the tick's binlog dump thread outlived it"
         time.sleep(0.05)
     assert sum(result.rows for result in capture_all(settings)) == 20  # nothing lost
+
+
+def test_ending_the_dump_thread_kills_only_a_binlog_dump_of_this_user(
+    source_server: SourceServer, capture_settings: CaptureSettings
+) -> None:
+    """Behind a proxy the stream's thread id could name another session on the server the
+    control connection reached: ``end_dump`` kills a thread only if it is a binlog dump of
+    this user (here the id of a plain session, which stays alive, and so does the dump)."""
+    url = capture_settings.source_url
+    with connect(url) as connection:
+        state = read_state(connection)
+    bystander = source_server.connect()
+    try:
+        with BinlogReader(
+            url, state.flavor, capture_settings.server_id, state.executed, lambda _s, _t: True
+        ) as reader:
+            reader._fetch()
+            stream = reader._stream._stream_connection
+            own = stream.thread_id()
+            stream.thread_id = bystander.thread_id
+            reader.end_dump()
+            bystander.ping(reconnect=False)  # raises if it was killed
+            dumps = source_server.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+            )
+            assert (own,) in dumps
+    finally:
+        bystander.close()
 
 
 def test_capture_refuses_to_skip_purged_binlogs_and_names_the_lost_gtids(

@@ -50,6 +50,11 @@ from cdc_pipeline.core.settings import SourceUrl
 from cdc_pipeline.core.values import row_converter
 
 _MARIADB_STANDALONE = 0x01
+_OWN_DUMP_THREAD = (
+    "SELECT ID FROM information_schema.PROCESSLIST WHERE ID = %s"
+    " AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND COMMAND LIKE 'Binlog Dump%%'"
+)
+"""Whether a thread is a binlog dump of this user (``BinlogReader.end_dump``)."""
 _UNSUPPORTED_EVENT_TYPES = {
     40: "a compressed transaction (binlog_transaction_compression=ON)",
     42: "a tagged GTID transaction (SET gtid_next='AUTOMATIC:<tag>')",
@@ -227,13 +232,20 @@ class BinlogReader:
         on MariaDB 10.11 (measured; every back-to-back tick of a backlog paid it). The thread is
         this user's own, which ``KILL`` needs no privilege for. Best effort on the library's
         control connection: any failure is ignored, and the server retires the thread as before.
+
+        The thread id is checked first to be a binlog dump of this user on the server the
+        control connection reached: behind a proxy or a load balancer that id could belong to
+        someone else's session there, which a user with CONNECTION_ADMIN could otherwise kill.
         """
         stream = getattr(self._stream, "_stream_connection", None)
         control = getattr(self._stream, "_ctl_connection", None)
         if stream is None or control is None or not (stream.open and control.open):
             return
         with contextlib.suppress(Exception), control.cursor() as cursor:
-            cursor.execute(f"KILL CONNECTION {int(stream.thread_id())}")
+            thread = int(stream.thread_id())
+            cursor.execute(_OWN_DUMP_THREAD, (thread,))
+            if cursor.fetchone() is not None:
+                cursor.execute(f"KILL CONNECTION {thread}")
 
     def _fetch(self) -> Any:
         try:
