@@ -7,6 +7,7 @@ idempotent re-loads, the order guarantee, and a damaged segment.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -116,8 +117,10 @@ def test_a_workload_over_many_tables_ends_equal_to_the_source(
     segments = capture_all(settings)
     assert segments >= 4
 
-    result = load_pending(paths, sink)
+    frozen: list[int] = []  # the process's older objects stay out of collections meanwhile
+    result = load_pending(paths, sink, on_validated=lambda _: frozen.append(gc.get_freeze_count()))
     assert len(result.loaded) == segments
+    assert len(frozen) == segments and min(frozen) > 0 and gc.get_freeze_count() == 0
     database = sink.database
 
     differences = mirror_differences(source_server, source_schema, sink)

@@ -28,6 +28,7 @@ from typing import Any
 
 from cdc_pipeline.core.errors import CorruptSegmentError, LoadHaltedError, SinkUnavailableError
 from cdc_pipeline.core.governance import RulesInForce, rules_differ_for
+from cdc_pipeline.core.heap import young_objects_only
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.documents import Checkpoint, mirror_meta
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
@@ -164,9 +165,11 @@ def load_pending(
     """Apply every segment after the checkpoint, up to ``through_sequence`` (None: all).
 
     ``on_validated`` sees each segment's validation (passed or not) before anything of it is
-    applied; ``on_loaded`` sees each segment once its checkpoint is written.
+    applied; ``on_loaded`` sees each segment once its checkpoint is written. Garbage
+    collections during the load skip the objects the process held before it
+    (``heap.young_objects_only``).
     """
-    with loader_lock(paths, lock_timeout):
+    with loader_lock(paths, lock_timeout), young_objects_only():
         checkpoint = sink.read_checkpoint(paths.source)
         result = LoadResult(paths.source, checkpoint=checkpoint)
         applied = checkpoint.last_sequence if checkpoint else 0
