@@ -44,6 +44,7 @@ from cdc_pipeline.core.gtid import (
     parse_gtid,
     unknown_to_server,
 )
+from cdc_pipeline.core.heap import young_objects_only
 from cdc_pipeline.core.mysql.binlog import BinlogReader, Ddl, Idle, RowImages, TxBegin, TxCommit
 from cdc_pipeline.core.mysql.catalog import MariadbJsonColumns
 from cdc_pipeline.core.mysql.source import SourceState, connect, query_one, read_state
@@ -249,7 +250,8 @@ def capture_locked(
             note_caught_up(paths, str(state.executed), read_at)
         result.seconds = clock() - started
         return result
-    result = _read_segment(settings, paths, state, end, target, result, started, clock)
+    with young_objects_only():  # collections skip the objects held before the tick
+        result = _read_segment(settings, paths, state, end, target, result, started, clock)
     if result.stopped_because == "caught_up" and stop_at is None:
         note_caught_up(paths, str(state.executed), read_at)
     return result
