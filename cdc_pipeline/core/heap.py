@@ -1,13 +1,11 @@
 """Keep Python's garbage collector off the objects a process held before a load or a capture.
 
-A full collection (generation 2) walks every container object in the process: everything
-imported before the first row (Dagster, pandas, pyarrow, pymongo; about 96,000 objects in a
-bare loader process, 188,000 once the Dagster definitions are imported, 19 and 69 ms per full
-collection here). None of them becomes garbage because rows are being read or written, yet a
-100,000-row load or capture triggers five or six full collections, each walking them all
-again. Measured with ``gc.callbacks`` (docs/profile.md, 2026-12-04 morning): 0.30-0.34 s of a
-100,000-row mixed load (about 3 µs of client CPU per row), 0.16 s of a 100,000-row narrow
-capture (1.5 µs per row, a fifth of it).
+A full collection (generation 2) walks every container object in the process, and nearly all
+of them were imported before the first row (Dagster, pandas, pyarrow, pymongo). None of them
+becomes garbage because rows are being read or written, yet a 100,000-row load or capture
+set off five or six full collections, each walking them all again (figures and the
+alternatives weighed: docs/decisions.md, "Garbage collections skip the objects held before a
+tick or a load").
 
 ``gc.freeze()`` moves every object the collector tracks into a permanent generation that no
 collection walks; ``gc.unfreeze()`` moves them back into the oldest generation. Inside
