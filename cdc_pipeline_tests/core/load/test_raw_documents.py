@@ -12,6 +12,7 @@ import bson
 import pytest
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidBSON
+from bson.raw_bson import RawBSONDocument
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pymongo import DeleteOne, InsertOne, ReplaceOne
@@ -174,7 +175,9 @@ _ROW_FIELDS = st.fixed_dictionaries(
     {
         "event_id": _TEXT,
         "gtid": _TEXT,
-        "row_index": st.integers(0, 3) | st.integers(-(2**31), 2**31 - 1),
+        "row_index": st.integers(0, 3)
+        | st.sampled_from([-(2**31) - 1, -(2**31), 2**31 - 1, 2**31, -(2**63), 2**63 - 1])
+        | st.integers(-(2**63), 2**63 - 1),
         "source": st.just("default") | _TEXT,
         "schema": st.just("shop") | _TEXT,
         "table": st.just("items") | st.none() | _TEXT,
@@ -203,12 +206,16 @@ _ROW_FIELDS = st.fixed_dictionaries(
 )
 @example([(None, None, {"a": 1}, None), (None, None, {"a": 2}, _row(3, 1, committed_at=START))])
 @example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, _row(3, 1, op="update"))])
+@example(  # fields of other types than the WAL's go to the codec
+    [(None, None, {"a": 1}, _row(3, gtid=None)), (None, None, {"a": 1}, _row(4, True))]
+)
 def test_change_log_documents_are_the_decoded_paths(
     draws: list[tuple[Any, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]],
 ) -> None:
     """Over a sequence of rows, as a segment gives them: rows that share their table, position
     and time with the row before and rows that do not, each document is what pymongo encodes
-    for the decoded path's document (int32 and int64 positions, null table and version)."""
+    for the decoded path's document (int32 and int64 positions and indexes on both sides of
+    each limit, null table and version, a GTID that is not text, a boolean index)."""
     assemble = ChangeLogDocuments("batch-7")
     row = _row(3)
     for pk, before, after, fields in draws:
@@ -227,6 +234,22 @@ def test_a_raw_document_is_true_without_decoding_its_fields() -> None:
     with pytest.raises(InvalidBSON):
         len(RawDocument(damaged))  # what the base class's truth value would have done
     assert bool(RawDocument(bson.encode({}))) is False
+
+
+@given(documents)
+def test_a_raw_document_is_the_base_classs_document_of_the_same_bytes(
+    document: dict[str, Any],
+) -> None:
+    """``RawDocument`` sets the base class's private fields itself: the same bytes, fields,
+    equality, options and BSON as ``RawBSONDocument`` makes of them (a field pymongo renamed
+    fails here)."""
+    image = _stored(document)
+    ours, theirs = RawDocument(image), RawBSONDocument(image)
+    assert ours.raw is image
+    assert ours == theirs and list(ours) == list(theirs) == list(document)
+    assert bson.encode(dict(ours)) == bson.encode(dict(theirs))  # each field read back (NaN too)
+    assert repr(ours).partition("(")[2] == repr(theirs).partition("(")[2]  # the options too
+    assert bson.encode(ours) == image == bson.encode({"d": ours})[7:-1]
 
 
 # -- the sink on both paths ------------------------------------------------------------------
