@@ -130,8 +130,8 @@ class ChangeLogDocuments:
     its GTID, its table and operation, its rows event's position, its transaction's time.
     Those are encoded by the codec when they change (a call costs about a microsecond whatever
     the size). Each row's own fields, its event id (text) and index (an integer), are packed
-    here as the codec packs them: a third of the time of a call; any other type goes to the
-    codec.
+    here as the codec packs them, which costs less than a call (decisions.md, "The change
+    log's own fields packed by hand"); any other type goes to the codec.
     """
 
     def __init__(self, batch: str) -> None:
@@ -172,21 +172,22 @@ class ChangeLogDocuments:
         """The elements ``_id`` (the event id), ``gtid`` and ``row_index``, as the codec
         encodes them."""
         event_id, gtid, index = fields = _head_fields(row)
-        if type(event_id) is str and type(gtid) is str and type(index) is int:
-            if _INT32_MIN <= index <= _INT32_MAX:
-                position = _INDEX_INT32 + _pack_size(index)
-            elif _INT64_MIN <= index <= _INT64_MAX:
-                position = _INDEX_INT64 + _pack_long(index)
-            else:
-                position = b""  # the codec's OverflowError, below
-            if position:
-                known = self._gtid
-                if known[0] != gtid:
-                    known = self._gtid = (gtid, bson.encode({_HEAD_NAMES[1]: gtid})[4:-1])
-                text = event_id.encode()
-                size = _pack_size(len(text) + 1)
-                return b"".join((_ID_TEXT, size, text, b"\x00", known[1], position))
-        return bson.encode(dict(zip(_HEAD_NAMES, fields, strict=True)))[4:-1]
+        if not (
+            type(event_id) is str
+            and type(gtid) is str
+            and type(index) is int
+            and _INT64_MIN <= index <= _INT64_MAX
+        ):
+            return bson.encode(dict(zip(_HEAD_NAMES, fields, strict=True)))[4:-1]
+        if _INT32_MIN <= index <= _INT32_MAX:
+            position = _INDEX_INT32 + _pack_size(index)
+        else:
+            position = _INDEX_INT64 + _pack_long(index)
+        known = self._gtid
+        if known[0] != gtid:
+            known = self._gtid = (gtid, bson.encode({_HEAD_NAMES[1]: gtid})[4:-1])
+        text = event_id.encode()
+        return b"".join((_ID_TEXT, _pack_size(len(text) + 1), text, b"\x00", known[1], position))
 
 
 _HEAD_NAMES = ("_id", *CHANGE_EVENT_FIELDS)
@@ -250,10 +251,10 @@ class RawDocument(RawBSONDocument):
 
     Its constructor sets the base class's three fields and nothing else: every document here
     comes from ``_document``, whose length prefix and final NUL are right by construction, so
-    the base class's checks of them and of the options (half of its constructor, about 0.3 µs
-    of two or three per row) are skipped. The fields are the base class's private ones
-    (pymongo is pinned in requirements.lock); a renamed one fails the first construction with
-    ``AttributeError``, and ``test_raw_documents`` compares the result with the base class's.
+    the base class's checks of them and of the options (half of its constructor) are skipped.
+    The fields are the base class's private ones (pymongo is pinned in requirements.lock); a
+    renamed one fails the first construction with ``AttributeError``, and
+    ``test_raw_documents`` compares the result with the base class's (decisions.md).
     """
 
     __slots__ = ()

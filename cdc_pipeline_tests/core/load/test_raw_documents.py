@@ -206,8 +206,9 @@ _ROW_FIELDS = st.fixed_dictionaries(
 )
 @example([(None, None, {"a": 1}, None), (None, None, {"a": 2}, _row(3, 1, committed_at=START))])
 @example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, _row(3, 1, op="update"))])
-@example(  # fields of other types than the WAL's go to the codec
+@example(  # fields of other types than the WAL's go to the codec (1 == True, not alike)
     [(None, None, {"a": 1}, _row(3, gtid=None)), (None, None, {"a": 1}, _row(4, True))]
+    + [(None, None, {"a": 1}, _row(5, gtid=1)), (None, None, {"a": 1}, _row(6, gtid=True))]
 )
 def test_change_log_documents_are_the_decoded_paths(
     draws: list[tuple[Any, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]],
@@ -225,6 +226,15 @@ def test_change_log_documents_are_the_decoded_paths(
         decoded = [decode_image(image) for image in images]
         expected = bson.encode(change_document(row, *decoded, "batch-7"))
         assert assemble(row, *images).raw == expected
+
+
+@pytest.mark.parametrize("index", [2**63, -(2**63) - 1])
+def test_an_index_beyond_int64_is_refused_as_the_codec_refuses_it(index: int) -> None:
+    row = _row(3, index)
+    with pytest.raises(OverflowError):
+        bson.encode(change_document(row, None, None, {"a": 1}, "batch-7"))
+    with pytest.raises(OverflowError):
+        ChangeLogDocuments("batch-7")(row, None, None, bson.encode({"a": 1}))
 
 
 def test_a_raw_document_is_true_without_decoding_its_fields() -> None:
