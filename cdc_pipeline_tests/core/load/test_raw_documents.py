@@ -207,8 +207,12 @@ _ROW_FIELDS = st.fixed_dictionaries(
 @example([(None, None, {"a": 1}, None), (None, None, {"a": 2}, _row(3, 1, committed_at=START))])
 @example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, _row(3, 1, op="update"))])
 @example(  # fields of other types than the WAL's go to the codec (1 == True, not alike)
-    [(None, None, {"a": 1}, _row(3, gtid=None)), (None, None, {"a": 1}, _row(4, True))]
-    + [(None, None, {"a": 1}, _row(5, gtid=1)), (None, None, {"a": 1}, _row(6, gtid=True))]
+    [
+        (None, None, {"a": 1}, _row(3, gtid=None)),
+        (None, None, {"a": 1}, _row(4, True)),
+        (None, None, {"a": 1}, _row(5, gtid=1)),
+        (None, None, {"a": 1}, _row(6, gtid=True)),
+    ]
 )
 def test_change_log_documents_are_the_decoded_paths(
     draws: list[tuple[Any, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]],
