@@ -180,20 +180,22 @@ class ChangeLogDocuments:
         ):
             return bson.encode(dict(zip(_HEAD_NAMES, fields, strict=True)))[4:-1]
         if _INT32_MIN <= index <= _INT32_MAX:
-            position = _INDEX_INT32 + _pack_size(index)
+            index_element = _INDEX_INT32 + _pack_size(index)
         else:
-            position = _INDEX_INT64 + _pack_long(index)
+            index_element = _INDEX_INT64 + _pack_long(index)
         known = self._gtid
         if known[0] != gtid:
             known = self._gtid = (gtid, bson.encode({_HEAD_NAMES[1]: gtid})[4:-1])
         text = event_id.encode()
-        return b"".join((_ID_TEXT, _pack_size(len(text) + 1), text, b"\x00", known[1], position))
+        size = _pack_size(len(text) + 1)
+        return b"".join((_ID_TEXT, size, text, b"\x00", known[1], index_element))
 
 
 _HEAD_NAMES = ("_id", *CHANGE_EVENT_FIELDS)
 _head_fields = itemgetter("event_id", *CHANGE_EVENT_FIELDS)
-_ID_TEXT = b"\x02_id\x00"
-_INDEX_INT32, _INDEX_INT64 = b"\x10row_index\x00", b"\x12row_index\x00"
+_ID_TEXT = b"\x02" + _HEAD_NAMES[0].encode() + b"\x00"  # a text element's type, its name
+_INDEX_INT32 = b"\x10" + _HEAD_NAMES[2].encode() + b"\x00"  # an int32 element's
+_INDEX_INT64 = b"\x12" + _HEAD_NAMES[2].encode() + b"\x00"  # an int64 element's
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _pack_long = struct.Struct("<q").pack
