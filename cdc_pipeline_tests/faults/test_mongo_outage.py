@@ -70,6 +70,10 @@ class Daemon:
             self.runs.append((time.monotonic(), str(run.partition_key), outcome.success))
 
 
+# MariaDB only: the fault is MongoDB's, and what the source side does meanwhile (capture goes on
+# at every tick) is the same code on both servers, exercised on MySQL 9.7 by every other fault
+# scenario; a second run cost CI two minutes for no added coverage (docs/faults.md).
+@pytest.mark.parametrize("source_server", ["mariadb"], indirect=True)
 def test_a_long_mongodb_outage_is_ridden_out_and_drains_by_itself(
     source_server: SourceServer,
     source_schema: str,
