@@ -46,6 +46,9 @@ _SAFE_TEXT = 2 * 1024 * 1024
 _SAFE_BSON = 8 * 1024 * 1024
 _SAFE_BRACKETS = 80
 _REFERENCE_BYTES = 128
+_NESTING_BYTES = 7
+"""The fewest bytes a nested document or array adds to a BSON document: its type byte, an
+empty key's NUL, its own length (4) and its final NUL (an array's keys are longer)."""
 
 
 def depth(value: Any) -> int:
@@ -64,16 +67,25 @@ def may_not_fit(*images: str | bytes | None) -> bool:
     worst ratio to the text is an array of one-digit numbers: about 6 to 1), and under 80
     brackets nothing nests more than 80 levels. BSON (format 2): the bytes are the size, and
     every nested document or array costs one type byte 3 or 4, so under 80 such bytes (any
-    byte of that value counts: an over-estimate) nothing nests more than 80 levels.
+    byte of that value counts: an over-estimate) nothing nests more than 80 levels. Nor can it
+    when the BSON images hold 560 bytes or fewer in all: each nested document or array takes at
+    least 7 of them (``_NESTING_BYTES``), so the bytes are not counted (a mixed row's images
+    are about 200 bytes).
     """
     size = 0
     binary = False
+    bson_only = True  # every image present is BSON (format 2, not kept as text)
     for image in images:
         if image:
             size += len(image)
-            binary = binary or isinstance(image, bytes)
-    if size <= _SAFE_BRACKETS:  # too few bytes to hold that many brackets or type bytes
-        return False
+            if isinstance(image, bytes):
+                binary = True
+                if image[:4] == TEXT_IMAGE_PREFIX:
+                    bson_only = False
+            else:
+                bson_only = False
+    if size <= (_SAFE_BRACKETS * _NESTING_BYTES if bson_only else _SAFE_BRACKETS):
+        return False  # too few bytes to hold that many brackets or nested documents
     if size > (_SAFE_BSON if binary else _SAFE_TEXT):
         return True
     return sum(_openings(image) for image in images if image) > _SAFE_BRACKETS

@@ -10,6 +10,7 @@ import bson
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX
 from cdc_pipeline.core.load.large_values import (
     MAX_DEPTH,
     MAX_DOCUMENT_BYTES,
@@ -115,6 +116,8 @@ def test_the_cheap_tests_let_only_surely_fitting_rows_through() -> None:
     assert not may_not_fit('{"a": 1}', None)
     assert may_not_fit("x" * (2 * MIB + 1))
     assert may_not_fit("[" * 81 + "]" * 81)
+    # A format-2 image kept as text counts its brackets however short (no 560-byte exit).
+    assert may_not_fit(TEXT_IMAGE_PREFIX + b"[" * 81 + b"]" * 81, bson.encode({"a": 1}))
     # The worst ratio of BSON to the text (an array of one-digit numbers) stays under the limit.
     worst = "[" + ",".join(["1"] * (MIB - 1)) + "]"
     assert not may_not_fit(worst) and len(bson.encode({"after": {"j": [1] * MIB}})) < 12 * MIB
@@ -123,7 +126,7 @@ def test_the_cheap_tests_let_only_surely_fitting_rows_through() -> None:
     assert may_not_fit_values({"j": nested(81)})
 
 
-_NESTING = st.lists(st.sampled_from([b"\x03", b"\x04", b"x", b"\x00"]), max_size=200).map(
+_NESTING = st.lists(st.sampled_from([b"\x03", b"\x04", b"x", b"\x00"]), max_size=700).map(
     lambda parts: b"\x05" + b"".join(parts)  # (never four NULs first: a text image's marker)
 )
 
@@ -131,10 +134,40 @@ _NESTING = st.lists(st.sampled_from([b"\x03", b"\x04", b"x", b"\x00"]), max_size
 @given(st.lists(st.one_of(st.none(), _NESTING), min_size=1, max_size=3))
 def test_the_cheap_test_on_bson_images_is_its_definition(images: list[bytes | None]) -> None:
     """``may_not_fit`` on BSON images (its early exits included) is its docstring's rule: over
-    8 MiB in all, or over 80 bytes of value 3 or 4 (an image without a document or array byte
-    has none, however long)."""
+    8 MiB in all, or over 560 bytes in all holding over 80 bytes of value 3 or 4 (an image
+    without a document or array byte has none, however long)."""
     present = [image for image in images if image]
     openings = sum(image.count(3) + image.count(4) for image in present)
-    assert may_not_fit(*images) == (openings > 80)
+    size = sum(len(image) for image in present)
+    assert may_not_fit(*images) == (size > 560 and openings > 80)
     assert may_not_fit(*images, b"\x00" * 8 * MIB) == bool(present)
     assert not may_not_fit(None, b"")
+
+
+def _nested(levels: int, key: str, array: bool) -> Any:
+    value: Any = {}
+    for _ in range(levels):
+        value = [value] if array else {key: value}
+    return value
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 95), st.sampled_from(["", "k"]), st.booleans()),
+        min_size=1,
+        max_size=3,
+    )
+)
+def test_bson_images_the_cheap_test_lets_through_nest_at_most_80_levels(
+    shapes: list[tuple[int, str, bool]],
+) -> None:
+    """The bound under the 560-byte exit holds for real BSON: when ``may_not_fit`` says no,
+    the images hold at most 80 nested documents and arrays in all, however tightly packed
+    (empty keys, empty innermost documents). 80 nested empty documents under empty keys take
+    565 bytes, the image's own 5 included, and 81 take 572 (said yes to), so the 560-byte
+    exit is safe."""
+    images = [bson.encode({key: _nested(levels, key, array)}) for levels, key, array in shapes]
+    nested = sum(depth(bson.decode(image)) - 1 for image in images)
+    assert may_not_fit(*images) or nested <= 80
+    at_the_limit, over_it = (bson.encode({"": _nested(n, "", False)}) for n in (79, 80))
+    assert len(at_the_limit) == 565 and len(over_it) == 572 and may_not_fit(over_it)
