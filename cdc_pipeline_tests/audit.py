@@ -1,4 +1,10 @@
-"""Run ``audit_job`` in process and return its check evaluations by check name."""
+"""Run ``audit_job`` in process and return its check evaluations by check name.
+
+The definitions are built afresh for each call, from the environment at that moment, as a code
+location loads them: the per-table ``matches_source`` checks follow the test's own staging
+folder and include patterns. (A module-level ``defs`` kept the tables of whichever test first
+imported it, so a later test's audit checked another test's tables and failed or passed
+depending on the order the tests ran in.)"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from typing import Any
 
 import dagster as dg
 
-from cdc_pipeline.definitions import defs
+from cdc_pipeline.definitions import build_definitions
 
 
 def audit(reconcile_wait: str = "2") -> dict[str, dg.AssetCheckEvaluation]:
@@ -23,12 +29,20 @@ def audit(reconcile_wait: str = "2") -> dict[str, dg.AssetCheckEvaluation]:
 
 
 def _run_audit() -> dict[str, dg.AssetCheckEvaluation]:
+    """By check name; of the per-table checks that share a name, a failed one if any."""
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("audit_job").execute_in_process(
-            instance=instance, raise_on_error=False
+        result = (
+            build_definitions()
+            .resolve_job_def("audit_job")
+            .execute_in_process(instance=instance, raise_on_error=False)
         )
         evaluations = result.get_asset_check_evaluations()
-    return {evaluation.check_name: evaluation for evaluation in evaluations}
+    by_name: dict[str, dg.AssetCheckEvaluation] = {}
+    for evaluation in evaluations:
+        kept = by_name.get(evaluation.check_name)
+        if kept is None or (kept.passed and not evaluation.passed):
+            by_name[evaluation.check_name] = evaluation
+    return by_name
 
 
 def value(evaluation: dg.AssetCheckEvaluation, key: str) -> Any:
