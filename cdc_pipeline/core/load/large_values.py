@@ -32,7 +32,7 @@ import bson
 import gridfs
 from pymongo.database import Database
 
-from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX
+from cdc_pipeline.core.images import TEXT_IMAGE_PREFIX, is_bson_image
 from cdc_pipeline.core.load.documents import LARGE_VALUES
 
 MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
@@ -78,12 +78,8 @@ def may_not_fit(*images: str | bytes | None) -> bool:
     for image in images:
         if image:
             size += len(image)
-            if isinstance(image, bytes):
-                binary = True
-                if image[:4] == TEXT_IMAGE_PREFIX:
-                    bson_only = False
-            else:
-                bson_only = False
+            binary = binary or isinstance(image, bytes)
+            bson_only = bson_only and is_bson_image(image)
     if size <= (_SAFE_BRACKETS * _NESTING_BYTES if bson_only else _SAFE_BRACKETS):
         return False  # too few bytes to hold that many brackets or nested documents
     if size > (_SAFE_BSON if binary else _SAFE_TEXT):
