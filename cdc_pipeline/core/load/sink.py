@@ -58,6 +58,7 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
+from cdc_pipeline.core.load.insert_command import insert_raw
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
 from cdc_pipeline.core.load.raw_documents import (
@@ -699,7 +700,7 @@ class MongoSink:
 
     def _bulk_write(self, collection: str, operations: list[Any]) -> None:
         try:
-            self.retry(lambda: self.database[collection].bulk_write(operations, ordered=False))
+            self.retry(lambda: self._write(collection, operations))
         except BulkWriteError as error:
             errors = error.details.get("writeErrors") or [{}]
             errors = self._replace_existing(collection, operations, errors)
@@ -716,6 +717,12 @@ class MongoSink:
             raise self._halt(collection, operation, reason) from None
         except InvalidDocument as error:  # refused before sending (pymongo's own checks)
             raise self._halt(collection, None, type(error).__name__) from None
+
+    def _write(self, collection: str, operations: list[Any]) -> None:
+        """One unordered bulk write: raw inserts as one ``insert`` command
+        (``load.insert_command``), anything else through pymongo's ``bulk_write``."""
+        if not insert_raw(self.database, collection, operations):
+            self.database[collection].bulk_write(operations, ordered=False)
 
     def _replace_existing(
         self, collection: str, operations: list[Any], errors: list[dict[str, Any]]

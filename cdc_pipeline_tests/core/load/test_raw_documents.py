@@ -16,6 +16,7 @@ from bson.raw_bson import RawBSONDocument
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pymongo import DeleteOne, InsertOne, ReplaceOne
+from pymongo.write_concern import WriteConcern
 
 from cdc_pipeline.core.images import decode_image, encode_image, is_bson_image
 from cdc_pipeline.core.load import sink as sink_module
@@ -270,12 +271,21 @@ def test_a_raw_document_is_the_base_classs_document_of_the_same_bytes(
 
 
 class _Capture:
-    """A database whose collections record every bulk write instead of sending it."""
+    """A database whose collections record every bulk write instead of sending it, and an
+    ``insert`` command (``load.insert_command``) as the same writes."""
 
     name = "cdc"
+    write_concern = WriteConcern()
 
     def __init__(self) -> None:
         self.writes: list[tuple[str, bytes]] = []
+        self.commands = 0
+
+    def command(self, command: dict[str, Any]) -> dict[str, Any]:
+        self.commands += 1
+        for document in command["documents"]:
+            self.writes.append((command["insert"], _operation_bson(InsertOne(document))))
+        return {"n": len(command["documents"]), "ok": 1}
 
     def __getitem__(self, collection: str) -> Any:
         capture = self
@@ -312,7 +322,10 @@ ESCAPED = {"columns": [{"name": "id"}, {"name": "a.b"}], "primary_key": ["id"]}
 LOG = {"columns": [{"name": "message"}], "primary_key": []}
 
 
-def _segment() -> tuple[list[dict[str, Any]], Manifest]:
+def _segment(inserts_only: bool = False) -> tuple[list[dict[str, Any]], Manifest]:
+    """Rows of four tables, each path's cases; ``inserts_only``: the inserts into ``items``
+    alone, every bulk of which is raw inserts."""
+
     def change(seq: int, index: int, table: str, op: str, pk: Any, before: Any, after: Any):
         return _row(
             seq,
@@ -338,6 +351,8 @@ def _segment() -> tuple[list[dict[str, Any]], Manifest]:
         change(8, 0, "log", "insert", None, None, {"message": "hello"}),
         change(8, 1, "log", "delete", None, {"message": "hello"}, None),
     ]
+    if inserts_only:
+        rows = [row for row in rows if row["table"] == "items" and row["op"] == "insert"]
     versions = {"items": ITEMS, "lines": LINES, "escaped": ESCAPED, "log": LOG}
     manifest = Manifest(
         source="default",
@@ -354,13 +369,14 @@ def _segment() -> tuple[list[dict[str, Any]], Manifest]:
     return rows, manifest
 
 
+@pytest.mark.parametrize("inserts_only", [False, True], ids=["every case", "inserts only"])
 @pytest.mark.parametrize("decimals_as_strings", [False, True], ids=["standard", "nx-27017"])
 def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
-    decimals_as_strings: bool, monkeypatch: pytest.MonkeyPatch
+    decimals_as_strings: bool, inserts_only: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rows, manifest = _segment()
+    rows, manifest = _segment(inserts_only)
 
-    def load() -> tuple[list[tuple[str, bytes]], Any, int]:
+    def load() -> tuple[list[tuple[str, bytes]], Any, int, int]:
         database = _Capture()
         sink = MongoSink(
             database,  # type: ignore[arg-type]
@@ -379,16 +395,23 @@ def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
 
         monkeypatch.setattr(sink, "_apply_raw", counted)
         report = sink.apply(rows, manifest, [])
-        return database.writes, dataclasses.asdict(report), raw
+        return database.writes, dataclasses.asdict(report), raw, database.commands
 
-    writes, report, raw = load()
+    writes, report, raw, commands = load()
     monkeypatch.setattr(MongoSink, "_apply_raw", lambda *args: False)
-    decoded_writes, decoded_report, none = load()
+    decoded_writes, decoded_report, none, no_commands = load()
     assert none == 0
+    assert writes == decoded_writes
+    assert report == decoded_report
+    assert no_commands == 0  # a decoded document goes through bulk_write
+    if inserts_only:
+        assert raw == 3
+        assert len(writes) == 6  # the change log, the mirror
+        assert commands == 2  # each a bulk of raw inserts, sent as one command
+        return
     # the rows of items and of the keyless log take the raw path; the composite key and the
     # escaped column take the decoded one
     assert raw == 8
-    assert writes == decoded_writes
-    assert report == decoded_report
     assert len(writes) == len(rows) + 6  # change log, and each key's last mirror write
+    assert commands == 0  # every bulk holds a decoded document, an update or a delete
     assert sink_module.ROW_CHANGES in {collection for collection, _ in writes}
