@@ -58,7 +58,6 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
-from cdc_pipeline.core.load.insert_command import insert_raw
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
 from cdc_pipeline.core.load.raw_documents import (
@@ -69,6 +68,7 @@ from cdc_pipeline.core.load.raw_documents import (
 )
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
+from cdc_pipeline.core.load.write_commands import send_raw
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
 from cdc_pipeline.core.settings import MongoSettings, table_label
 from cdc_pipeline.core.wal.segment import Manifest
@@ -719,9 +719,9 @@ class MongoSink:
             raise self._halt(collection, None, type(error).__name__) from None
 
     def _write(self, collection: str, operations: list[Any]) -> None:
-        """One unordered bulk write: raw inserts as one ``insert`` command
-        (``load.insert_command``), anything else through pymongo's ``bulk_write``."""
-        if not insert_raw(self.database, collection, operations):
+        """One unordered bulk write: raw writes as commands (``load.write_commands``),
+        anything else through pymongo's ``bulk_write``."""
+        if not send_raw(self.database, collection, operations):
             self.database[collection].bulk_write(operations, ordered=False)
 
     def _replace_existing(

@@ -271,8 +271,9 @@ def test_a_raw_document_is_the_base_classs_document_of_the_same_bytes(
 
 
 class _Capture:
-    """A database whose collections record every bulk write instead of sending it, and an
-    ``insert`` command (``load.insert_command``) as the same writes."""
+    """A database whose collections record every bulk write instead of sending it, in the
+    order pymongo sends an unordered bulk (its inserts, its updates, its deletes), and the
+    commands of ``load.write_commands`` as the same writes."""
 
     name = "cdc"
     write_concern = WriteConcern()
@@ -283,16 +284,24 @@ class _Capture:
 
     def command(self, command: dict[str, Any]) -> dict[str, Any]:
         self.commands += 1
-        for document in command["documents"]:
-            self.writes.append((command["insert"], _operation_bson(InsertOne(document))))
-        return {"n": len(command["documents"]), "ok": 1}
+        name = next(iter(command))
+        if name == "insert":
+            sent = [InsertOne(document) for document in command["documents"]]
+        elif name == "update":
+            sent = [ReplaceOne(item["q"], item["u"], upsert=True) for item in command["updates"]]
+        else:
+            sent = [DeleteOne(item["q"]) for item in command["deletes"]]
+        for operation in sent:
+            self.writes.append((command[name], _operation_bson(operation)))
+        return {"n": len(sent), "nModified": 0, "ok": 1}
 
     def __getitem__(self, collection: str) -> Any:
         capture = self
 
         class _Collection:
             def bulk_write(self, operations: list[Any], ordered: bool) -> None:
-                for operation in operations:
+                assert not ordered
+                for operation in sorted(operations, key=_kind_order):
                     capture.writes.append((collection, _operation_bson(operation)))
 
             def replace_one(self, *args: Any, **kwargs: Any) -> None:
@@ -305,6 +314,11 @@ class _Capture:
 
     def list_collection_names(self) -> list[str]:
         return []
+
+
+def _kind_order(operation: Any) -> int:
+    """Where pymongo's unordered bulk sends an operation: its inserts, updates, deletes."""
+    return (InsertOne, ReplaceOne, DeleteOne).index(type(operation))
 
 
 def _operation_bson(operation: Any) -> bytes:
@@ -413,5 +427,7 @@ def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
     # escaped column take the decoded one
     assert raw == 8
     assert len(writes) == len(rows) + 6  # change log, and each key's last mirror write
-    assert commands == 0  # every bulk holds a decoded document, an update or a delete
+    # the mirror bulk of items went as three commands (its insert, its replacements, its
+    # delete); the change log's bulk and the other mirrors' hold decoded documents
+    assert commands == 3
     assert sink_module.ROW_CHANGES in {collection for collection, _ in writes}
