@@ -232,6 +232,8 @@ def _pymongo_merge(kind: int, statements: list[Any], indexes: list[int], reply: 
     run = _Run(kind)
     for index, statement in zip(indexes, statements, strict=True):
         run.add(index, statement)
+    # pymongo's starting result (synchronous/bulk.py), written out here rather than taken from
+    # the module under test, so that the oracle does not share its mistakes
     details: dict[str, Any] = {
         "writeErrors": [],
         "writeConcernErrors": [],
