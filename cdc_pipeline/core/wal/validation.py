@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,35 @@ def _utf8(name: str) -> bytes:
     return name.encode("utf-8", "surrogatepass")
 
 
+def _row_groups(
+    batch: pa.RecordBatch,
+) -> list[tuple[list[int] | None, tuple[Any, Any, Any, Any, Any]]]:
+    """The batch's rows grouped by (schema, table, schema version, op), groups in the order of
+    their first rows: each group's row positions (None: every row of the batch, the common
+    case) and the GTID of its first row with the four values (nulls group with nulls, as
+    equal values do).
+
+    Validation checks each group's images against one set of declared columns, so the Python
+    left per row is the image check itself; a loop over every row's five values was a
+    quarter of validating a segment (docs/profile.md). Arrow's grouping costs about 0.1 µs
+    per row."""
+    names = ["schema", "table", "schema_version", "op"]
+    keyed = pa.table(
+        [*(batch.column(name) for name in names), pa.array(range(batch.num_rows), pa.int64())],
+        names=[*names, "position"],
+    )
+    groups = keyed.group_by(names, use_threads=False).aggregate([("position", "list")])
+    gtids = batch.column("gtid")
+    found = sorted(
+        (group["position_list"][0], group["position_list"], tuple(group[name] for name in names))
+        for group in groups.to_pylist()
+    )
+    return [
+        (None if len(found) == 1 else positions, (gtids[first].as_py(), *values))
+        for first, positions, values in found
+    ]
+
+
 def _check_snapshot_row(
     row: Mapping[str, Any], manifest: Manifest, report: ValidationReport
 ) -> None:
@@ -218,18 +248,7 @@ class _SegmentChecker:
                 self._check(manifest, row)
             return
         doubted = self._doubted(batch)
-        column = batch.column
-        for index, (gtid, schema, table, version, op, before, after) in enumerate(
-            zip(
-                *(
-                    column(name).to_pylist()
-                    for name in ("gtid", "schema", "table", "schema_version", "op")
-                ),
-                column("before").to_pylist(),
-                column("after").to_pylist(),
-                strict=True,
-            )
-        ):
+        for positions, (gtid, schema, table, version, op) in _row_groups(batch):
             if op == "ddl":
                 continue  # its statement was checked on the columns
             label = f"{schema}.{table}"
@@ -238,13 +257,21 @@ class _SegmentChecker:
             else:
                 known = _declared(manifest, report, self.columns_of, label, version, gtid)
             images = _IMAGES_OF_OP.get(op)
-            if (
-                known is None
-                or images is None
-                or not (has_columns(before, known[1]) if images[0] else before is None)
-                or not (has_columns(after, known[1]) if images[1] else after is None)
-            ):
-                doubted.add(index)
+            if known is None or images is None:
+                doubted.update(range(batch.num_rows) if positions is None else positions)
+                continue
+            for carried, name in zip(images, ("before", "after"), strict=True):
+                values = batch.column(name)
+                if positions is not None:
+                    values = values.take(pa.array(positions, pa.int64()))
+                if carried:
+                    fits = map(has_columns, values.to_pylist(), repeat(known[1]))
+                    wrong = [index for index, fit in enumerate(fits) if not fit]
+                elif values.null_count < len(values):
+                    wrong = pc.indices_nonzero(values.is_valid()).to_pylist()
+                else:
+                    continue
+                doubted.update(wrong if positions is None else (positions[i] for i in wrong))
         for index in sorted(doubted):
             self._check(manifest, batch_rows(batch.slice(index, 1))[0])
 

@@ -294,6 +294,21 @@ def test_batch_rows_equals_arrows_to_pylist(
     ]
 
 
+def test_batch_rows_of_the_wals_own_columns_equals_arrows_to_pylist() -> None:
+    """A batch of exactly the WAL's columns takes the spelled-out row builder: the same values
+    under the same names, in the same order, as Arrow's own conversion (and a batch of other
+    columns, above, the general one)."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.wal.segment import COLUMNS, ROW_SCHEMA, batch_rows
+
+    rows = [row(1), row(2) | {"op": "ddl", "statement": "DROP TABLE t", "table": None}, row(3)]
+    batch = pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+    got = batch_rows(batch)
+    assert got == batch.to_pylist() == rows
+    assert [tuple(item) for item in got] == [COLUMNS] * len(rows)
+
+
 _TEXTS = st.text(max_size=6) | st.sampled_from(
     ['a"b', "a\\b", "line\nbreak", "\x00", "ü\u2028", ""]
 )
