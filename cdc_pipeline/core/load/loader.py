@@ -31,6 +31,7 @@ from cdc_pipeline.core.governance import RulesInForce, rules_differ_for
 from cdc_pipeline.core.heap import young_objects_only
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.documents import Checkpoint, mirror_meta
+from cdc_pipeline.core.load.insert_runs import runs_and_rows
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.load.rebuild import rebuild_for_rules
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
@@ -246,7 +247,7 @@ def _load_one(
         tables = rules_differ_for(checkpoint.governance, manifest.governance)
         rebuild_for_rules(sink, manifest.source, tables, meta)
     new_versions = register_schema_versions(sink.database, manifest, validated.report.first_gtids)
-    applied = sink.apply(validated.rows(), manifest, validated.ddl_rows())
+    applied = sink.apply(runs_and_rows(validated.batches()), manifest, validated.ddl_rows())
     load = SegmentLoad(
         partition_key=manifest.partition_key,
         sequence=manifest.sequence,

@@ -150,13 +150,13 @@ class ChangeLogDocuments:
         middle_key = _table_fields(row)
         middle = self._middle
         if middle[0] != middle_key:
-            fields = dict(zip(CHANGE_TABLE_FIELDS, middle_key, strict=True))
-            middle = self._middle = (middle_key, bson.encode(fields)[4:-1])
+            self.table_fields(middle_key)
+            middle = self._middle
         tail_key = _position_fields(row)
         tail = self._tail
         if tail[0] != tail_key:
-            fields = dict(zip(CHANGE_POSITION_FIELDS, tail_key, strict=True), batch=self.batch)
-            tail = self._tail = (tail_key, bson.encode(fields)[4:-1])
+            self.position_fields(tail_key)
+            tail = self._tail
         return _raw(
             _document(
                 self._head(row),
@@ -167,6 +167,20 @@ class ChangeLogDocuments:
                 tail[1],
             )
         )
+
+    def table_fields(self, values: tuple[Any, ...]) -> bytes:
+        """The elements of ``CHANGE_TABLE_FIELDS`` with these values (kept for the next row)."""
+        if self._middle[0] != values:
+            fields = dict(zip(CHANGE_TABLE_FIELDS, values, strict=True))
+            self._middle = (values, bson.encode(fields)[4:-1])
+        return self._middle[1]
+
+    def position_fields(self, values: tuple[Any, ...]) -> bytes:
+        """The elements of ``CHANGE_POSITION_FIELDS`` with these values, then ``batch``."""
+        if self._tail[0] != values:
+            fields = dict(zip(CHANGE_POSITION_FIELDS, values, strict=True), batch=self.batch)
+            self._tail = (values, bson.encode(fields)[4:-1])
+        return self._tail[1]
 
     def _head(self, row: Mapping[str, Any]) -> bytes:
         """The elements ``_id`` (the event id), ``gtid`` and ``row_index``, as the codec

@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from typing import Any, TypeVar
 
+import pyarrow as pa
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
@@ -58,12 +60,15 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
+from cdc_pipeline.core.load.insert_runs import InsertRun, change_log_documents, mirror_writes
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
 from cdc_pipeline.core.load.raw_documents import (
     CdcElements,
     ChangeLogDocuments,
+    RawDocument,
     RawMirror,
+    server_image,
     server_images,
 )
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
@@ -317,7 +322,7 @@ class MongoSink:
     # -- data ------------------------------------------------------------------------------
     def apply(
         self,
-        rows: Iterable[Mapping[str, Any]],
+        rows: Iterable[Mapping[str, Any] | InsertRun],
         manifest: Manifest,
         ddl_rows: Iterable[Mapping[str, Any]] = (),
     ) -> ApplyReport:
@@ -340,7 +345,7 @@ class MongoSink:
             self._writes = writes
             try:
                 if manifest.kind == "snapshot":
-                    return self._apply_snapshot(rows, manifest)
+                    return self._apply_snapshot(_rows_of(rows, lambda run: False), manifest)
                 return self._apply_changes(rows, manifest, ddl_rows)
             finally:
                 self._writes = None
@@ -357,7 +362,7 @@ class MongoSink:
 
     def _apply_changes(
         self,
-        rows: Iterable[Mapping[str, Any]],
+        rows: Iterable[Mapping[str, Any] | InsertRun],
         manifest: Manifest,
         ddl_rows: Iterable[Mapping[str, Any]],
     ) -> ApplyReport:
@@ -370,7 +375,13 @@ class MongoSink:
         phase = _Phase()
         cdc, change_log = CdcElements(batch), ChangeLogDocuments(batch)
         last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
-        for row in rows:
+
+        def applied(run: InsertRun) -> bool:
+            return self._apply_run(
+                run, manifest, primary_keys, changes, phase, (cdc, change_log), report, last_rows
+            )
+
+        for row in _rows_of(rows, applied):
             table = f"{row['schema']}.{row['table']}"
             per_table = report.counts.get(table)
             if per_table is None:
@@ -400,6 +411,67 @@ class MongoSink:
             report.last_change[table] = (str(row["gtid"]), str(row["committed_at"] or ""))
         self._count_mirrors(report)
         return report
+
+    def _apply_run(
+        self,
+        run: InsertRun,
+        manifest: Manifest,
+        primary_keys: Mapping[tuple[str, str], tuple[str, ...]],
+        changes: list[InsertOne[Any]],
+        phase: _Phase,
+        assemblers: tuple[CdcElements, ChangeLogDocuments],
+        report: ApplyReport,
+        last_rows: dict[str, Mapping[str, Any]],
+    ) -> bool:
+        """A run of inserts (``load.insert_runs``): its change-log documents and mirror inserts
+        assembled by Arrow's kernels, then written as ``_apply_raw`` writes each of its rows.
+        False, with nothing done, when its rows take the row path: a table without a key or
+        whose mirror ``RawMirror`` cannot assemble, dead-lettering, values that may not fit,
+        images the decimal rewrite cannot read, a ``pk`` image that is not the key's."""
+        first = run.first_row()
+        table = f"{first['schema']}.{first['table']}"
+        key_columns = primary_keys.get((table, first["schema_version"]), ())
+        if not key_columns or self.dead is not None:
+            return False
+        mirror = self._raw_mirror(first, table, key_columns, manifest)
+        if mirror is None:
+            return False
+        pk, after = run.batch.column("pk"), run.batch.column("after")
+        if self.large is not None and any(map(may_not_fit, repeat(None), after.to_pylist())):
+            return False
+        if self.decimals_as_strings:
+            pks = [server_image(image, True) for image in pk.to_pylist()]
+            afters = [server_image(image, True) for image in after.to_pylist()]
+            if None in pks or None in afters:
+                return False
+            pk, after = pa.array(pks, pa.binary()), pa.array(afters, pa.binary())
+        cdc, change_log = assemblers
+        written = mirror_writes(run, mirror.key, pk, after, cdc)
+        if written is None:
+            return False
+        documents, identities = written
+        logged = change_log_documents(
+            run, pk, after, change_log.table_fields, change_log.position_fields
+        )
+        per_table = report.counts.get(table)
+        if per_table is None:
+            per_table = report.counts[table] = {}
+            report.tables[table] = (first["schema"], first["table"])
+        per_table["insert"] = per_table.get("insert", 0) + run.batch.num_rows
+        last_rows[table] = run.last_row()
+        collection = mirror.collection
+        gtids = run.batch.column("gtid").to_pylist()
+        for change, document, identity, gtid in zip(
+            logged, documents, identities, gtids, strict=True
+        ):
+            changes.append(InsertOne(RawDocument(change)))
+            if len(changes) >= BULK_CHUNK:
+                self._flush_changes(changes, report)
+            mirror_document = RawDocument(document)
+            phase.put(collection, identity, None, mirror_document, gtid, InsertOne(mirror_document))
+            if len(phase.actions) >= PHASE_KEYS:
+                self._flush_phase(phase, report)
+        return True
 
     def _apply_decoded(
         self,
@@ -818,6 +890,20 @@ def _is_replaced(item: Mapping[str, Any], operations: list[Any]) -> bool:
         and isinstance(index, int)
         and isinstance(operations[index], InsertOne)
     )
+
+
+def _rows_of(
+    items: Iterable[Mapping[str, Any] | InsertRun], applied: Callable[[InsertRun], bool]
+) -> Iterator[Mapping[str, Any]]:
+    """The rows of ``items`` that the row path applies: each ``InsertRun`` is offered to
+    ``applied`` first, when the rows before it are applied (the iteration is lazy), and its
+    rows follow only if it was not."""
+    for item in items:
+        if isinstance(item, InsertRun):
+            if not applied(item):
+                yield from item.rows()
+        else:
+            yield item
 
 
 def _raw_images(row: Mapping[str, Any]) -> bool:

@@ -429,9 +429,13 @@ class VerifiedSegment:
 
     def rows(self, batch_size: int = 5_000) -> Iterator[dict[str, Any]]:
         """The rows in order, a batch at a time (memory holds one decoded batch)."""
-        parquet = pq.ParquetFile(pa.BufferReader(self._buffer))
-        for batch in parquet.iter_batches(batch_size=batch_size):
+        for batch in self.batches(batch_size):
             yield from batch_rows(batch)
+
+    def batches(self, batch_size: int = 5_000) -> Iterator[pa.RecordBatch]:
+        """The rows in order as Arrow batches, one decoded at a time."""
+        parquet = pq.ParquetFile(pa.BufferReader(self._buffer))
+        yield from parquet.iter_batches(batch_size=batch_size)
 
     def ddl_rows(self) -> list[dict[str, Any]]:
         """The DDL rows alone, in order (``gtid``, ``schema``, ``statement`` and ``after``, the

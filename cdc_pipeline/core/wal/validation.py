@@ -191,6 +191,9 @@ class ValidatedSegment:
     def rows(self) -> Iterator[dict[str, Any]]:
         return self.segment.rows()
 
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        return self.segment.batches()
+
     def ddl_rows(self) -> list[dict[str, Any]]:
         return self.segment.ddl_rows()
 

@@ -12,6 +12,7 @@ import bson
 import pytest
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidBSON
+from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
@@ -431,3 +432,102 @@ def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
     # delete); the change log's bulk and the other mirrors' hold decoded documents
     assert commands == 3
     assert sink_module.ROW_CHANGES in {collection for collection, _ in writes}
+
+
+@pytest.mark.parametrize("small_bulks", [False, True], ids=["bulks of 1,000", "bulks of 2"])
+@pytest.mark.parametrize("decimals_as_strings", [False, True], ids=["standard", "nx-27017"])
+def test_the_sink_writes_the_same_from_runs_of_inserts_as_row_by_row(
+    decimals_as_strings: bool, small_bulks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows given as a segment's batch, split into runs of inserts (``load.insert_runs``, every
+    run however short), give the writes, in the same order, and the report that the same rows
+    give one by one: runs of a one-column key take the kernels, the rest (a composite key, an
+    escaped column, a keyless table, updates and deletes) the row path. With bulks of two and
+    phases of three keys, the change log's and the mirrors' flushes interleave as they do
+    row by row."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.load import insert_runs
+    from cdc_pipeline.core.wal.segment import ROW_SCHEMA
+
+    rows, manifest = _segment()
+    more = [  # a run of two transactions and three rows events, keys seen before
+        _row(9 + n // 6, n, pk=encode_image({"id": 10 + n % 5}))
+        | {"after": encode_image({"id": 10 + n % 5}), "binlog_pos": 40 + n // 4}
+        for n in range(9)
+    ]
+    unread = {"id": 30, "o": ObjectId("65f0c0ffee0000000000abcd"), "d": Decimal128("1")}
+    # the decimal rewrite cannot read the row at 30 (nx-27017): its run takes the row path
+    rows = [
+        *rows[:2],
+        *more[:4],
+        *rows[2:],
+        *more[4:],
+        _row(11, pk=encode_image({"id": 30}), after=encode_image(unread)),
+    ]
+    manifest = dataclasses.replace(manifest, end_gtid="0-1-11")
+    monkeypatch.setattr(insert_runs, "MIN_RUN", 1)
+    if small_bulks:
+        monkeypatch.setattr(sink_module, "BULK_CHUNK", 2)
+        monkeypatch.setattr(sink_module, "PHASE_KEYS", 3)
+
+    def load(items: Any) -> tuple[list[tuple[str, bytes]], Any, int]:
+        database = _Capture()
+        sink = MongoSink(
+            database,  # type: ignore[arg-type]
+            decimals_as_strings=decimals_as_strings,
+            large_values=False,
+        )
+        monkeypatch.setattr(sink, "register", lambda source, schema, table, columns: table)
+        runs = 0
+        apply_run = sink._apply_run
+
+        def counted(run: Any, *args: Any) -> bool:
+            nonlocal runs
+            done = apply_run(run, *args)
+            runs += done * run.batch.num_rows
+            return done
+
+        monkeypatch.setattr(sink, "_apply_run", counted)
+        report = sink.apply(items, manifest, [])
+        return database.writes, dataclasses.asdict(report), runs
+
+    batch = pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
+    by_run, run_report, in_runs = load(insert_runs.runs_and_rows([batch]))
+    by_row, row_report, none = load(rows)
+    assert none == 0
+    # items' inserts in three runs (6, 1 and 6 rows); not lines (two key columns), nor
+    # escaped; under nx-27017 not the last run, whose row at 30 the rewrite cannot read
+    assert in_runs == (6 + 1 if decimals_as_strings else 6 + 1 + 6)
+    assert by_run == by_row
+    assert run_report == row_report
+
+
+def test_a_run_is_left_to_the_row_path_when_dead_lettering_or_a_value_may_not_fit() -> None:
+    """What the row path does for such rows (set a refusal aside, move a value out of line)
+    the kernels do not: the run's rows are applied one by one."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.load.insert_runs import InsertRun
+    from cdc_pipeline.core.load.sink import _Phase
+    from cdc_pipeline.core.wal.segment import ROW_SCHEMA
+
+    _, manifest = _segment()
+    small = _row(1, pk=encode_image({"id": 1}), after=encode_image({"id": 1, "name": "a"}))
+    large = small | {"after": encode_image({"id": 1, "name": "x" * (9 * 2**20)})}
+
+    def applied(row: dict[str, Any], **changes: Any) -> bool:
+        sink = MongoSink(_Capture(), large_values=True)  # type: ignore[arg-type]
+        sink.register = lambda source, schema, table, columns: table  # type: ignore[method-assign]
+        for name, value in changes.items():
+            setattr(sink, name, value)
+        run = InsertRun(pa.RecordBatch.from_pylist([row], schema=ROW_SCHEMA))
+        keys = {("shop.items", "v1"): ("id",)}
+        assemblers = (CdcElements("b"), ChangeLogDocuments("b"))
+        report = sink_module.ApplyReport("b")
+        return sink._apply_run(run, manifest, keys, [], _Phase(), assemblers, report, {})
+
+    assert applied(small)
+    assert not applied(large)
+    assert applied(large, large=None)
+    assert not applied(small, dead=object())
