@@ -31,9 +31,9 @@ from cdc_pipeline.core.governance import RulesInForce, rules_differ_for
 from cdc_pipeline.core.heap import young_objects_only
 from cdc_pipeline.core.load.breaker import breaker_of
 from cdc_pipeline.core.load.documents import Checkpoint, mirror_meta
-from cdc_pipeline.core.load.insert_runs import runs_and_rows
 from cdc_pipeline.core.load.rebaseline import source_rebaseline
 from cdc_pipeline.core.load.rebuild import rebuild_for_rules
+from cdc_pipeline.core.load.row_runs import runs_and_rows
 from cdc_pipeline.core.load.schema_versions import register_schema_versions
 from cdc_pipeline.core.load.sink import ApplyReport, MongoSink, open_sink
 from cdc_pipeline.core.settings import MongoSettings, SourceUrl

@@ -26,10 +26,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import repeat
+from functools import partial
 from typing import Any, TypeVar
 
-import pyarrow as pa
 from bson.decimal128 import Decimal128
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, InsertOne, MongoClient, ReplaceOne
@@ -60,7 +59,6 @@ from cdc_pipeline.core.load.documents import (
     mirror_meta,
     upsert_by_id,
 )
-from cdc_pipeline.core.load.insert_runs import InsertRun, change_log_documents, mirror_writes
 from cdc_pipeline.core.load.large_values import LargeValues, may_not_fit, may_not_fit_values
 from cdc_pipeline.core.load.mirror_ddl import apply_ddl, rebuild_plan
 from cdc_pipeline.core.load.raw_documents import (
@@ -68,11 +66,11 @@ from cdc_pipeline.core.load.raw_documents import (
     ChangeLogDocuments,
     RawDocument,
     RawMirror,
-    server_image,
     server_images,
 )
 from cdc_pipeline.core.load.rebuild import BULK_CHUNK, Rebaseline
 from cdc_pipeline.core.load.retry import RetryPolicy, call_with_retries
+from cdc_pipeline.core.load.row_runs import Images, RowRun, change_log_documents, mirror_writes
 from cdc_pipeline.core.load.write_commands import send_raw
 from cdc_pipeline.core.load.write_pipeline import WritePipeline
 from cdc_pipeline.core.settings import MongoSettings, table_label
@@ -322,7 +320,7 @@ class MongoSink:
     # -- data ------------------------------------------------------------------------------
     def apply(
         self,
-        rows: Iterable[Mapping[str, Any] | InsertRun],
+        rows: Iterable[Mapping[str, Any] | RowRun],
         manifest: Manifest,
         ddl_rows: Iterable[Mapping[str, Any]] = (),
     ) -> ApplyReport:
@@ -362,7 +360,7 @@ class MongoSink:
 
     def _apply_changes(
         self,
-        rows: Iterable[Mapping[str, Any] | InsertRun],
+        rows: Iterable[Mapping[str, Any] | RowRun],
         manifest: Manifest,
         ddl_rows: Iterable[Mapping[str, Any]],
     ) -> ApplyReport:
@@ -376,7 +374,7 @@ class MongoSink:
         cdc, change_log = CdcElements(batch), ChangeLogDocuments(batch)
         last_rows: dict[str, Mapping[str, Any]] = {}  # per table: its last row, for last_change
 
-        def applied(run: InsertRun) -> bool:
+        def applied(run: RowRun) -> bool:
             return self._apply_run(
                 run, manifest, primary_keys, changes, phase, (cdc, change_log), report, last_rows
             )
@@ -414,7 +412,7 @@ class MongoSink:
 
     def _apply_run(
         self,
-        run: InsertRun,
+        run: RowRun,
         manifest: Manifest,
         primary_keys: Mapping[tuple[str, str], tuple[str, ...]],
         changes: list[InsertOne[Any]],
@@ -423,11 +421,12 @@ class MongoSink:
         report: ApplyReport,
         last_rows: dict[str, Mapping[str, Any]],
     ) -> bool:
-        """A run of inserts (``load.insert_runs``): its change-log documents and mirror inserts
-        assembled by Arrow's kernels, then written as ``_apply_raw`` writes each of its rows.
-        False, with nothing done, when its rows take the row path: a table without a key or
-        whose mirror ``RawMirror`` cannot assemble, dead-lettering, values that may not fit,
-        images the decimal rewrite cannot read, a ``pk`` image that is not the key's."""
+        """A run of inserts, updates or deletes (``load.row_runs``): its change-log documents
+        and mirror writes assembled by Arrow's kernels, then written as ``_apply_raw`` writes
+        each of its rows. False, with nothing done, when its rows take the row path: a table
+        without a key or whose mirror ``RawMirror`` cannot assemble, dead-lettering, values
+        that may not fit, images the decimal rewrite cannot read, a ``pk`` image that is not
+        the key's, a ``before`` image without the key."""
         first = run.first_row()
         table = f"{first['schema']}.{first['table']}"
         key_columns = primary_keys.get((table, first["schema_version"]), ())
@@ -436,39 +435,54 @@ class MongoSink:
         mirror = self._raw_mirror(first, table, key_columns, manifest)
         if mirror is None:
             return False
-        pk, after = run.batch.column("pk"), run.batch.column("after")
-        if self.large is not None and any(map(may_not_fit, repeat(None), after.to_pylist())):
+        images = Images.of(run)
+        if self.large is not None and images.may_not_fit():
             return False
         if self.decimals_as_strings:
-            pks = [server_image(image, True) for image in pk.to_pylist()]
-            afters = [server_image(image, True) for image in after.to_pylist()]
-            if None in pks or None in afters:
+            stored = images.as_stored()
+            if stored is None:
                 return False
-            pk, after = pa.array(pks, pa.binary()), pa.array(afters, pa.binary())
+            images = stored
+        moved_from: list[bytes | None] = []
+        if images.before is not None and images.after is not None:
+            moved_from = list(map(mirror.key_of_image, images.before.to_pylist()))
+            if None in moved_from:
+                return False
         cdc, change_log = assemblers
-        written = mirror_writes(run, mirror.key, pk, after, cdc)
-        if written is None:
+        writes = mirror_writes(run, mirror.key, images, cdc)
+        if writes is None:
             return False
-        documents, identities = written
         logged = change_log_documents(
-            run, pk, after, change_log.table_fields, change_log.position_fields
+            run, images, change_log.table_fields, change_log.position_fields
         )
         per_table = report.counts.get(table)
         if per_table is None:
             per_table = report.counts[table] = {}
             report.tables[table] = (first["schema"], first["table"])
-        per_table["insert"] = per_table.get("insert", 0) + run.batch.num_rows
+        per_table[run.op] = per_table.get(run.op, 0) + run.batch.num_rows
         last_rows[table] = run.last_row()
-        collection = mirror.collection
         gtids = run.batch.column("gtid").to_pylist()
-        for change, document, identity, gtid in zip(
-            logged, documents, identities, gtids, strict=True
+        put = partial(phase.put, mirror.collection)
+        op, documents = run.op, writes.documents or []
+        keys, selectors = writes.keys or [], writes.selectors or []
+        for number, (change, identity, gtid) in enumerate(
+            zip(logged, writes.identities, gtids, strict=True)
         ):
             changes.append(InsertOne(RawDocument(change)))
             if len(changes) >= BULK_CHUNK:
                 self._flush_changes(changes, report)
-            mirror_document = RawDocument(document)
-            phase.put(collection, identity, None, mirror_document, gtid, InsertOne(mirror_document))
+            if op == "insert":
+                document = RawDocument(documents[number])
+                put(identity, None, document, gtid, InsertOne(document))
+            elif op == "update":
+                old = moved_from[number]
+                if old is not None and old != keys[number]:  # a key update moves the document
+                    put(mirror.identity(old), None, None, gtid, mirror.delete(old))
+                document = RawDocument(documents[number])
+                selector = RawDocument(selectors[number])
+                put(identity, None, document, gtid, ReplaceOne(selector, document, upsert=True))
+            else:
+                put(identity, None, None, gtid, DeleteOne(RawDocument(selectors[number])))
             if len(phase.actions) >= PHASE_KEYS:
                 self._flush_phase(phase, report)
         return True
@@ -893,13 +907,13 @@ def _is_replaced(item: Mapping[str, Any], operations: list[Any]) -> bool:
 
 
 def _rows_of(
-    items: Iterable[Mapping[str, Any] | InsertRun], applied: Callable[[InsertRun], bool]
+    items: Iterable[Mapping[str, Any] | RowRun], applied: Callable[[RowRun], bool]
 ) -> Iterator[Mapping[str, Any]]:
-    """The rows of ``items`` that the row path applies: each ``InsertRun`` is offered to
+    """The rows of ``items`` that the row path applies: each ``RowRun`` is offered to
     ``applied`` first, when the rows before it are applied (the iteration is lazy), and its
     rows follow only if it was not."""
     for item in items:
-        if isinstance(item, InsertRun):
+        if isinstance(item, RowRun):
             if not applied(item):
                 yield from item.rows()
         else:

@@ -436,18 +436,18 @@ def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
 
 @pytest.mark.parametrize("small_bulks", [False, True], ids=["bulks of 1,000", "bulks of 2"])
 @pytest.mark.parametrize("decimals_as_strings", [False, True], ids=["standard", "nx-27017"])
-def test_the_sink_writes_the_same_from_runs_of_inserts_as_row_by_row(
+def test_the_sink_writes_the_same_from_runs_as_row_by_row(
     decimals_as_strings: bool, small_bulks: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Rows given as a segment's batch, split into runs of inserts (``load.insert_runs``, every
-    run however short), give the writes, in the same order, and the report that the same rows
-    give one by one: runs of a one-column key take the kernels, the rest (a composite key, an
-    escaped column, a keyless table, updates and deletes) the row path. With bulks of two and
-    phases of three keys, the change log's and the mirrors' flushes interleave as they do
-    row by row."""
+    """Rows given as a segment's batch, split into runs (``load.row_runs``, every run however
+    short), give the writes, in the same order, and the report that the same rows give one by
+    one: runs of inserts, updates (a key moved among them) and deletes of a one-column key
+    take the kernels, the rest (a composite key, an escaped column, a keyless table) the row
+    path. With bulks of two and phases of three keys, the change log's and the mirrors'
+    flushes interleave as they do row by row."""
     import pyarrow as pa
 
-    from cdc_pipeline.core.load import insert_runs
+    from cdc_pipeline.core.load import row_runs
     from cdc_pipeline.core.wal.segment import ROW_SCHEMA
 
     rows, manifest = _segment()
@@ -464,9 +464,13 @@ def test_the_sink_writes_the_same_from_runs_of_inserts_as_row_by_row(
         *rows[2:],
         *more[4:],
         _row(11, pk=encode_image({"id": 30}), after=encode_image(unread)),
+        # the walk cannot find the key of the before image (an ObjectId before it): the row
+        # path decodes it, and finds that the key moved from 32 to 31
+        _row(12, op="update", pk=encode_image({"id": 31}))
+        | {"before": encode_image({"o": unread["o"], "id": 32}), "after": encode_image({"id": 31})},
     ]
-    manifest = dataclasses.replace(manifest, end_gtid="0-1-11")
-    monkeypatch.setattr(insert_runs, "MIN_RUN", 1)
+    manifest = dataclasses.replace(manifest, end_gtid="0-1-12")
+    monkeypatch.setattr(row_runs, "MIN_RUN", 1)
     if small_bulks:
         monkeypatch.setattr(sink_module, "BULK_CHUNK", 2)
         monkeypatch.setattr(sink_module, "PHASE_KEYS", 3)
@@ -493,12 +497,13 @@ def test_the_sink_writes_the_same_from_runs_of_inserts_as_row_by_row(
         return database.writes, dataclasses.asdict(report), runs
 
     batch = pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
-    by_run, run_report, in_runs = load(insert_runs.runs_and_rows([batch]))
+    by_run, run_report, in_runs = load(row_runs.runs_and_rows([batch]))
     by_row, row_report, none = load(rows)
     assert none == 0
-    # items' inserts in three runs (6, 1 and 6 rows); not lines (two key columns), nor
-    # escaped; under nx-27017 not the last run, whose row at 30 the rewrite cannot read
-    assert in_runs == (6 + 1 if decimals_as_strings else 6 + 1 + 6)
+    # items' rows in runs of 6 inserts, 2 updates (the second moves its key), 1 delete, 1
+    # insert and 6 inserts; not lines (two key columns), nor escaped; under nx-27017 not the
+    # last run, whose row at 30 the rewrite cannot read
+    assert in_runs == (6 + 2 + 1 + 1 + (0 if decimals_as_strings else 6))
     assert by_run == by_row
     assert run_report == row_report
 
@@ -508,7 +513,7 @@ def test_a_run_is_left_to_the_row_path_when_dead_lettering_or_a_value_may_not_fi
     the kernels do not: the run's rows are applied one by one."""
     import pyarrow as pa
 
-    from cdc_pipeline.core.load.insert_runs import InsertRun
+    from cdc_pipeline.core.load.row_runs import RowRun
     from cdc_pipeline.core.load.sink import _Phase
     from cdc_pipeline.core.wal.segment import ROW_SCHEMA
 
@@ -521,13 +526,17 @@ def test_a_run_is_left_to_the_row_path_when_dead_lettering_or_a_value_may_not_fi
         sink.register = lambda source, schema, table, columns: table  # type: ignore[method-assign]
         for name, value in changes.items():
             setattr(sink, name, value)
-        run = InsertRun(pa.RecordBatch.from_pylist([row], schema=ROW_SCHEMA))
+        run = RowRun(pa.RecordBatch.from_pylist([row], schema=ROW_SCHEMA), row["op"])
         keys = {("shop.items", "v1"): ("id",)}
         assemblers = (CdcElements("b"), ChangeLogDocuments("b"))
         report = sink_module.ApplyReport("b")
         return sink._apply_run(run, manifest, keys, [], _Phase(), assemblers, report, {})
 
+    update = small | {"op": "update", "before": large["after"]}  # large before the change
     assert applied(small)
+    assert applied(small | {"op": "update", "before": small["after"]})
     assert not applied(large)
+    assert not applied(update)
     assert applied(large, large=None)
+    assert applied(update, large=None)
     assert not applied(small, dead=object())
