@@ -209,18 +209,39 @@ def _expected_ddl(row: Mapping[str, Any], kind: str) -> dict[str, Any]:
     }
 
 
+def _as_runs(rows: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The rows as the loader gives them to the sink: a segment batch split into runs of rows
+    (``load.row_runs``, every run however short) and single rows."""
+    import pyarrow as pa
+
+    from cdc_pipeline.core.load import row_runs
+    from cdc_pipeline.core.wal.segment import ROW_SCHEMA
+
+    monkeypatch.setattr(row_runs, "MIN_RUN", 1)
+    return row_runs.runs_and_rows([pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)])
+
+
+@pytest.mark.parametrize("as_runs", [False, True], ids=["rows", "runs"])
 @pytest.mark.parametrize("with_rename", [False, True], ids=["no-rename", "with-rename"])
 def test_applying_a_segment_gives_exact_documents_and_a_replay_changes_no_byte(
     contract_mongo: ContractBackend,
     contract_db: Database[Any],
     request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
     with_rename: bool,
+    as_runs: bool,
 ) -> None:
+    """The documents the CONTRACT lays out, from rows one by one and from runs of rows (the
+    loader's way: items' inserts, its update that moves a key, its delete, lines' composite
+    key and the keyless audit table each as a run), and the same bytes when applied again."""
     sink = MongoSink(contract_db, mirror_style=contract_mongo.mirror_style)
     archive = _fresh_name("archive", contract_db)
     rows = _segment(with_rename, archive)
 
-    report = sink.apply(rows, _manifest())
+    def given() -> Any:
+        return _as_runs(rows, monkeypatch) if as_runs else rows
+
+    report = sink.apply(given(), _manifest())
 
     assert report.tables_without_key == {"shop.audit": 1}
     changes = [row for row in rows if row["op"] != "ddl"]
@@ -263,18 +284,23 @@ def test_applying_a_segment_gives_exact_documents_and_a_replay_changes_no_byte(
     assert catalog == {sink.mirror("shop", table): ("shop", table) for table in tables}
 
     first = _dump(contract_db)
-    sink.apply(rows, _manifest())
+    sink.apply(given(), _manifest())
     assert _dump(contract_db) == first
 
 
+@pytest.mark.parametrize("as_runs", [False, True], ids=["rows", "runs"])
 def test_a_reload_rewrites_the_change_log_as_the_wal_has_it(
-    contract_mongo: ContractBackend, contract_db: Database[Any]
+    contract_mongo: ContractBackend,
+    contract_db: Database[Any],
+    monkeypatch: pytest.MonkeyPatch,
+    as_runs: bool,
 ) -> None:
     """Change-log documents, and the mirror documents of inserted rows, are inserted, and one
     already there is replaced, not kept: a segment loaded again (after a kill, or
     re-captured) leaves them as the WAL holds them, a stale or damaged document included,
     and fills in a missing one. Mirrors of both kinds of key: one column (written from the
-    images' bytes) and composite (from decoded images, its ``_id`` a document)."""
+    images' bytes) and composite (from decoded images, its ``_id`` a document); loaded again
+    row by row, and as the loader gives the rows, in runs."""
     sink = MongoSink(contract_db, mirror_style=contract_mongo.mirror_style)
     rows = _segment(False, _fresh_name("archive", contract_db))
     sink.apply(rows, _manifest())
@@ -288,7 +314,8 @@ def test_a_reload_rewrites_the_change_log_as_the_wal_has_it(
     assert contract_db[scratch].update_one({"_id": 3}, {"$set": {"_cdc": {}}}).modified_count
     assert _dump(contract_db) != first
 
-    MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(rows, _manifest())
+    again = _as_runs(rows, monkeypatch) if as_runs else rows  # (its inserts from runs)
+    MongoSink(contract_db, mirror_style=contract_mongo.mirror_style).apply(again, _manifest())
 
     assert _dump(contract_db) == first
 
