@@ -326,6 +326,10 @@ class MongoSink:
     ) -> ApplyReport:
         """Write every row change of a segment (in order) into the change log and mirrors.
 
+        ``rows`` are the segment's rows as dicts, or as the loader gives them: runs of rows of
+        one op and table (``load.row_runs.RowRun``) between single rows; a run's writes are
+        the ones its rows would make one by one.
+
         ``ddl_rows`` are the segment's DDL rows, looked at ahead so that a table whose columns
         change several times in the segment is rebuilt once (``rebuild_plan``); without
         them every column change rebuilds.
