@@ -12,8 +12,8 @@ Invariants:
       ``upsert``, ``delete``): property tested over the columns' values, and the sink's
       writes compared with the row path's;
     * a run holds only rows ``split_batch`` found to be of one op, source, table and schema
-      version, with BSON images where the op has them (``IMAGES_OF_OP``) and none where it
-      has not; anything the kernels cannot assemble exactly (a ``pk`` that is not the key's
+      version, with BSON images where the op has them (``wal.segment.IMAGES_OF_OP``) and none
+      where it has not; anything the kernels cannot assemble exactly (a ``pk`` that is not the key's
       one element) makes the caller apply the run row by row instead;
     * lengths are packed as little-endian int32 from Arrow's buffers, which are in the
       machine's order: on a big-endian machine there are no runs (``split_batch``).
@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 from cdc_pipeline.core.load.documents import CHANGE_POSITION_FIELDS, CHANGE_TABLE_FIELDS
 from cdc_pipeline.core.load.large_values import may_not_fit
 from cdc_pipeline.core.load.raw_documents import server_image
-from cdc_pipeline.core.wal.segment import COLUMNS, IMAGE_COLUMNS, batch_rows
+from cdc_pipeline.core.wal.segment import COLUMNS, IMAGE_COLUMNS, IMAGES_OF_OP, batch_rows
 
 MIN_RUN = 32
 """A run shorter than this is applied row by row: the kernels' fixed cost per run (tens of
@@ -44,8 +44,8 @@ _RUN_COLUMNS = ("source", "schema", "table", "schema_version")
 _ZERO_LENGTH = b"\x00\x00\x00\x00"  # how a format-2 image kept as text starts
 
 
-IMAGES_OF_OP = {"insert": (False, True), "update": (True, True), "delete": (True, False)}
-"""Which images (before, after) a row of each op a run can hold carries; every row has a pk."""
+RUN_OPS = ("insert", "update", "delete")
+"""The ops a run can hold (a snapshot's rows are applied by the snapshot path)."""
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,6 @@ class RowRun:
 
     def last_row(self) -> dict[str, Any]:
         return batch_rows(self.batch.slice(self.batch.num_rows - 1, 1))[0]
-
-    def first(self, *names: str) -> tuple[Any, ...]:
-        """The values of these columns in the run's first row."""
-        return tuple(self.batch.column(name)[0].as_py() for name in names)
 
 
 @dataclass(frozen=True)
@@ -115,7 +111,7 @@ class Images:
 
 def split_batch(batch: pa.RecordBatch) -> Iterator[dict[str, Any] | RowRun]:
     """The batch's rows in order: each run of at least ``MIN_RUN`` rows of one op of
-    ``IMAGES_OF_OP``, source, table and schema version, whose images are BSON where the op has
+    ``RUN_OPS``, source, table and schema version, whose images are BSON where the op has
     them and absent where not, as a ``RowRun``; every other row as its dict (``batch_rows``)."""
     count = batch.num_rows
     if count < MIN_RUN or not _LITTLE_ENDIAN or not _bson_columns(batch.schema):
@@ -124,7 +120,8 @@ def split_batch(batch: pa.RecordBatch) -> Iterator[dict[str, Any] | RowRun]:
     column = batch.column
     op = column("op")
     eligible = pa.repeat(pa.scalar(False), count)
-    for name, (before, after) in IMAGES_OF_OP.items():
+    for name in RUN_OPS:
+        before, after = IMAGES_OF_OP[name]
         these = pc.and_(
             pc.and_(pc.equal(op, name), _is_bson(column("pk"))),
             pc.and_(
@@ -180,7 +177,8 @@ def change_log_documents(
     batch = run.batch
     count = batch.num_rows
     column = batch.column
-    middle = table_fields(run.first(*CHANGE_TABLE_FIELDS))
+    first = run.first_row()
+    middle = table_fields(tuple(first[name] for name in CHANGE_TABLE_FIELDS))
     positions = [column(name) for name in CHANGE_POSITION_FIELDS]
     starts, ids = _runs_of(positions)
     tails = pa.array(

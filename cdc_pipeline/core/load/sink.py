@@ -118,6 +118,14 @@ class ApplyReport:
     """Per keyed table label: its mirror's document count after the segment (MongoDB's
     estimate from collection metadata: no scan)."""
 
+    def count(self, table: str, schema: str, name: str, op: str, rows: int = 1) -> None:
+        """``rows`` more rows of ``op`` on the table labelled ``table`` (``schema``.``name``)."""
+        per_table = self.counts.get(table)
+        if per_table is None:
+            per_table = self.counts[table] = {}
+            self.tables[table] = (schema, name)
+        per_table[op] = per_table.get(op, 0) + rows
+
 
 @dataclass
 class _Phase:
@@ -385,11 +393,7 @@ class MongoSink:
 
         for row in _rows_of(rows, applied):
             table = f"{row['schema']}.{row['table']}"
-            per_table = report.counts.get(table)
-            if per_table is None:
-                per_table = report.counts[table] = {}
-                report.tables[table] = (row["schema"], row["table"])
-            per_table[row["op"]] = per_table.get(row["op"], 0) + 1
+            report.count(table, row["schema"], row["table"], row["op"])
             last_rows[table] = row
             if row["op"] == "ddl":
                 self._flush_changes(changes, report)
@@ -459,11 +463,7 @@ class MongoSink:
         logged = change_log_documents(
             run, images, change_log.table_fields, change_log.position_fields
         )
-        per_table = report.counts.get(table)
-        if per_table is None:
-            per_table = report.counts[table] = {}
-            report.tables[table] = (first["schema"], first["table"])
-        per_table[run.op] = per_table.get(run.op, 0) + run.batch.num_rows
+        report.count(table, first["schema"], first["table"], run.op, run.batch.num_rows)
         last_rows[table] = run.last_row()
         gtids = run.batch.column("gtid").to_pylist()
         put = partial(phase.put, mirror.collection)
@@ -638,8 +638,7 @@ class MongoSink:
         phase = _Phase()
         report.tables[table_name] = (schema, table)
         for row in rows:
-            per_table = report.counts.setdefault(table_name, {})
-            per_table[row["op"]] = per_table.get(row["op"], 0) + 1
+            report.count(table_name, schema, table, row["op"])
             after = self.decode(row["after"])
             if keyed:
                 self._stage_mirror(phase, row, None, after, key_columns, batch)

@@ -42,6 +42,15 @@ columns); 2: row images as BSON (``binary`` columns, ``images.encode_image``). L
 
 IMAGE_COLUMNS = ("pk", "before", "after")
 
+IMAGES_OF_OP = {
+    "insert": (False, True),
+    "update": (True, True),
+    "delete": (True, False),
+    "snapshot": (False, True),
+}
+"""Which images (before, after) a row of each op carries; a DDL row carries none, and every
+row of a keyed table has a ``pk``."""
+
 ROW_SCHEMA_V1 = pa.schema(
     [
         pa.field("event_id", pa.string(), nullable=False),

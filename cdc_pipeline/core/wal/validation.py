@@ -28,6 +28,7 @@ from cdc_pipeline.core.images import document_keys, has_columns
 from cdc_pipeline.core.problems import CappedProblems
 from cdc_pipeline.core.schema import TableSchema
 from cdc_pipeline.core.wal.segment import (
+    IMAGES_OF_OP,
     Manifest,
     VerifiedSegment,
     batch_rows,
@@ -54,15 +55,6 @@ class ValidationReport(CappedProblems):
         )
 
 
-_IMAGES_OF_OP = {
-    "insert": (False, True),
-    "update": (True, True),
-    "delete": (True, False),
-    "snapshot": (False, True),
-}
-"""Which images (before, after) a row of each op carries."""
-
-
 def _check_row(
     row: Mapping[str, Any],
     manifest: Manifest,
@@ -87,7 +79,7 @@ def _check_row(
         report.add(f"event {row['event_id']}: schema version {version} of {table} not in manifest")
         return
     columns, encoded = known
-    images = _IMAGES_OF_OP.get(row["op"])
+    images = IMAGES_OF_OP.get(row["op"])
     if (
         images is not None
         and (has_columns(row["before"], encoded) if images[0] else row["before"] is None)
@@ -96,7 +88,7 @@ def _check_row(
         return  # the common case, compared without decoding; otherwise find out what differs
     before = document_keys(row["before"])
     after = document_keys(row["after"])
-    if (before is not None, after is not None) != _IMAGES_OF_OP.get(row["op"], (None, None)):
+    if (before is not None, after is not None) != IMAGES_OF_OP.get(row["op"], (None, None)):
         report.add(f"event {row['event_id']}: op {row['op']} with the wrong row images")
     for image_name, image in (("before", before), ("after", after)):
         if image is not None and image != columns:
@@ -259,7 +251,7 @@ class _SegmentChecker:
                 known = self.columns_of[(label, version)]
             else:
                 known = _declared(manifest, report, self.columns_of, label, version, gtid)
-            images = _IMAGES_OF_OP.get(op)
+            images = IMAGES_OF_OP.get(op)
             if known is None or images is None:
                 doubted.update(range(batch.num_rows) if positions is None else positions)
                 continue

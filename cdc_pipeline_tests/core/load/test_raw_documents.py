@@ -5,7 +5,7 @@ sink gives the same writes on both paths."""
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import bson
@@ -39,9 +39,8 @@ from cdc_pipeline.core.load.raw_documents import (
 )
 from cdc_pipeline.core.load.sink import MongoSink
 from cdc_pipeline.core.wal.segment import Manifest
+from cdc_pipeline_tests.core.load.segment_rows import START, segment_row
 from cdc_pipeline_tests.core.test_images import documents, keys, scalars
-
-START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _stored(document: dict[str, Any]) -> bytes:
@@ -113,7 +112,7 @@ def test_a_one_column_key_mirror_write_is_the_decoded_paths(
         key_identity(key) == key_identity(other)
     )
     meta = mirror_meta("0-1-9", "batch-1", "v1", START + timedelta(seconds=9))
-    document, write = mirror.upsert(new, _stored(after), CdcElements("batch-1")(_row(9)))
+    document, write = mirror.upsert(new, _stored(after), CdcElements("batch-1")(segment_row(9)))
     decoded_after = decode_image(_stored(after))
     assert decoded_after is not None
     expected = mirror_document(mirror_id({"id": key}), decoded_after, meta)
@@ -137,35 +136,14 @@ def test_tables_the_bytes_cannot_serve_take_the_decoded_path() -> None:
     assert mirror.key_of_pk(_stored({"ix": 1})) is None  # as long as the key's name
 
 
-def _row(seq: int, index: int = 0, **changes: Any) -> dict[str, Any]:
-    gtid = f"0-1-{seq}"
-    return {
-        "event_id": f"{gtid}#{index}",
-        "gtid": gtid,
-        "row_index": index,
-        "source": "default",
-        "schema": "shop",
-        "table": "items",
-        "op": "insert",
-        "pk": None,
-        "before": None,
-        "after": None,
-        "schema_version": "v1",
-        "binlog_file": "bin.000001",
-        "binlog_pos": 4 + seq,
-        "committed_at": START + timedelta(seconds=seq),
-        "statement": None,
-    } | changes
-
-
 def test_the_cdc_element_is_the_mirror_metas_and_made_once_per_transaction() -> None:
     elements = CdcElements("batch-1")
-    first = elements(_row(9))
+    first = elements(segment_row(9))
     meta = mirror_meta("0-1-9", "batch-1", "v1", START + timedelta(seconds=9))
     assert first == b"\x03_cdc\x00" + bson.encode(meta)
-    assert elements(_row(9, 1)) is first
-    assert elements(_row(9, 2, schema_version="v2")) != first
-    assert elements(_row(10)) == b"\x03_cdc\x00" + bson.encode(
+    assert elements(segment_row(9, 1)) is first
+    assert elements(segment_row(9, 2, schema_version="v2")) != first
+    assert elements(segment_row(10)) == b"\x03_cdc\x00" + bson.encode(
         mirror_meta("0-1-10", "batch-1", "v1", START + timedelta(seconds=10))
     )
 
@@ -206,14 +184,16 @@ _ROW_FIELDS = st.fixed_dictionaries(
         max_size=6,
     )
 )
-@example([(None, None, {"a": 1}, None), (None, None, {"a": 2}, _row(3, 1, committed_at=START))])
-@example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, _row(3, 1, op="update"))])
+@example(
+    [(None, None, {"a": 1}, None), (None, None, {"a": 2}, segment_row(3, 1, committed_at=START))]
+)
+@example([(None, None, {"a": 1}, None), (None, {"a": 1}, {"a": 2}, segment_row(3, 1, op="update"))])
 @example(  # fields of other types than the WAL's go to the codec (1 == True, not alike)
     [
-        (None, None, {"a": 1}, _row(3, gtid=None)),
-        (None, None, {"a": 1}, _row(4, True)),
-        (None, None, {"a": 1}, _row(5, gtid=1)),
-        (None, None, {"a": 1}, _row(6, gtid=True)),
+        (None, None, {"a": 1}, segment_row(3, gtid=None)),
+        (None, None, {"a": 1}, segment_row(4, True)),
+        (None, None, {"a": 1}, segment_row(5, gtid=1)),
+        (None, None, {"a": 1}, segment_row(6, gtid=True)),
     ]
 )
 def test_change_log_documents_are_the_decoded_paths(
@@ -224,7 +204,7 @@ def test_change_log_documents_are_the_decoded_paths(
     for the decoded path's document (int32 and int64 positions and indexes on both sides of
     each limit, null table and version, a GTID that is not text, a boolean index)."""
     assemble = ChangeLogDocuments("batch-7")
-    row = _row(3)
+    row = segment_row(3)
     for pk, before, after, fields in draws:
         images = [encode_image(image) for image in (pk, before, after)]
         assume(all(image is None or is_bson_image(image) for image in images))
@@ -236,7 +216,7 @@ def test_change_log_documents_are_the_decoded_paths(
 
 @pytest.mark.parametrize("index", [2**63, -(2**63) - 1])
 def test_an_index_beyond_int64_is_refused_as_the_codec_refuses_it(index: int) -> None:
-    row = _row(3, index)
+    row = segment_row(3, index)
     with pytest.raises(OverflowError):
         bson.encode(change_document(row, None, None, {"a": 1}, "batch-7"))
     with pytest.raises(OverflowError):
@@ -342,7 +322,7 @@ def _segment(inserts_only: bool = False) -> tuple[list[dict[str, Any]], Manifest
     alone, every bulk of which is raw inserts."""
 
     def change(seq: int, index: int, table: str, op: str, pk: Any, before: Any, after: Any):
-        return _row(
+        return segment_row(
             seq,
             index,
             table=table,
@@ -384,6 +364,37 @@ def _segment(inserts_only: bool = False) -> tuple[list[dict[str, Any]], Manifest
     return rows, manifest
 
 
+def _load_counting(
+    monkeypatch: pytest.MonkeyPatch,
+    items: Any,
+    manifest: Manifest,
+    decimals_as_strings: bool,
+    path: str,
+) -> tuple[list[tuple[str, bytes]], Any, int, int]:
+    """A ``_Capture``'s writes, the report as a dict, the rows that the sink's method ``path``
+    (``_apply_raw`` for a row, ``_apply_run`` for a run) applied, and the raw commands sent,
+    after the sink applied ``items`` under ``manifest``."""
+    database = _Capture()
+    sink = MongoSink(
+        database,  # type: ignore[arg-type]
+        decimals_as_strings=decimals_as_strings,
+        large_values=False,
+    )
+    monkeypatch.setattr(sink, "register", lambda source, schema, table, columns: table)
+    taken = 0
+    method = getattr(sink, path)
+
+    def counted(item: Any, *args: Any) -> bool:
+        nonlocal taken
+        done = method(item, *args)
+        taken += done * (item.batch.num_rows if path == "_apply_run" else 1)
+        return done
+
+    monkeypatch.setattr(sink, path, counted)
+    report = sink.apply(items, manifest, [])
+    return database.writes, dataclasses.asdict(report), taken, database.commands
+
+
 @pytest.mark.parametrize("inserts_only", [False, True], ids=["every case", "inserts only"])
 @pytest.mark.parametrize("decimals_as_strings", [False, True], ids=["standard", "nx-27017"])
 def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
@@ -392,25 +403,7 @@ def test_the_sink_writes_the_same_on_the_raw_and_the_decoded_path(
     rows, manifest = _segment(inserts_only)
 
     def load() -> tuple[list[tuple[str, bytes]], Any, int, int]:
-        database = _Capture()
-        sink = MongoSink(
-            database,  # type: ignore[arg-type]
-            decimals_as_strings=decimals_as_strings,
-            large_values=False,
-        )
-        monkeypatch.setattr(sink, "register", lambda source, schema, table, columns: table)
-        raw = 0
-        apply_raw = sink._apply_raw
-
-        def counted(*args: Any) -> bool:
-            nonlocal raw
-            done = apply_raw(*args)
-            raw += done
-            return done
-
-        monkeypatch.setattr(sink, "_apply_raw", counted)
-        report = sink.apply(rows, manifest, [])
-        return database.writes, dataclasses.asdict(report), raw, database.commands
+        return _load_counting(monkeypatch, rows, manifest, decimals_as_strings, "_apply_raw")
 
     writes, report, raw, commands = load()
     monkeypatch.setattr(MongoSink, "_apply_raw", lambda *args: False)
@@ -452,7 +445,7 @@ def test_the_sink_writes_the_same_from_runs_as_row_by_row(
 
     rows, manifest = _segment()
     more = [  # a run of two transactions and three rows events, keys seen before
-        _row(9 + n // 6, n, pk=encode_image({"id": 10 + n % 5}))
+        segment_row(9 + n // 6, n, pk=encode_image({"id": 10 + n % 5}))
         | {"after": encode_image({"id": 10 + n % 5}), "binlog_pos": 40 + n // 4}
         for n in range(9)
     ]
@@ -463,10 +456,10 @@ def test_the_sink_writes_the_same_from_runs_as_row_by_row(
         *more[:4],
         *rows[2:],
         *more[4:],
-        _row(11, pk=encode_image({"id": 30}), after=encode_image(unread)),
+        segment_row(11, pk=encode_image({"id": 30}), after=encode_image(unread)),
         # the walk cannot find the key of the before image (an ObjectId before it): the row
         # path decodes it, and finds that the key moved from 32 to 31
-        _row(12, op="update", pk=encode_image({"id": 31}))
+        segment_row(12, op="update", pk=encode_image({"id": 31}))
         | {"before": encode_image({"o": unread["o"], "id": 32}), "after": encode_image({"id": 31})},
     ]
     manifest = dataclasses.replace(manifest, end_gtid="0-1-12")
@@ -476,25 +469,10 @@ def test_the_sink_writes_the_same_from_runs_as_row_by_row(
         monkeypatch.setattr(sink_module, "PHASE_KEYS", 3)
 
     def load(items: Any) -> tuple[list[tuple[str, bytes]], Any, int]:
-        database = _Capture()
-        sink = MongoSink(
-            database,  # type: ignore[arg-type]
-            decimals_as_strings=decimals_as_strings,
-            large_values=False,
+        writes, report, runs, _ = _load_counting(
+            monkeypatch, items, manifest, decimals_as_strings, "_apply_run"
         )
-        monkeypatch.setattr(sink, "register", lambda source, schema, table, columns: table)
-        runs = 0
-        apply_run = sink._apply_run
-
-        def counted(run: Any, *args: Any) -> bool:
-            nonlocal runs
-            done = apply_run(run, *args)
-            runs += done * run.batch.num_rows
-            return done
-
-        monkeypatch.setattr(sink, "_apply_run", counted)
-        report = sink.apply(items, manifest, [])
-        return database.writes, dataclasses.asdict(report), runs
+        return writes, report, runs
 
     batch = pa.RecordBatch.from_pylist(rows, schema=ROW_SCHEMA)
     by_run, run_report, in_runs = load(row_runs.runs_and_rows([batch]))
@@ -518,7 +496,7 @@ def test_a_run_is_left_to_the_row_path_when_dead_lettering_or_a_value_may_not_fi
     from cdc_pipeline.core.wal.segment import ROW_SCHEMA
 
     _, manifest = _segment()
-    small = _row(1, pk=encode_image({"id": 1}), after=encode_image({"id": 1, "name": "a"}))
+    small = segment_row(1, pk=encode_image({"id": 1}), after=encode_image({"id": 1, "name": "a"}))
     large = small | {"after": encode_image({"id": 1, "name": "x" * (9 * 2**20)})}
 
     def applied(row: dict[str, Any], **changes: Any) -> bool:

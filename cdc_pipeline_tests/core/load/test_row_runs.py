@@ -4,7 +4,7 @@ rows without losing or reordering a row."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
@@ -17,7 +17,7 @@ from cdc_pipeline.core.images import encode_image
 from cdc_pipeline.core.load import row_runs
 from cdc_pipeline.core.load.raw_documents import CdcElements, ChangeLogDocuments, RawMirror
 from cdc_pipeline.core.load.row_runs import (
-    IMAGES_OF_OP,
+    RUN_OPS,
     Images,
     MirrorWrites,
     RowRun,
@@ -25,32 +25,19 @@ from cdc_pipeline.core.load.row_runs import (
     mirror_writes,
     split_batch,
 )
-from cdc_pipeline.core.wal.segment import ROW_SCHEMA, ROW_SCHEMA_V1, batch_rows
+from cdc_pipeline.core.wal.segment import IMAGES_OF_OP, ROW_SCHEMA, ROW_SCHEMA_V1, batch_rows
+from cdc_pipeline_tests.core.load.segment_rows import segment_row
 from cdc_pipeline_tests.core.test_images import scalars
-
-START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def _row(seq: int, index: int = 0, **changes: Any) -> dict[str, Any]:
-    gtid = f"0-1-{seq}"
+    """``segment_row`` with the images of an insert of key ``seq * 10 + index``."""
     key = seq * 10 + index
-    return {
-        "event_id": f"{gtid}#{index}",
-        "gtid": gtid,
-        "row_index": index,
-        "source": "default",
-        "schema": "shop",
-        "table": "items",
-        "op": "insert",
+    images = {
         "pk": encode_image({"id": key}),
-        "before": None,
         "after": encode_image({"id": key, "name": f"n{key}", "amount": Decimal128("1.5")}),
-        "schema_version": "v1",
-        "binlog_file": "bin.000001",
-        "binlog_pos": 4 + seq,
-        "committed_at": START + timedelta(seconds=seq),
-        "statement": None,
-    } | changes
+    }
+    return segment_row(seq, index, **(images | changes))
 
 
 _TEXT = st.sampled_from(["0-1-5", "ü", "a\x00b", 'q"\\', ""]) | st.text(
@@ -96,7 +83,7 @@ _DRAWS = st.lists(
     min_size=1,
     max_size=8,
 )
-_OPS = st.sampled_from(sorted(IMAGES_OF_OP))
+_OPS = st.sampled_from(RUN_OPS)
 
 
 @given(_OPS, _DRAWS)
@@ -188,6 +175,7 @@ _SHAPES = {
     "update without before": {"op": "update"},
     "text before": {"op": "update", "before": b"\x00\x00\x00\x00" + b'{"id": 1}'},
     "ddl": {"op": "ddl", "pk": None, "after": None, "statement": "ALTER TABLE t ADD c INT"},
+    "snapshot": {"op": "snapshot"},
     "text image": {"after": b"\x00\x00\x00\x00" + b'{"id": 1}'},
     "no pk": {"pk": None},
     "other table": {"table": "lines"},
@@ -239,8 +227,10 @@ def _runs_by_row(rows: list[dict[str, Any]], min_run: int) -> list[bool]:
     def bson(image: Any) -> bool:
         return type(image) is bytes and image[:4] != b"\x00" * 4
 
+    run_images = {"insert": (False, True), "update": (True, True), "delete": (True, False)}
+
     def eligible(row: dict[str, Any]) -> bool:
-        carried = IMAGES_OF_OP.get(row["op"])
+        carried = run_images.get(row["op"])
         return (
             carried is not None
             and bson(row["pk"])
