@@ -24,6 +24,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import pairwise, repeat
 from typing import Any
 
@@ -59,7 +60,10 @@ class RowRun:
         """The run's rows as the row path reads them."""
         return batch_rows(self.batch)
 
+    @cached_property
     def first_row(self) -> dict[str, Any]:
+        """The run's first row as the row path reads it (its table, version and fields that
+        every row of the run shares), read once."""
         return batch_rows(self.batch.slice(0, 1))[0]
 
     def last_row(self) -> dict[str, Any]:
@@ -177,7 +181,7 @@ def change_log_documents(
     batch = run.batch
     count = batch.num_rows
     column = batch.column
-    first = run.first_row()
+    first = run.first_row
     middle = table_fields(tuple(first[name] for name in CHANGE_TABLE_FIELDS))
     positions = [column(name) for name in CHANGE_POSITION_FIELDS]
     starts, ids = _runs_of(positions)

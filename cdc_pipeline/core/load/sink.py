@@ -435,7 +435,7 @@ class MongoSink:
         without a key or whose mirror ``RawMirror`` cannot assemble, dead-lettering, values
         that may not fit, images the decimal rewrite cannot read, a ``pk`` image that is not
         the key's, a ``before`` image without the key."""
-        first = run.first_row()
+        first = run.first_row
         table = f"{first['schema']}.{first['table']}"
         key_columns = primary_keys.get((table, first["schema_version"]), ())
         if not key_columns or self.dead is not None:
